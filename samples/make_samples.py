@@ -1,0 +1,97 @@
+"""Regenerate the sample videos, or grow one to a given size without breaking it.
+
+    python samples/make_samples.py                 # rewrite every sample in samples/
+    python samples/make_samples.py grow SRC DST SIZE   # copy SRC to DST padded to SIZE bytes
+
+Needs imageio-ffmpeg (a dev-only dependency: its wheel carries an ffmpeg binary). Each
+sample is a still colour at 1 or 2 frames a second, which compresses to a few tens of KB.
+Growing appends a top-level mp4 `free` box of random bytes: players and mediainfo skip it,
+so the grown file is still a valid video with the same duration and resolution.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+_H264 = ["-c:v", "libx264", "-preset", "veryslow", "-tune", "stillimage"]
+_HEVC = ["-c:v", "libx265", "-tag:v", "hvc1", "-x265-params", "log-level=error"]
+_FASTSTART = ["-movflags", "+faststart"]
+
+# name: (width, height, seconds, frames a second, codec and muxer options)
+SAMPLES: dict[str, tuple[int, int, float, int, list[str]]] = {
+    "landscape_1080p.mp4": (1920, 1080, 200, 1, _H264 + _FASTSTART),
+    "portrait_1080p.mp4": (1080, 1920, 200, 1, _H264 + _FASTSTART),
+    "landscape_4k.mp4": (3840, 2160, 200, 1, _H264 + _FASTSTART),
+    "portrait_4k_hevc.mp4": (2160, 3840, 200, 1, _HEVC + _FASTSTART),
+    "boundary_180s.mp4": (1920, 1080, 180, 1, _H264 + _FASTSTART),
+    "boundary_600s.mp4": (1920, 1080, 600, 1, _H264 + _FASTSTART),
+    "moov_at_end.mp4": (1920, 1080, 200, 1, _H264),
+    "too_short.mp4": (1920, 1080, 179.5, 2, _H264 + _FASTSTART),
+    "too_long.mp4": (1920, 1080, 600.5, 2, _H264 + _FASTSTART),
+    "wrong_resolution.mp4": (1280, 720, 200, 1, _H264 + _FASTSTART),
+}
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def encode(target: Path, width: int, height: int, seconds: float, fps: int,
+           options: list[str]) -> None:
+    """A still-colour video of exactly `seconds` at `fps` frames a second."""
+    run([ffmpeg(), "-f", "lavfi", "-i", f"color=c=0x3060a0:s={width}x{height}:r={fps}",
+         "-frames:v", str(round(seconds * fps)), "-g", "1000", "-pix_fmt", "yuv420p",
+         *options, str(target)])
+
+
+def run(command: list[str]) -> None:
+    subprocess.run([command[0], "-hide_banner", "-loglevel", "error", "-y", *command[1:]],
+                   check=True)
+
+
+def make_all() -> None:
+    for name, (width, height, seconds, fps, options) in SAMPLES.items():
+        encode(HERE / name, width, height, seconds, fps, options)
+    # Stored landscape, displayed portrait: a 90-degree display matrix.
+    run([ffmpeg(), "-display_rotation", "90", "-i", str(HERE / "landscape_1080p.mp4"),
+         "-c", "copy", str(HERE / "rotated_1080p.mp4")])
+    # A Matroska file whose name claims mp4.
+    run([ffmpeg(), "-i", str(HERE / "landscape_1080p.mp4"), "-c", "copy", "-f", "matroska",
+         str(HERE / "matroska_named.mp4")])
+    # Sound and no picture.
+    run([ffmpeg(), "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "200",
+         "-c:a", "aac", "-b:a", "8k", str(HERE / "audio_only.mp4")])
+
+
+def grow(source: Path, target: Path, size: int) -> None:
+    """Copy `source` to `target` and pad it with a `free` box up to `size` bytes."""
+    base = source.stat().st_size
+    padding = size - base
+    if padding < 16:
+        raise SystemExit(f"{size} bytes is not enough: {source} is {base} bytes already")
+    with source.open("rb") as src, target.open("wb") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+        body = padding - 16  # 64-bit box header: size 1, type, then the real size
+        out.write(struct.pack(">I4sQ", 1, b"free", padding))
+        while body:
+            step = min(body, 8 << 20)
+            out.write(os.urandom(step))
+            body -= step
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["grow"] and len(sys.argv) == 5:
+        grow(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 1:
+        make_all()
+    else:
+        raise SystemExit(__doc__)

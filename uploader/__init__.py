@@ -1,0 +1,57 @@
+"""Upload a training video to a Huawei Cloud MetaStudio digital-human training job."""
+
+from uploader._api import MetaStudioClient
+from uploader._errors import (
+    ApiError,
+    ConfirmError,
+    FileChangedError,
+    JobLockedError,
+    JobStateError,
+    JournalError,
+    PlanError,
+    PreflightError,
+    SettingsError,
+    TransferError,
+    UploaderError,
+    UsageError,
+)
+from uploader._models import (
+    CommandResult,
+    JobDetail,
+    JobList,
+    JobSummary,
+    JobUrls,
+    OperationLog,
+    UploadedPart,
+    VoiceJob,
+    VoiceJobList,
+)
+from uploader._retry import Backoff
+from uploader._settings import Settings
+
+__all__ = [
+    "ApiError",
+    "Backoff",
+    "CommandResult",
+    "ConfirmError",
+    "FileChangedError",
+    "JobDetail",
+    "JobList",
+    "JobLockedError",
+    "JobStateError",
+    "JobSummary",
+    "JobUrls",
+    "JournalError",
+    "MetaStudioClient",
+    "OperationLog",
+    "PlanError",
+    "PreflightError",
+    "Settings",
+    "SettingsError",
+    "TransferError",
+    "UploadedPart",
+    "UploaderError",
+    "UsageError",
+    "VoiceJob",
+    "VoiceJobList",
+]

@@ -1,0 +1,226 @@
+"""The MetaStudio API client: six calls, one signed send path, errors translated in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from uploader._errors import ApiError
+from uploader._models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
+from uploader._retry import Backoff
+from uploader._settings import Settings
+from uploader._signing import DATE_FORMAT, authorization, canonical_query
+
+__all__ = ["MetaStudioClient"]
+
+log = logging.getLogger("uploader.api")
+
+_JOBS = "/digital-human-training-manage/user/jobs"
+_VOICE_JOBS = "/voice-training-manage/user/jobs"
+_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+DEFAULT_BACKOFF = Backoff()
+
+Query = Iterable[tuple[str, Any]]
+
+
+class MetaStudioClient:
+    """Async client of the MetaStudio training-job API.
+
+    Give it a `session` to share connections, `clock` and `sleep` to control time in tests.
+    Idempotent calls (GET, update, GET_MULTIPART_UPLOADED) are retried on connection errors,
+    timeouts and 5xx with `backoff`; create and confirm are sent once, since a lost answer to
+    them cannot be told apart from a lost request.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self._session = session
+        self._owns_session = session is None
+        self._backoff = backoff
+        self._clock = clock
+        self._sleep = sleep
+        self._base = f"{settings.endpoint}/v1/{quote(settings.project_id, safe='')}"
+        self._host = urlsplit(settings.endpoint).netloc.rpartition("@")[2]
+
+    async def __aenter__(self) -> MetaStudioClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client made it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def create_job(
+        self, name: str, *, video_multipart_count: int = 1, **fields: Any
+    ) -> JobUrls:
+        """Create a training job; the answer holds one upload URL per part."""
+        body = {"name": name, "video_multipart_count": video_multipart_count, **fields}
+        data = await self._call("POST", _JOBS, body=body, idempotent=False)
+        return JobUrls.from_json(data)
+
+    async def list_jobs(
+        self, *, offset: int | None = None, limit: int | None = None,
+        state: str | Iterable[str] | None = None, **query: Any,
+    ) -> JobList:
+        """List training jobs, newest first unless `sort_dir` says otherwise."""
+        if state is not None and not isinstance(state, str):
+            state = ",".join(state)
+        params = {"offset": offset, "limit": limit, "state": state, **query}
+        data = await self._call("GET", _JOBS, query=_present(params))
+        return JobList.from_json(data)
+
+    async def show_job(self, job_id: str) -> JobDetail:
+        """Everything about one job, with its operation log."""
+        data = await self._call("GET", _job_path(job_id), job_id=job_id)
+        return JobDetail.from_json(data)
+
+    async def update_job(
+        self, job_id: str, *, video_multipart_count: int | None = None, **fields: Any
+    ) -> JobUrls:
+        """Update a job; with `video_multipart_count` it issues fresh upload URLs."""
+        body = _present({"video_multipart_count": video_multipart_count, **fields})
+        data = await self._call("PUT", _job_path(job_id), body=body, job_id=job_id)
+        return JobUrls.from_json(data, job_id=job_id)
+
+    async def command(self, job_id: str, command: str, **fields: Any) -> CommandResult:
+        """Run a job command such as GET_MULTIPART_UPLOADED or CONFIRM_MULTIPART_UPLOADED."""
+        data = await self._call(
+            "POST", f"{_job_path(job_id)}/command", body={"command": command, **fields},
+            idempotent=command.startswith("GET_"), job_id=job_id,
+        )
+        return CommandResult.from_json(data)
+
+    async def list_voice_jobs(
+        self, *, offset: int | None = None, limit: int | None = None, **query: Any
+    ) -> VoiceJobList:
+        """List voice training jobs."""
+        data = await self._call(
+            "GET", _VOICE_JOBS, query=_present({"offset": offset, "limit": limit, **query})
+        )
+        return VoiceJobList.from_json(data)
+
+    async def _call(
+        self, method: str, path: str, *, query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None, idempotent: bool = True, job_id: str | None = None,
+    ) -> dict[str, Any]:
+        pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v))
+                 for k, v in (query or {}).items()]
+        payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        failures = 0
+        while True:
+            try:
+                return await self._send(method, path, pairs, payload, job_id)
+            except ApiError as exc:
+                failures += 1
+                retryable = exc.status is None or exc.status >= 500
+                if not (idempotent and retryable) or failures >= self._backoff.attempts:
+                    raise
+                delay = self._backoff.delay(failures)
+                log.info("%s %s failed (%s); retrying in %.1f s", method, path, exc, delay)
+                await self._sleep(delay)
+
+    async def _send(
+        self, method: str, path: str, query: list[tuple[str, str]], payload: bytes,
+        job_id: str | None,
+    ) -> dict[str, Any]:
+        url = f"{self._base}{path}"
+        query_string = canonical_query(query)
+        headers = self._headers(method, urlsplit(url).path, query, payload)
+        full = URL(f"{url}?{query_string}" if query_string else url, encoded=True)
+        log.debug("%s %s", method, urlsplit(url).path)
+        try:
+            async with self._get_session().request(
+                method, full, data=payload or None, headers=headers
+            ) as response:
+                raw = await response.read()
+                return _decode(response, raw, job_id)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(
+                f"cannot reach MetaStudio at {self.settings.endpoint}: "
+                f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}",
+                job_id=job_id,
+            ) from exc
+
+    def _headers(
+        self, method: str, path: str, query: list[tuple[str, str]], payload: bytes
+    ) -> dict[str, str]:
+        settings = self.settings
+        headers = {"Content-Type": "application/json", "Host": self._host}
+        if settings.app_user_id:
+            headers["X-App-UserId"] = settings.app_user_id
+        if settings.token is not None:
+            headers["X-Auth-Token"] = settings.token
+            return headers
+        assert settings.ak is not None and settings.sk is not None
+        now = self._clock()
+        headers["X-Sdk-Date"] = now.strftime(DATE_FORMAT)
+        headers["X-Project-Id"] = settings.project_id
+        headers["Authorization"] = authorization(
+            method=method, path=path, query=query, headers=headers, body=payload,
+            ak=settings.ak, sk=settings.sk, date=now,
+        )
+        return headers
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+        return self._session
+
+
+def _job_path(job_id: str) -> str:
+    return f"{_JOBS}/{quote(job_id, safe='')}"
+
+
+def _present(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _decode(response: aiohttp.ClientResponse, raw: bytes, job_id: str | None) -> dict[str, Any]:
+    request_id = response.headers.get("X-Request-Id")
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if response.status < 400:
+        if not isinstance(data, dict):
+            raise ApiError(
+                "MetaStudio sent a malformed answer: not a JSON object",
+                status=response.status, request_id=request_id, job_id=job_id,
+            )
+        return data
+    if not isinstance(data, dict):
+        kind = response.content_type or "no content type"
+        raise ApiError(
+            f"MetaStudio answered HTTP {response.status} without a JSON error ({kind})",
+            status=response.status, request_id=request_id, job_id=job_id,
+        )
+    code, msg = data.get("error_code"), data.get("error_msg")
+    raise ApiError(
+        f"MetaStudio refused the request: {msg or 'no message'}",
+        status=response.status, error_code=str(code) if code else None,
+        error_msg=str(msg) if msg else None, request_id=request_id, job_id=job_id,
+    )

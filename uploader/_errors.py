@@ -1,0 +1,147 @@
+"""Every error the library raises, under one root.
+
+    UploaderError
+    ├── UsageError            a request that cannot be carried out as asked (exit 2)
+    │   └── PlanError         an impossible part plan
+    ├── PreflightError        the video would fail review; nothing was sent (exit 3)
+    ├── SettingsError         a missing or contradictory setting (exit 4)
+    ├── ApiError              MetaStudio answered with an error, or could not be reached (exit 4)
+    ├── JobStateError         the job cannot take a video in its current state (exit 4)
+    ├── JournalError          the local journal forbids going on (exit 4)
+    │   ├── JobLockedError    another run is uploading to the same job
+    │   └── FileChangedError  the file differs from the one partly uploaded
+    └── TransferError         the parts did not all arrive, or confirm failed (exit 5)
+        └── ConfirmError      CONFIRM_MULTIPART_UPLOADED answered EXCUTE_FAILED
+
+Each class carries `exit_code`, the CLI's exit status for it, and the facts a user needs to
+act: job id, part number, HTTP status, error code, request id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from uploader._preflight import Report
+
+__all__ = [
+    "ApiError",
+    "ConfirmError",
+    "FileChangedError",
+    "JobLockedError",
+    "JobStateError",
+    "JournalError",
+    "PlanError",
+    "PreflightError",
+    "SettingsError",
+    "TransferError",
+    "UploaderError",
+    "UsageError",
+]
+
+
+class UploaderError(Exception):
+    """Root of every error the library raises."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+
+
+class UsageError(UploaderError):
+    """The request cannot be carried out as asked."""
+
+    exit_code = 2
+
+
+class PlanError(UsageError):
+    """No part plan satisfies the requested parts or part size."""
+
+
+class PreflightError(UploaderError):
+    """The video would be refused by review; nothing was sent."""
+
+    exit_code = 3
+
+    def __init__(self, report: Report) -> None:
+        reasons = "; ".join(problem.message for problem in report.problems)
+        super().__init__(f"{report.path}: {reasons}")
+        self.report = report
+
+
+class SettingsError(UploaderError):
+    """A setting is missing, malformed, or contradicts another."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, variable: str | None = None) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+class ApiError(UploaderError):
+    """MetaStudio answered with an error, or could not be reached (`status` is then None)."""
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        error_msg: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        details = [f"HTTP {status}" if status is not None else None, error_code,
+                   f"request id {request_id}" if request_id else None]
+        shown = ", ".join(d for d in details if d)
+        super().__init__(f"{message} ({shown})" if shown else message, job_id=job_id)
+        self.status = status
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.request_id = request_id
+
+
+class JobStateError(UploaderError):
+    """The job is in a state that cannot take a training video."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, job_id: str, state: str) -> None:
+        super().__init__(message, job_id=job_id)
+        self.state = state
+
+
+class JournalError(UploaderError):
+    """The local journal forbids going on."""
+
+    exit_code = 4
+
+
+class JobLockedError(JournalError):
+    """Another run holds the journal of this job and video."""
+
+
+class FileChangedError(JournalError):
+    """The file is not the one whose upload the journal or server recorded."""
+
+
+class TransferError(UploaderError):
+    """Not every part arrived; running the same command again resumes."""
+
+    exit_code = 5
+
+    def __init__(
+        self, message: str, *, job_id: str | None = None, part_number: int | None = None
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.part_number = part_number
+
+
+class ConfirmError(TransferError):
+    """CONFIRM_MULTIPART_UPLOADED answered EXCUTE_FAILED."""

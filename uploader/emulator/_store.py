@@ -1,0 +1,118 @@
+"""The emulator's durable state: jobs in one JSON file, parts as files named by their ETag.
+
+Layout of the data folder:
+
+    state.json                     jobs and their open uploads (replaced atomically)
+    spent.log                      signatures of presigned URLs already used, one a line
+    parts/<upload_id>/<nnnnn>.<md5>  one stored part; the rename into place is the commit
+    videos/<job_id>.mp4            the assembled training video
+    tmp/                           bodies being received; cleared at start
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Store", "StoredPart"]
+
+_PART_RE = re.compile(r"^(\d{5})\.([0-9a-f]{32})$")
+_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class StoredPart:
+    """A part on disk."""
+
+    number: int
+    etag: str
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+
+class Store:
+    """Jobs, uploads and parts under one folder; survives restarts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        for sub in ("parts", "videos", "tmp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        for leftover in (root / "tmp").iterdir():
+            leftover.unlink()
+        state_file = root / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        self.jobs: dict[str, dict[str, Any]] = state.get("jobs", {})
+        self.voice_jobs: list[dict[str, Any]] = state.get("voice_jobs", _demo_voice_jobs())
+        spent = root / "spent.log"
+        self.spent: set[str] = set(spent.read_text().split()) if spent.exists() else set()
+        self._spent_log = spent.open("a")
+
+    def close(self) -> None:
+        self._spent_log.close()
+
+    def save(self) -> None:
+        """Write the jobs atomically: a crash leaves the old file or the new, never half."""
+        tmp = self.root / "tmp" / f"state-{uuid.uuid4().hex}.json"
+        tmp.write_text(json.dumps({"jobs": self.jobs, "voice_jobs": self.voice_jobs}))
+        os.replace(tmp, self.root / "state.json")
+
+    def spend(self, signature: str) -> None:
+        """Remember that the URL with this signature has been used."""
+        self.spent.add(signature)
+        self._spent_log.write(signature + "\n")
+        self._spent_log.flush()
+
+    def new_tmp(self) -> Path:
+        return self.root / "tmp" / uuid.uuid4().hex
+
+    def parts(self, upload_id: str) -> dict[int, StoredPart]:
+        """The stored parts of an upload, by part number."""
+        folder = self._upload_dir(upload_id)
+        found: dict[int, StoredPart] = {}
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                match = _PART_RE.match(entry.name)
+                if match:
+                    found[int(match[1])] = StoredPart(int(match[1]), match[2], entry)
+        return found
+
+    def commit_part(self, upload_id: str, number: int, etag: str, received: Path) -> None:
+        """Move a fully received body into place; a re-upload of the number replaces it."""
+        folder = self._upload_dir(upload_id)
+        folder.mkdir(exist_ok=True)
+        old = self.parts(upload_id).get(number)
+        os.replace(received, folder / f"{number:05d}.{etag}")
+        if old is not None and old.etag != etag:
+            old.path.unlink(missing_ok=True)
+
+    def drop_upload(self, upload_id: str) -> None:
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+
+    def video_path(self, job_id: str) -> Path:
+        if not _ID_RE.match(job_id):
+            raise ValueError("not a job id")
+        return self.root / "videos" / f"{job_id}.mp4"
+
+    def _upload_dir(self, upload_id: str) -> Path:
+        if not _ID_RE.match(upload_id):
+            raise ValueError("not an upload id")
+        return self.root / "parts" / upload_id
+
+
+def _demo_voice_jobs() -> list[dict[str, Any]]:
+    return [{
+        "job_type": "BASIC", "job_id": "0f3e7c9a5d2b4e6f8a1c3b5d7e9f0a2b",
+        "voice_name": "emulator-demo-voice", "sex": "FEMALE", "language": "CN",
+        "state": "JOB_SUCCESS", "asset_id": "5b1d9c7e3a8f4b2d6e0c1a9f7b3d5e8c",
+        "create_time": 1700000000000, "lastupdate_time": 1700000600000,
+        "create_type": "API", "tag": "demo", "batch_name": None,
+    }]
