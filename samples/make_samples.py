@@ -66,6 +66,9 @@ def make_all() -> None:
     # A Matroska file whose name claims mp4.
     run([ffmpeg(), "-i", str(HERE / "landscape_1080p.mp4"), "-c", "copy", "-f", "matroska",
          str(HERE / "matroska_named.mp4")])
+    # Three rules broken at once: Matroska, 1280x720, 100 s.
+    run([ffmpeg(), "-i", str(HERE / "wrong_resolution.mp4"), "-t", "100", "-c", "copy",
+         "-f", "matroska", str(HERE / "three_problems.mp4")])
     # Sound and no picture.
     run([ffmpeg(), "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "200",
          "-c:a", "aac", "-b:a", "8k", str(HERE / "audio_only.mp4")])

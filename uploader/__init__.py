@@ -26,6 +26,7 @@ from uploader._models import (
     VoiceJob,
     VoiceJobList,
 )
+from uploader._preflight import Facts, Problem, Report, check_video, check_video_async
 from uploader._retry import Backoff
 from uploader._settings import Settings
 
@@ -34,6 +35,7 @@ __all__ = [
     "Backoff",
     "CommandResult",
     "ConfirmError",
+    "Facts",
     "FileChangedError",
     "JobDetail",
     "JobList",
@@ -46,6 +48,8 @@ __all__ = [
     "OperationLog",
     "PlanError",
     "PreflightError",
+    "Problem",
+    "Report",
     "Settings",
     "SettingsError",
     "TransferError",
@@ -54,4 +58,6 @@ __all__ = [
     "UsageError",
     "VoiceJob",
     "VoiceJobList",
+    "check_video",
+    "check_video_async",
 ]

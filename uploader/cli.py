@@ -16,6 +16,7 @@ import click
 
 from uploader._api import MetaStudioClient
 from uploader._errors import UploaderError
+from uploader._preflight import Report, check_video
 from uploader._settings import Settings
 from uploader._states import explain_error_code, explain_state
 
@@ -56,6 +57,33 @@ def main(verbose: int) -> None:
     """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("videos", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object a file.")
+def check(videos: tuple[Path, ...], as_json: bool) -> None:
+    """Check videos against MetaStudio's review rules; exit 3 if any would be refused."""
+    reports = [check_video(video) for video in videos]
+    if as_json:
+        _print_json([report.to_json() for report in reports])
+    else:
+        for report in reports:
+            _echo_verdict(report)
+    if not all(report.ok for report in reports):
+        sys.exit(3)
+
+
+def _echo_verdict(report: Report) -> None:
+    facts = report.facts
+    if report.ok and facts is not None:
+        click.echo(f"{report.path}: passes ({facts.width}x{facts.height} {facts.orientation}, "
+                   f"{facts.duration_seconds:.3f} s, {facts.video_codec})")
+        return
+    click.echo(f"{report.path}: would be refused")
+    for problem in report.problems:
+        click.echo(f"  - {problem.code}: {problem.message}")
 
 
 @main.command()
