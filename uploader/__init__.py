@@ -29,6 +29,8 @@ from uploader._models import (
 from uploader._preflight import Facts, Problem, Report, check_video, check_video_async
 from uploader._retry import Backoff
 from uploader._settings import Settings
+from uploader._transfer import TransferConfig
+from uploader._upload import UploadResult, upload_video, upload_video_sync
 
 __all__ = [
     "ApiError",
@@ -52,7 +54,9 @@ __all__ = [
     "Report",
     "Settings",
     "SettingsError",
+    "TransferConfig",
     "TransferError",
+    "UploadResult",
     "UploadedPart",
     "UploaderError",
     "UsageError",
@@ -60,4 +64,6 @@ __all__ = [
     "VoiceJobList",
     "check_video",
     "check_video_async",
+    "upload_video",
+    "upload_video_sync",
 ]

@@ -10,13 +10,15 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from uploader._api import MetaStudioClient
-from uploader._errors import UploaderError
+from uploader._errors import PreflightError, TransferError, UploaderError
+from uploader._plan import parse_size
 from uploader._preflight import Report, check_video
+from uploader._redact import RedactingFilter, redact
 from uploader._settings import Settings
 from uploader._states import explain_error_code, explain_state
 
@@ -25,8 +27,17 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 
-def _fail(error: UploaderError) -> None:
-    click.echo(f"error: {error}", err=True)
+def _fail(error: UploaderError) -> NoReturn:
+    if isinstance(error, PreflightError):
+        click.echo(f"error: {error.report.path} would be refused by review; nothing was sent",
+                   err=True)
+        for problem in error.report.problems:
+            click.echo(f"  - {problem.code}: {problem.message}", err=True)
+    else:
+        click.echo(redact(f"error: {error}"), err=True)
+    if isinstance(error, TransferError):
+        click.echo("The parts sent so far are kept: run the same command again to resume.",
+                   err=True)
     sys.exit(error.exit_code)
 
 
@@ -39,7 +50,6 @@ def _with_client(call: Callable[[MetaStudioClient], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except UploaderError as error:
         _fail(error)
-        raise AssertionError("unreachable") from None
 
 
 def _print_json(value: Any) -> None:
@@ -48,15 +58,18 @@ def _print_json(value: Any) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.option("--debug", is_flag=True, help="Log everything (same as -vv).")
 @click.version_option(package_name="uploader")
-def main(verbose: int) -> None:
+def main(verbose: int, debug: bool) -> None:
     """Upload training videos to Huawei Cloud MetaStudio digital-human training jobs.
 
     Settings come from the environment: METASTUDIO_ENDPOINT (or METASTUDIO_REGION),
     METASTUDIO_PROJECT_ID, and CLOUD_SDK_AK + CLOUD_SDK_SK or METASTUDIO_AUTH_TOKEN.
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(2 if debug else verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
 
 
 @main.command()
@@ -192,3 +205,107 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
         await running.stop()
 
     asyncio.run(serve())
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_size(value)
+    except UploaderError as error:
+        raise click.BadParameter(error.message) from None
+
+
+@main.command()
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--job-id", help="Upload to this existing job.")
+@click.option("--name", help="Create a job with this name and upload to it.")
+@click.option("--parts", type=click.IntRange(1, 1000), help="Cut the file into N parts.")
+@click.option("--part-size", callback=_size, help="Cut the file into parts of SIZE (32MiB, 8M).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Parts in flight at once.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the resume journal is kept [default: the user state folder].")
+@click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every part.")
+@click.option("--wait", is_flag=True, help="After confirming, wait for the review's outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("--emulator", "use_emulator", is_flag=True,
+              help="Upload to a local emulator started for this command (implies --wait).")
+def upload(video: Path, job_id: str | None, name: str | None, parts: int | None,
+           part_size: int | None, concurrency: int, state_dir: Path | None, restart: bool,
+           wait: bool, as_json: bool, quiet: bool, use_emulator: bool) -> None:
+    """Upload VIDEO to a training job, resuming any earlier attempt, and confirm it."""
+    if (job_id is None) == (name is None):
+        raise click.UsageError("give exactly one of --job-id or --name")
+    from uploader._upload import upload_video
+
+    bar = _progress_bar(enabled=not quiet and not as_json and sys.stderr.isatty())
+    options: dict[str, Any] = dict(
+        job_id=job_id, name=name, parts=parts, part_size=part_size, concurrency=concurrency,
+        state_dir=state_dir, restart=restart, wait=wait or use_emulator,
+        progress=bar.show if bar else None)
+
+    async def run() -> Any:
+        if not use_emulator:
+            return await upload_video(video, **options)
+        from uploader.emulator import EmulatorConfig, start_emulator
+
+        folder = Path(tempfile.mkdtemp(prefix="metastudio-emulator-"))
+        running = await start_emulator(EmulatorConfig(data_dir=folder, review_delay=0.2))
+        if not quiet and not as_json:
+            click.echo(f"using a local MetaStudio emulator at {running.url}", err=True)
+        try:
+            return await upload_video(
+                video, settings=Settings.from_env(running.client_env()), **options)
+        finally:
+            await running.stop()
+
+    try:
+        result = asyncio.run(run())
+    except UploaderError as error:
+        _fail(error)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: the parts sent so far are kept; run the same command "
+                   "again to resume.", err=True)
+        sys.exit(130)
+    finally:
+        if bar:
+            bar.close()
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        _echo_summary(video, result)
+
+
+class _Bar:
+    """A tqdm bar of bytes that can wind back when a part is retried."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
+                         leave=False)
+
+    def show(self, done: int, total: int) -> None:
+        if self._bar.total != total:
+            self._bar.reset(total=total)
+        self._bar.n = done
+        self._bar.refresh() if done in (0, total) else self._bar.update(0)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _progress_bar(*, enabled: bool) -> _Bar | None:
+    return _Bar() if enabled else None
+
+
+def _echo_summary(video: Path, result: Any) -> None:
+    size = result.bytes_uploaded / 1024**2
+    rate = size / result.seconds if result.seconds else 0.0
+    click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
+               f" parts sent ({result.parts_skipped} already there), {size:.1f} MiB in "
+               f"{result.seconds:.1f} s ({rate:.1f} MiB/s)")
+    click.echo(f"state: {result.state}: {result.state_meaning}")
+    if result.review_error_code:
+        click.echo(f"review error {result.review_error_code}: "
+                   f"{result.review_error_meaning or 'no explanation known'}")

@@ -35,6 +35,7 @@ MIN_PART = 100 * 1024
 MAX_PARTS = 1000
 UPDATABLE = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
 _CHUNK = 1024 * 1024
+_SLOW_CHUNK = 16 * 1024
 _JOBS = "/v1/{project_id}/digital-human-training-manage/user/jobs"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -99,6 +100,7 @@ class Emulator:
         self.fail_rate = config.fail_rate
         self.drop_rate = config.drop_rate
         self.link_rate = config.link_rate
+        self.url_ttl = config.url_ttl
         self.reviews: set[asyncio.Task[None]] = set()
         self.stats = {"part_puts": 0, "parts_stored": 0, "faults_failed": 0, "faults_dropped": 0}
 
@@ -352,7 +354,7 @@ class Emulator:
                 self.store.drop_upload(upload["upload_id"])
             upload = {"upload_id": uuid.uuid4().hex, "count": count, "last_expires": 0}
             job["upload"] = upload
-        expires = max(int(time.time()) + self.config.url_ttl, upload["last_expires"] + 1)
+        expires = max(int(time.time()) + self.url_ttl, upload["last_expires"] + 1)
         upload["last_expires"] = expires
         key = f"training/{job['job_id']}/video.mp4"
         return [
@@ -381,7 +383,7 @@ class Emulator:
         self, request: web.Request, method: str, key: str, sub: dict[str, str], *,
         content_type: str = "", expires: int | None = None,
     ) -> str:
-        expires = expires or int(time.time()) + self.config.url_ttl
+        expires = expires or int(time.time()) + self.url_ttl
         resource = _resource(key, sub)
         signature = obs_signature(
             sk=self.config.sk, method=method, content_md5="", content_type=content_type,
@@ -467,22 +469,30 @@ class Emulator:
         return q["uploadId"], int(number)
 
     async def _receive(self, request: web.Request) -> tuple[Path, str] | None:
-        """Stream the body to a temporary file; None (and no file) if it did not all arrive."""
+        """Stream the body to a temporary file; None (and no file) if it did not all arrive.
+
+        With a link rate set (it may change while a body arrives), the body is read no faster
+        than that, measured from the moment the rate applied.
+        """
         tmp = self.store.new_tmp()
         digest = hashlib.md5()
         received = 0
-        rate = self.link_rate
-        started = time.monotonic()
+        paced_from, paced_bytes = time.monotonic(), 0
         try:
             with tmp.open("wb") as out:
-                async for chunk in request.content.iter_chunked(64 * 1024 if rate else _CHUNK):
+                while chunk := await request.content.read(_SLOW_CHUNK if self.link_rate
+                                                          else _CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
-                    if rate:
-                        ahead = received / rate - (time.monotonic() - started)
-                        if ahead > 0:
-                            await asyncio.sleep(ahead)
+                    rate = self.link_rate
+                    if not rate:
+                        paced_from, paced_bytes = time.monotonic(), 0
+                        continue
+                    paced_bytes += len(chunk)
+                    ahead = paced_bytes / rate - (time.monotonic() - paced_from)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
             expected = request.content_length
             if expected is not None and received != expected:
                 raise ConnectionResetError("short body")

@@ -1,0 +1,61 @@
+"""Helpers for the end-to-end upload tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from samples.make_samples import grow
+from tests.conftest import GOOD_VIDEO
+from uploader import Backoff, MetaStudioClient, Settings
+from uploader._transfer import TransferConfig
+
+#: Retries that wait milliseconds, so fault tests take seconds.
+FAST = TransferConfig(concurrency=4, backoff=Backoff(attempts=8, base=0.01, cap=0.05))
+
+
+def video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:
+    """A valid 1080p video of exactly `size` bytes."""
+    target = tmp_path / name
+    grow(GOOD_VIDEO, target, size)
+    return target
+
+
+async def assembled(settings: Settings, job_id: str) -> bytes:
+    """The video the service assembled for the job."""
+    async with MetaStudioClient(settings) as client:
+        url = (await client.show_job(job_id)).training_video_download_url
+    assert url, "the job has no assembled video"
+    return await asyncio.to_thread(_download, url)
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url) as response:
+        return bytes(response.read())
+
+
+def cli_env(emulator_env: dict[str, str], state_dir: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("METASTUDIO_", "CLOUD_SDK_"))}
+    return base | emulator_env | {"XDG_STATE_HOME": str(state_dir)}
+
+
+def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "uploader", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "uploader", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))

@@ -1,0 +1,181 @@
+"""The local journal of one upload: crash-safe, private, and locked against a second run.
+
+One append-only file of JSON lines per (job, video), each line fsync'd before the write is
+trusted: a header with the job, the file's identity and the plan, then `urls` records (the
+presigned URLs and when they were issued) and `part` records (a part sent, with its MD5).
+A crash can only cut the last line short, and a short last line is ignored. The folder is
+0700 and the file 0600: the URLs in it are credentials for as long as they are valid.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from uploader._errors import JobLockedError, JournalError
+
+__all__ = ["FileIdentity", "Journal", "default_state_dir"]
+
+_VERSION = 1
+_EDGE = 1024 * 1024
+
+
+def default_state_dir() -> Path:
+    """The per-user state folder, e.g. ~/.local/state/uploader on Linux."""
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("uploader", appauthor=False))
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """What makes a file the same file: path, size, mtime, and a hash of both ends."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    edges_sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity:
+        resolved = path.resolve()
+        info = resolved.stat()
+        digest = hashlib.sha256()
+        with resolved.open("rb") as handle:
+            digest.update(handle.read(_EDGE))
+            handle.seek(max(0, info.st_size - _EDGE))
+            digest.update(handle.read(_EDGE))
+        return cls(str(resolved), info.st_size, info.st_mtime_ns, digest.hexdigest())
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+class Journal:
+    """The journal of uploading one file to one job (or to the job a name created).
+
+    Use as a context manager: entering takes the lock (JobLockedError if another run holds
+    it) and reads what an earlier run recorded; leaving releases the lock and keeps the file.
+    """
+
+    def __init__(self, state_dir: Path, job_key: str, video: Path) -> None:
+        self.folder = state_dir
+        self.path = state_dir / f"{_digest(job_key, str(video.resolve()))}.jsonl"
+        self._job_key = job_key
+        self.header: dict[str, Any] | None = None
+        self.urls: list[str] = []
+        self.urls_issued_at = 0.0
+        self.parts: dict[int, str] = {}
+        self._fd: int | None = None
+        self._locks: dict[str, int] = {}
+
+    def __enter__(self) -> Journal:
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        self.lock(self._job_key)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._replay()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for fd in self._locks.values():
+            os.close(fd)  # closing releases the lock
+        self._locks.clear()
+
+    def lock(self, job_key: str) -> None:
+        """Hold the lock of `job_key` ("job:ID" or "name:NAME") until exit."""
+        if job_key in self._locks:
+            return
+        path = self.folder / f"{_digest(job_key)}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobLockedError(
+                f"another uploader run is uploading to this job ({job_key}); wait for it to "
+                "finish, then run the command again"
+            ) from None
+        self._locks[job_key] = fd
+
+    def _replay(self) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        records = []
+        for index, line in enumerate(lines):
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if index < len(lines) - 2:  # only a crash-cut last line is forgiven
+                    raise JournalError(f"the journal {self.path} is corrupt; delete it or "
+                                       "run with --restart") from None
+        for record in records:
+            self._apply(record)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        kind = record.get("kind")
+        if kind == "header":
+            self.header = record
+            self.urls, self.urls_issued_at, self.parts = [], 0.0, {}
+        elif kind == "urls":
+            self.urls, self.urls_issued_at = record["urls"], record["issued_at"]
+        elif kind == "part":
+            self.parts[int(record["number"])] = record["md5"]
+        elif kind == "drop":
+            for number in record["numbers"]:
+                self.parts.pop(int(number), None)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        assert self._fd is not None, "the journal is not open"
+        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        os.fsync(self._fd)
+        self._apply(record)
+
+    @property
+    def job_id(self) -> str | None:
+        return None if self.header is None else str(self.header["job_id"])
+
+    @property
+    def identity(self) -> FileIdentity | None:
+        return None if self.header is None else FileIdentity(**self.header["identity"])
+
+    @property
+    def sizes(self) -> tuple[int, ...] | None:
+        return None if self.header is None else tuple(self.header["sizes"])
+
+    def start(self, job_id: str, identity: FileIdentity, sizes: tuple[int, ...]) -> None:
+        """Begin anew: forget every earlier record (the file is truncated first)."""
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        self._append({"kind": "header", "version": _VERSION, "job_id": job_id,
+                      "identity": asdict(identity), "sizes": list(sizes)})
+
+    def record_urls(self, urls: list[str], issued_at: float | None = None) -> None:
+        self._append({"kind": "urls", "urls": urls,
+                      "issued_at": time.time() if issued_at is None else issued_at})
+
+    def record_part(self, number: int, md5: str) -> None:
+        self._append({"kind": "part", "number": number, "md5": md5})
+
+    def forget_parts(self, numbers: list[int]) -> None:
+        self._append({"kind": "drop", "numbers": numbers})
+
+    def remove(self) -> None:
+        """Delete the journal: the upload is confirmed and nothing is left to resume."""
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,106 @@
+"""Part planning: how a file is cut into byte ranges. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from uploader._errors import PlanError
+
+__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "parse_size", "plan_parts"]
+
+KIB, MIB, GIB = 1024, 1024**2, 1024**3
+MIN_PART = 100 * KIB      # OBS: every part but the last is at least 100 KB
+MAX_PART = 5 * GIB        # OBS: no part is larger than 5 GB
+MAX_PARTS = 1000          # MetaStudio: video_multipart_count is 1 to 1000
+#: Near 32 MiB: big enough that per-part overhead is noise, small enough that a failed part
+#: costs seconds to resend and that 8 parts in flight keep a link full.
+DEFAULT_PART_SIZE = 32 * MIB
+
+_UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
+          "g": GIB, "gb": GIB, "gib": GIB}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One byte range of the file: part `number` (1-based) is `size` bytes from `offset`."""
+
+    number: int
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """The parts of a file, in order; `sizes[i]` is the size of part i+1."""
+
+    file_size: int
+    sizes: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def parts(self) -> list[Part]:
+        found, offset = [], 0
+        for number, size in enumerate(self.sizes, start=1):
+            found.append(Part(number, offset, size))
+            offset += size
+        return found
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as `32MiB`, `8M`, `100k` or `1048576` (units are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match[2].lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise PlanError(f"not a size: {text!r} (try 32MiB, 8M or 100k)")
+    return int(float(match[1]) * _UNITS[unit])
+
+
+def plan_parts(
+    file_size: int, *, parts: int | None = None, part_size: int | None = None
+) -> PartPlan:
+    """Cut `file_size` bytes into `parts` near-equal parts, or parts of `part_size`, or the
+    default: parts near 32 MiB, fewer than 1000. Raises PlanError when no plan satisfies the
+    limits (1 to 1000 parts, each at most 5 GiB, each but the last at least 100 KiB)."""
+    if file_size < 1:
+        raise PlanError("the file is empty: there is nothing to upload")
+    if parts is not None and part_size is not None:
+        raise PlanError("give the number of parts or the part size, not both")
+    if parts is not None:
+        return _equal_parts(file_size, parts)
+    if part_size is not None:
+        return _fixed_size(file_size, part_size)
+    count = min(MAX_PARTS, math.ceil(file_size / DEFAULT_PART_SIZE))
+    return _fixed_size(file_size, math.ceil(file_size / count))
+
+
+def _equal_parts(file_size: int, count: int) -> PartPlan:
+    if not 1 <= count <= MAX_PARTS:
+        raise PlanError(f"the number of parts must be from 1 to {MAX_PARTS}, not {count}")
+    base, extra = divmod(file_size, count)
+    if count > 1 and base < MIN_PART:
+        most = max(1, file_size // MIN_PART)
+        raise PlanError(f"{file_size} bytes cannot be cut into {count} parts of at least "
+                        f"100 KiB: use at most {most} parts")
+    if base + (extra > 0) > MAX_PART:
+        raise PlanError(f"{count} parts of {file_size} bytes would exceed 5 GiB each: "
+                        f"use at least {math.ceil(file_size / MAX_PART)} parts")
+    return PartPlan(file_size, tuple(base + 1 if i < extra else base for i in range(count)))
+
+
+def _fixed_size(file_size: int, part_size: int) -> PartPlan:
+    if part_size > MAX_PART:
+        raise PlanError(f"a part size of {part_size} bytes exceeds the 5 GiB limit")
+    count = math.ceil(file_size / part_size)
+    if count > 1 and part_size < MIN_PART:
+        raise PlanError(f"a part size of {part_size} bytes is under the 100 KiB minimum")
+    if count > MAX_PARTS:
+        raise PlanError(f"parts of {part_size} bytes would make {count} parts, over the "
+                        f"limit of {MAX_PARTS}: use at least {math.ceil(file_size / MAX_PARTS)}"
+                        " bytes a part")
+    last = file_size - part_size * (count - 1)
+    return PartPlan(file_size, (part_size,) * (count - 1) + (last,))

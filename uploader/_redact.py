@@ -1,0 +1,30 @@
+"""Keep credentials out of anything printed or logged."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["RedactingFilter", "redact"]
+
+# A URL's query (presigned URLs carry AccessKeyId and Signature there), and the values of
+# the headers and fields that carry credentials.
+_URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s#'\"<>]*")
+_SECRET_FIELDS = re.compile(
+    r"(?i)((?:Signature|AccessKeyId|X-Auth-Token|Access|Credential|sk|ak|token)\s*[=:]\s*)"
+    r"[^\s,;&'\"]+"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with URL queries and credential values replaced by `<redacted>`."""
+    return _SECRET_FIELDS.sub(r"\1<redacted>", _URL_QUERY.sub(r"\1?<redacted>", text))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts every record's final message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        return True
