@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import urllib.request
 
 import pytest
@@ -67,8 +68,12 @@ def test_sdk_drives_the_whole_upload(emulator_thread: RunningEmulator, tmp_path)
     assert [(p.part_number, p.etag) for p in uploaded.multipart_data] == [("1", etags[0]),
                                                                           ("2", etags[1])]
     assert _command(sdk, job_id, "CONFIRM_MULTIPART_UPLOADED").commond_result == "EXCUTE_SUCCESS"
-    shown = sdk.show2d_model_training_job(Show2dModelTrainingJobRequest(job_id=job_id))
-    assert shown.state in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
+    for _ in range(100):
+        shown = sdk.show2d_model_training_job(Show2dModelTrainingJobRequest(job_id=job_id))
+        if shown.state != "AUTO_VERIFYING":
+            break
+        time.sleep(0.05)
+    assert shown.state == "MANUAL_VERIFYING"
     with urllib.request.urlopen(shown.training_video_download_url) as response:
         assert response.read() == data
     voices = sdk.list_voice_training_job(ListVoiceTrainingJobRequest())

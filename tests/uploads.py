@@ -27,11 +27,14 @@ def video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:
 
 
 async def assembled(settings: Settings, job_id: str) -> bytes:
-    """The video the service assembled for the job."""
+    """The video the service assembled for the job (assembly runs after confirm)."""
     async with MetaStudioClient(settings) as client:
-        url = (await client.show_job(job_id)).training_video_download_url
-    assert url, "the job has no assembled video"
-    return await asyncio.to_thread(_download, url)
+        for _ in range(200):
+            url = (await client.show_job(job_id)).training_video_download_url
+            if url:
+                return await asyncio.to_thread(_download, url)
+            await asyncio.sleep(0.05)
+    raise AssertionError("the job's video was never assembled")
 
 
 def _download(url: str) -> bytes:

@@ -7,9 +7,9 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -313,26 +313,32 @@ class Emulator:
         small = [n for n in range(1, count) if parts[n].size < MIN_PART]
         if small:
             return failed(f"part {small[0]} is smaller than 100 KB and is not the last part")
-        target = self.store.video_path(job["job_id"])
-        ordered = [parts[n].path for n in range(1, count + 1)]
-        await asyncio.get_running_loop().run_in_executor(None, _assemble, ordered, target)
-        self.store.drop_upload(job["upload"]["upload_id"])
-        job.update(state="AUTO_VERIFYING", video=True, upload=None, last_update_time=_now())
+        job.update(state="AUTO_VERIFYING", last_update_time=_now())
         job["operation_logs"].append(_log_entry("USER_VERIFYING_SUBMITTED", "USER"))
         self.store.save()
         self.schedule_review(job)
         return {"commond_result": "EXCUTE_SUCCESS"}
 
     def schedule_review(self, job: dict[str, Any]) -> None:
+        """Assemble (if not yet done) and review the job's video in the background."""
         task = asyncio.get_running_loop().create_task(self._review(job["job_id"]))
         self.reviews.add(task)
         task.add_done_callback(self.reviews.discard)
 
     async def _review(self, job_id: str) -> None:
-        await asyncio.sleep(self.config.review_delay)
-        path = self.store.video_path(job_id)
-        verdict = await asyncio.get_running_loop().run_in_executor(None, review, path)
         job = self.store.jobs[job_id]
+        loop = asyncio.get_running_loop()
+        if not job["video"]:
+            upload = job["upload"]
+            parts = self.store.parts(upload["upload_id"])
+            ordered = [parts[n].path for n in range(1, upload["count"] + 1)]
+            target = self.store.video_path(job_id)
+            await loop.run_in_executor(None, _assemble, ordered, target)
+            self.store.drop_upload(upload["upload_id"])
+            job.update(video=True, upload=None)
+            self.store.save()
+        await asyncio.sleep(self.config.review_delay)
+        verdict = await loop.run_in_executor(None, review, self.store.video_path(job_id))
         if verdict is None:
             job["state"] = "MANUAL_VERIFYING"
             job["operation_logs"].append(_log_entry("SYSTEM_VERIFY_SUCCESS", "SYSTEM"))
@@ -461,7 +467,8 @@ class Emulator:
             return None, 0
         job = next((j for j in self.store.jobs.values()
                     if j["upload"] and j["upload"]["upload_id"] == q["uploadId"]), None)
-        if job is None or key != f"training/{job['job_id']}/video.mp4":
+        if (job is None or job["state"] != "WAIT_FILE_UPLOAD"
+                or key != f"training/{job['job_id']}/video.mp4"):
             raise _ObsDenied(404, "NoSuchUpload", "The specified upload does not exist")
         number = q.get("partNumber", "")
         if not number.isdigit() or not 1 <= int(number) <= job["upload"]["count"]:
@@ -550,11 +557,17 @@ def _resource(key: str, sub: dict[str, str]) -> str:
 
 
 def _assemble(parts: list[Path], target: Path) -> None:
+    """Concatenate the parts into `target`, in the kernel where it can (copy_file_range)."""
     tmp = target.with_suffix(".partial")
     with tmp.open("wb") as out:
         for part in parts:
             with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 8 * _CHUNK)
+                remaining = os.fstat(src.fileno()).st_size
+                while remaining:
+                    copied = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+                    if copied == 0:
+                        raise OSError(f"{part} ended early")
+                    remaining -= copied
     tmp.replace(target)
 
 
