@@ -184,7 +184,7 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
     assert state_error.value.state in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
 
 
-# ---- resume ------------------------------------------------------------------------------
+# ---- resume (more failure cases: tests/test_faults.py) ----------------------------------
 
 
 def _stored(emulator: RunningEmulator, job_id: str) -> int:
@@ -243,55 +243,6 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path):
         emulator.emulator.link_rate = None
         second = run_cli(*args, "--json", env=env)
         assert int(json_out(second)["parts_skipped"]) >= 2
-
-
-async def test_responses_dropped_after_store(tmp_path: Path):
-    running = await start_emulator(emulator_config(tmp_path / "emulator", drop_rate=0.3))
-    try:
-        settings = Settings.from_env(running.client_env())
-        video = video_of(tmp_path, 2_000_000)
-        result = await upload_video(video, name="drops", parts=10, settings=settings,
-                                    state_dir=tmp_path / "state", transfer=FAST)
-        assert running.emulator.stats["faults_dropped"] > 0
-        assert result.parts_uploaded == 10
-        assert await assembled(settings, result.job_id) == video.read_bytes()
-    finally:
-        await running.stop()
-
-
-async def test_urls_expiring_mid_upload(tmp_path: Path):
-    running = await start_emulator(
-        emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
-    try:
-        settings = Settings.from_env(running.client_env())
-        video = video_of(tmp_path, 6 * 200 * 1024)
-        result = await upload_video(video, name="expiry", parts=6, settings=settings,
-                                    state_dir=tmp_path / "state", concurrency=1)
-        assert result.parts_uploaded == 6
-        assert await assembled(settings, result.job_id) == video.read_bytes()
-    finally:
-        await running.stop()
-
-
-async def test_update_that_drops_stored_parts(tmp_path: Path, caplog):
-    running = await start_emulator(
-        emulator_config(tmp_path / "emulator", update_resets_parts=True, url_ttl=1,
-                        link_rate=150 * 1024))
-    try:
-        settings = Settings.from_env(running.client_env())
-        video = video_of(tmp_path, 6 * 200 * 1024)
-        upload = asyncio.create_task(upload_video(
-            video, name="resets", parts=6, settings=settings, state_dir=tmp_path / "state",
-            concurrency=2))
-        while not running.emulator.store.jobs:
-            await asyncio.sleep(0.01)
-        running.emulator.url_ttl = 3600  # only the first links expire (after 1 s at most)
-        result = await upload
-        assert "no longer holds" in caplog.text
-        assert result.parts_uploaded > 6  # the dropped parts were sent again
-        assert await assembled(settings, result.job_id) == video.read_bytes()
-    finally:
-        await running.stop()
 
 
 async def _interrupted_upload(settings: Settings, video: Path, state: Path) -> str:

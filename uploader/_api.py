@@ -27,7 +27,9 @@ log = logging.getLogger("uploader.api")
 _JOBS = "/digital-human-training-manage/user/jobs"
 _VOICE_JOBS = "/voice-training-manage/user/jobs"
 _TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
-DEFAULT_BACKOFF = Backoff()
+#: API calls are small: 4 tries within about 2 s ride out a gateway blip, and a wrong or
+#: dead endpoint is reported in about a second rather than after a long silence.
+DEFAULT_BACKOFF = Backoff(attempts=4, base=0.25, cap=4.0)
 
 Query = Iterable[tuple[str, Any]]
 

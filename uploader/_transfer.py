@@ -103,7 +103,7 @@ async def part_md5(path: Path, part: Part, chunk_size: int = 1024 * 1024) -> str
     return digest.hexdigest()
 
 
-async def _hash(digest: hashlib._Hash, chunk: bytes) -> None:
+async def _hash(digest: hashlib._Hash, chunk: memoryview) -> None:
     # hashlib releases the GIL on large buffers: hashing in a thread runs beside the loop.
     if len(chunk) >= _HASH_IN_THREAD:
         await asyncio.to_thread(digest.update, chunk)
@@ -113,18 +113,25 @@ async def _hash(digest: hashlib._Hash, chunk: bytes) -> None:
 
 async def _read_range(
     handle: Any, path: Path, part: Part, chunk_size: int
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[memoryview]:
+    """The part's bytes, chunk by chunk, read into one reused buffer.
+
+    Each chunk is a view of that buffer, valid until the next is asked for: the caller must
+    be done with it (hashed it, and handed it to the socket, which sends or copies it) by
+    then. Reusing one buffer keeps memory flat and spares a fresh allocation per chunk.
+    """
+    buffer = memoryview(bytearray(min(chunk_size, part.size)))
     await handle.seek(part.offset)
     remaining = part.size
     while remaining:
-        chunk = await handle.read(min(chunk_size, remaining))
-        if not chunk:
+        count = await handle.readinto(buffer[: min(len(buffer), remaining)])
+        if not count:
             raise FileChangedError(
                 f"{path} became shorter while it was being sent: it is being changed; "
                 "let it be, then run the command again"
             )
-        remaining -= len(chunk)
-        yield chunk
+        remaining -= count
+        yield buffer[:count]
 
 
 async def put_part(
@@ -138,7 +145,7 @@ async def put_part(
         config.stall_timeout
     ) as deadline:
 
-        async def body() -> AsyncIterator[bytes]:
+        async def body() -> AsyncIterator[memoryview]:
             async for chunk in _read_range(handle, path, part, config.chunk_size):
                 await _hash(digest, chunk)
                 yield chunk

@@ -176,6 +176,8 @@ def voices(as_json: bool) -> None:
               help="Share of part PUTs answered 500/503 before storing.")
 @click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
               help="Share of part PUTs stored, then cut off with no response.")
+@click.option("--reset-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of part PUTs cut off half-way through the body (nothing stored).")
 @click.option("--link-rate", type=click.FloatRange(min=1, min_open=False), default=None,
               help="Read each request body no faster than this many bytes a second.")
 @click.option("--url-ttl", type=click.IntRange(1), default=86400, show_default=True,

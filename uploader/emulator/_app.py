@@ -12,11 +12,12 @@ import random
 import re
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
@@ -35,7 +36,7 @@ MIN_PART = 100 * 1024
 MAX_PARTS = 1000
 UPDATABLE = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
 _CHUNK = 1024 * 1024
-_SLOW_CHUNK = 16 * 1024
+_BATCH = 4 * 1024 * 1024
 _JOBS = "/v1/{project_id}/digital-human-training-manage/user/jobs"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,6 +56,7 @@ class EmulatorConfig:
     token: str = field(default="emulator-token-not-a-secret", repr=False)
     fail_rate: float = 0.0
     drop_rate: float = 0.0
+    reset_rate: float = 0.0
     link_rate: float | None = None
     url_ttl: int = 86400
     update_resets_parts: bool = False
@@ -62,7 +64,7 @@ class EmulatorConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fail_rate", "drop_rate"):
+        for name in ("fail_rate", "drop_rate", "reset_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.link_rate is not None and self.link_rate <= 0:
@@ -102,7 +104,14 @@ class Emulator:
         self.link_rate = config.link_rate
         self.url_ttl = config.url_ttl
         self.reviews: set[asyncio.Task[None]] = set()
+        self.reset_rate = config.reset_rate
+        self.lose_confirms = 0
+        self.rewrite: Callable[[web.Request, Any], Any] | None = None
         self.stats = {"part_puts": 0, "parts_stored": 0, "faults_failed": 0, "faults_dropped": 0}
+        #: What happened to each part's PUTs, by (job id, part number): attempts, refused
+        #: (403/404), failed (injected 5xx), reset (cut by the emulator mid-body), cut (by
+        #: the client mid-body), stored, dropped (stored, then the answer cut).
+        self.ledger: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -115,6 +124,20 @@ class Emulator:
             raise
         response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
         return response
+
+    @web.middleware
+    async def rewrite_answers(self, request: web.Request,
+                              handler: Handler) -> web.StreamResponse:
+        """Let a test mangle API answers (`self.rewrite`), to test clients against them."""
+        response = await handler(request)
+        if self.rewrite is None or not request.path.startswith("/v1/"):
+            return response
+        assert isinstance(response, web.Response) and response.body is not None
+        changed = self.rewrite(request, json.loads(bytes(response.body)))  # type: ignore[arg-type]
+        if isinstance(changed, bytes):
+            return web.Response(status=response.status, body=changed,
+                                content_type="text/html")
+        return web.json_response(changed, status=response.status)
 
     @web.middleware
     async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -270,7 +293,11 @@ class Emulator:
         if command == "GET_MULTIPART_UPLOADED":
             return web.json_response(self._uploaded(job))
         if command == "CONFIRM_MULTIPART_UPLOADED":
-            return web.json_response(await self._confirm(job))
+            answer = await self._confirm(job)
+            if self.lose_confirms > 0:
+                self.lose_confirms -= 1
+                _cut(request)
+            return web.json_response(answer)
         if not isinstance(command, str) or not command:
             return _mss(400, "Invalid parameter: command is required")
         return web.json_response(
@@ -430,22 +457,36 @@ class Emulator:
 
     async def put_object(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
+        ledger = self.ledger[(key.split("/")[1] if key.count("/") >= 2 else "",
+                              _int_or_zero(request.query.get("partNumber")))]
+        ledger["attempts"] += 1
         try:
             signature, _ = self._check_presigned(request, key)
             if signature in self.store.spent:
                 raise _ObsDenied(403, "AccessDenied", "This URL has already been used")
             upload_id, number = self._part_target(request, key)
         except _ObsDenied as exc:
+            ledger["refused"] += 1
             await _discard(request)
             return exc.response()
         self.stats["part_puts"] += 1
         if self.rng.random() < self.fail_rate:
             self.stats["faults_failed"] += 1
+            ledger["failed"] += 1
             await _discard(request)
             return _obs_error(self.rng.choice((500, 503)), "ServiceUnavailable",
                               "Please reduce your request rate (injected fault)")
-        received = await self._receive(request)
+        if self.rng.random() < self.reset_rate:
+            ledger["reset"] += 1
+            await request.content.read(max(1, (request.content_length or 2) // 2))
+            _cut(request)
+        try:
+            received = await self._receive(request)
+        except asyncio.CancelledError:
+            ledger["cut"] += 1  # the client went away mid-body
+            raise
         if received is None:
+            ledger["cut"] += 1
             return web.Response(status=400)
         tmp, etag = received
         if upload_id is None:
@@ -453,12 +494,12 @@ class Emulator:
         else:
             self.store.commit_part(upload_id, number, etag, tmp)
             self.stats["parts_stored"] += 1
+            ledger["stored"] += 1
         self.store.spend(signature)
         if self.rng.random() < self.drop_rate:
             self.stats["faults_dropped"] += 1
-            assert request.transport is not None
-            request.transport.abort()
-            raise asyncio.CancelledError
+            ledger["dropped"] += 1
+            _cut(request)
         return web.Response(status=200, headers={"ETag": f'"{etag}"'})
 
     def _part_target(self, request: web.Request, key: str) -> tuple[str | None, int]:
@@ -478,20 +519,27 @@ class Emulator:
     async def _receive(self, request: web.Request) -> tuple[Path, str] | None:
         """Stream the body to a temporary file; None (and no file) if it did not all arrive.
 
-        With a link rate set (it may change while a body arrives), the body is read no faster
-        than that, measured from the moment the rate applied.
+        Received data is hashed and written in a worker thread, a batch at a time, so that
+        the event loop goes on receiving (hashlib and file writes release the GIL). With a
+        link rate set (it may change while a body arrives), the body is read no faster.
         """
         tmp = self.store.new_tmp()
         digest = hashlib.md5()
         received = 0
         paced_from, paced_bytes = time.monotonic(), 0
+        loop = asyncio.get_running_loop()
         try:
-            with tmp.open("wb") as out:
-                while chunk := await request.content.read(_SLOW_CHUNK if self.link_rate
-                                                          else _CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
+            with tmp.open("wb", buffering=0) as out:
+                batch: list[bytes] = []
+                batched = 0
+                while chunk := await (request.content.read(_pace_chunk(self.link_rate))
+                                      if self.link_rate else request.content.readany()):
+                    batch.append(chunk)
+                    batched += len(chunk)
                     received += len(chunk)
+                    if batched >= _BATCH:
+                        await loop.run_in_executor(None, _store_batch, out, digest, batch)
+                        batch, batched = [], 0
                     rate = self.link_rate
                     if not rate:
                         paced_from, paced_bytes = time.monotonic(), 0
@@ -500,6 +548,7 @@ class Emulator:
                     ahead = paced_bytes / rate - (time.monotonic() - paced_from)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                await loop.run_in_executor(None, _store_batch, out, digest, batch)
             expected = request.content_length
             if expected is not None and received != expected:
                 raise ConnectionResetError("short body")
@@ -534,6 +583,17 @@ class Emulator:
         self.store.close()
 
 
+def _cut(request: web.Request) -> NoReturn:
+    """Close the connection without a response, as a network failure would."""
+    assert request.transport is not None
+    request.transport.abort()
+    raise asyncio.CancelledError
+
+
+def _int_or_zero(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
 class _ObsDenied(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -549,6 +609,18 @@ async def _discard(request: web.Request) -> None:
             pass
     except (ConnectionError, OSError):
         pass
+
+
+def _pace_chunk(rate: float) -> int:
+    """Bytes to read between pauses on a paced link: about 1/50 s of data, so pacing is
+    smooth yet costs the loop at most ~50 wake-ups a second per connection."""
+    return max(4096, min(_CHUNK, int(rate / 50)))
+
+
+def _store_batch(out: Any, digest: Any, batch: list[bytes]) -> None:
+    for chunk in batch:
+        digest.update(chunk)
+        out.write(chunk)
 
 
 def _resource(key: str, sub: dict[str, str]) -> str:
@@ -611,7 +683,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     """The aiohttp application of an emulator keeping its state in `config.data_dir`."""
     emulator = Emulator(config)
     app = web.Application(
-        middlewares=[emulator.request_id, emulator.authenticate],
+        middlewares=[emulator.request_id, emulator.authenticate, emulator.rewrite_answers],
         client_max_size=1024**2,
     )
     app[EMULATOR] = emulator

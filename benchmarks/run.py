@@ -1,0 +1,339 @@
+"""Measure uploader against `uploader emulator` on loopback and print a table of figures.
+
+    python benchmarks/run.py            # the full run: up to 4 GiB files, several minutes
+    python benchmarks/run.py --smoke    # the same steps on 16 MiB files, seconds (CI runs it)
+
+Every figure comes from a real run of the `uploader` command in a subprocess against an
+emulator in another subprocess; CPU and peak memory are the uploader process's own, read
+from wait4(2). The baseline is curl, 8 at a time through xargs. See the README's
+"Performance" section for what each row means and the figures of a reference run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from samples.make_samples import grow  # noqa: E402
+from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
+
+MIB, GIB = 1024**2, 1024**3
+SOURCE = ROOT / "samples" / "landscape_1080p.mp4"
+LINK = 8 * MIB
+
+
+@dataclass
+class Run:
+    """One uploader process: wall time, its own clock, CPU seconds, peak RSS, its JSON."""
+
+    wall: float
+    cpu: float
+    max_rss: int
+    result: dict[str, object]
+
+    @property
+    def seconds(self) -> float:
+        return float(self.result["seconds"])  # type: ignore[arg-type]
+
+
+@contextmanager
+def emulator(folder: Path, *flags: str) -> Iterator[dict[str, str]]:
+    """An `uploader emulator` subprocess; yields the environment that points at it."""
+    data = Path(tempfile.mkdtemp(dir=folder, prefix="emulator-"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uploader", "emulator", "--port", "0", "--data-dir", str(data),
+         "--review-delay", "0", *flags], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        exports = process.stdout.readline().split()[1:]
+        yield dict(item.split("=", 1) for item in exports)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def start_upload(env: dict[str, str], video: Path, folder: Path, *args: str,
+                 err: object) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uploader", "upload", str(video), "--name", "bench",
+               "--json", "--quiet", "--state-dir", str(folder / "state"), *args]
+    return subprocess.Popen(command, env=os.environ | env, stdout=subprocess.PIPE,
+                            stderr=err)  # type: ignore[arg-type]
+
+
+def upload(env: dict[str, str], video: Path, folder: Path, *args: str) -> Run:
+    """Run `uploader upload VIDEO --name bench --json --quiet ARGS` and measure it.
+
+    Peak memory is the child's VmHWM, polled while it runs: wait4's ru_maxrss would not do,
+    since Linux carries the parent's high-water mark across fork and exec.
+    """
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = start_upload(env, video, folder, *args, err=err)
+        peak = [0]
+        watcher = threading.Thread(target=_watch_peak, args=(process.pid, peak), daemon=True)
+        watcher.start()
+        assert process.stdout is not None
+        output = process.stdout.read()
+        watcher.join()
+        _, status, usage = os.wait4(process.pid, 0)  # reaps it: keeps its rusage
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        process.stdout.close()
+        if process.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"upload failed ({process.returncode}): {err.read()[-2000:]!r}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, peak[0], json.loads(output))
+
+
+def _watch_peak(pid: int, peak: list[int]) -> None:
+    """Keep the largest VmHWM of process `pid` in peak[0] until the process is gone."""
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        for line in text.splitlines():
+            if line.startswith("VmHWM:"):
+                peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+        if "State:\tZ" in text:
+            return
+        time.sleep(0.01)
+
+
+def fresh_urls(env: dict[str, str], parts: int) -> list[str]:
+    """Upload URLs of a new job, for the curl baseline."""
+    async def create() -> list[str]:
+        async with MetaStudioClient(Settings.from_env(env)) as client:
+            job = await client.create_job("curl-baseline", video_multipart_count=parts)
+            return job.training_video_upload_url
+
+    return asyncio.run(create())
+
+
+def stored_parts(env: dict[str, str], job_id: str) -> dict[int, str]:
+    async def ask() -> dict[int, str]:
+        async with MetaStudioClient(Settings.from_env(env)) as client:
+            result = await client.command(job_id, "GET_MULTIPART_UPLOADED")
+            return {p.part_number: p.etag for p in result.multipart_data}
+
+    return asyncio.run(ask())
+
+
+def newest_job(env: dict[str, str]) -> str | None:
+    async def ask() -> str | None:
+        async with MetaStudioClient(Settings.from_env(env)) as client:
+            jobs = (await client.list_jobs(limit=1)).jobs
+            return jobs[0].job_id if jobs else None
+
+    return asyncio.run(ask())
+
+
+def curl_baseline(env: dict[str, str], video: Path, folder: Path, parts: int) -> float:
+    """Seconds for curl to PUT the pre-split parts, 8 at a time (the split is not timed)."""
+    size = video.stat().st_size
+    part_size = -(-size // parts)
+    pieces = folder / "pieces"
+    pieces.mkdir(exist_ok=True)
+    with video.open("rb") as source:
+        for number in range(parts):
+            (pieces / f"{number:04d}").write_bytes(source.read(part_size))
+    lines = "".join(f"-T {pieces / f'{n:04d}'} {url}\n"
+                    for n, url in enumerate(fresh_urls(env, parts)))
+    started = time.perf_counter()
+    subprocess.run(["xargs", "-P", "8", "-L", "1", "curl", "-sS", "-f", "-o", "/dev/null",
+                    "-H", "Content-Type: application/octet-stream"],
+                   input=lines, text=True, check=True)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(pieces)
+    return elapsed
+
+
+def video(folder: Path, size: int) -> Path:
+    target = folder / f"video-{size}.mp4"
+    if not target.exists():
+        grow(SOURCE, target, size)
+    return target
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str]] = []
+
+    def add(self, what: str, value: str, target: str = "") -> None:
+        self.rows.append((what, value, target))
+        print(f"  {what}: {value}" + (f"   (target {target})" if target else ""), flush=True)
+
+    def print(self) -> None:
+        widths = [max(len(r[i]) for r in [*self.rows, ("what", "measured", "target")])
+                  for i in range(3)]
+        line = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+        print()
+        print(line.format("what", "measured", "target"))
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for row in self.rows:
+            print(line.format(*row))
+
+
+def bench_speed(table: Table, folder: Path, size: int) -> None:
+    """(a) uploader vs curl, (b) CPU per GiB."""
+    clip = video(folder, size)
+    with emulator(folder) as env:
+        curl = curl_baseline(env, clip, folder, 32)
+        run = upload(env, clip, folder, "--parts", "32", "--concurrency", "8")
+    label = f"{size / MIB:.0f} MiB"
+    table.add(f"(a) curl, 32 parts x8, {label}", f"{curl:.2f} s ({size / MIB / curl:.0f} MiB/s)")
+    table.add("(a) uploader, same, own clock / process wall",
+              f"{run.seconds:.2f} s / {run.wall:.2f} s")
+    table.add("(a) uploader / curl (own clock)", f"{run.seconds / curl:.2f}", "<= 1.10")
+    table.add("(a) uploader / curl (process wall, with interpreter start)",
+              f"{run.wall / curl:.2f}")
+    table.add("(b) uploader CPU (user+sys) per GiB", f"{run.cpu / (size / GIB):.2f} s",
+              "<= 2.5 s")
+
+
+def bench_memory(table: Table, folder: Path, sizes: list[int], part_sizes: list[int],
+                 part_file: int) -> None:
+    """(c) peak RSS against file size and part size; (b) again, from the largest file."""
+    runs = {}
+    for size in sizes:
+        with emulator(folder) as env:
+            runs[size] = upload(env, video(folder, size), folder)
+        table.add(f"(c) peak RSS, {size / MIB:.0f} MiB file, default parts",
+                  f"{runs[size].max_rss / MIB:.1f} MiB", "<= 100 MiB, flat")
+        if size != part_file:
+            discard(folder, size)
+    for part_size in part_sizes:
+        with emulator(folder) as env:
+            run = upload(env, video(folder, part_file), folder, "--part-size", str(part_size))
+        table.add(f"(c) peak RSS, {part_file / MIB:.0f} MiB file, "
+                  f"{part_size / MIB:.0f} MiB parts", f"{run.max_rss / MIB:.1f} MiB",
+                  "<= 100 MiB, flat")
+    small, large = min(sizes), max(sizes)
+    if large > small:
+        marginal = (runs[large].cpu - runs[small].cpu) / ((large - small) / GIB)
+        table.add(f"(b) uploader CPU per GiB, {large / GIB:.2f} GiB file (whole process / "
+                  "marginal, without start-up)",
+                  f"{runs[large].cpu / (large / GIB):.2f} s / {marginal:.2f} s", "<= 2.5 s")
+
+
+def discard(folder: Path, size: int) -> None:
+    (folder / f"video-{size}.mp4").unlink(missing_ok=True)
+
+
+def bench_link(table: Table, folder: Path, size: int, link: int) -> None:
+    """(d) throughput on a rate-limited link against the ideal."""
+    clip = video(folder, size)
+    with emulator(folder, "--link-rate", str(link)) as env:
+        for concurrency in (1, 4, 8, 16):
+            run = upload(env, clip, folder, "--parts", "16", "--concurrency", str(concurrency))
+            ideal = min(concurrency, 16) * link
+            achieved = size / run.seconds
+            table.add(f"(d) {link / MIB:.0f} MiB/s link, K={concurrency}: throughput / ideal",
+                      f"{achieved / ideal:.2f} ({achieved / MIB:.1f} MiB/s)", ">= 0.90")
+
+
+def bench_resume(table: Table, folder: Path, size: int, link: int) -> None:
+    """(e) bytes a resume sends against the bytes that were missing after a kill at 50 %."""
+    clip = video(folder, size)
+    parts, concurrency = 16, 4
+    args = ("--parts", str(parts), "--concurrency", str(concurrency))
+    with emulator(folder, "--link-rate", str(link)) as env:
+        with tempfile.TemporaryFile() as err:
+            process = start_upload(env, clip, folder, *args, err=err)
+            job_id, held = None, {}
+            deadline = time.monotonic() + 120
+            while len(held) < parts // 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                job_id = job_id or newest_job(env)
+                held = stored_parts(env, job_id) if job_id else {}
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+        assert job_id is not None
+        held = stored_parts(env, job_id)
+        part_size = -(-size // parts)
+        missing = size - sum(min(part_size, size - (n - 1) * part_size) for n in held)
+        run = upload(env, clip, folder, *args)
+    sent = int(run.result["bytes_sent"])  # type: ignore[call-overload]
+    table.add(f"(e) resume after kill at {len(held)}/{parts} parts: sent / missing",
+              f"{sent / missing:.2f} ({sent / MIB:.1f} of {missing / MIB:.1f} MiB)",
+              f"<= {1 + concurrency / parts:.2f}")
+
+
+def bench_preflight(table: Table, folder: Path, size: int) -> None:
+    """(f) preflight time of a large file."""
+    clip = video(folder, size)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert check_video(clip).ok
+        timings.append(time.perf_counter() - started)
+    table.add(f"(f) preflight, {size / GIB:.2f} GiB file (first / median of 5)",
+              f"{timings[0]:.3f} s / {sorted(timings)[2]:.3f} s", "< 0.2 s")
+
+
+def _default_workdir() -> Path | None:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    parser.add_argument("--workdir", type=Path, default=_default_workdir(),
+                        help="where test files and the emulator's data go (default: /dev/shm "
+                        "when it exists, so that the disk's speed is not what is measured)")
+    parser.add_argument("--only", default="speed,memory,link,resume,preflight",
+                        help="comma-separated steps to run (default: all)")
+    options = parser.parse_args()
+    if shutil.which("curl") is None:
+        raise SystemExit("curl is needed for the baseline: apt-get install curl")
+    folder = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir=options.workdir))
+    table = Table()
+    print(f"uploader benchmark on {platform.node()}: {os.cpu_count()} cores, "
+          f"{platform.python_implementation()} {platform.python_version()}, "
+          f"{'smoke' if options.smoke else 'full'} run, files in {folder}", flush=True)
+    small = options.smoke
+    steps = {
+        "speed": lambda: bench_speed(table, folder, 16 * MIB if small else GIB),
+        "memory": lambda: bench_memory(
+            table, folder, [16 * MIB] if small else [256 * MIB, GIB, 4 * GIB],
+            [4 * MIB, 8 * MIB] if small else [8 * MIB, 32 * MIB, 128 * MIB, 512 * MIB],
+            16 * MIB if small else GIB),
+        "link": lambda: bench_link(table, folder, 16 * MIB if small else 128 * MIB,
+                                   4 * MIB if small else LINK),
+        "resume": lambda: bench_resume(table, folder, 16 * MIB if small else 128 * MIB,
+                                       2 * MIB if small else LINK),
+        "preflight": lambda: bench_preflight(table, folder, 16 * MIB if small else 4 * GIB),
+    }
+    try:
+        for step in options.only.split(","):
+            steps[step]()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    table.print()
+
+
+if __name__ == "__main__":
+    main()

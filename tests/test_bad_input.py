@@ -1,0 +1,271 @@
+"""The bad-input table: each case a clear message, the documented exit code, no traceback,
+and nothing sent that should not be."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import GOOD_VIDEO, SAMPLES
+from tests.uploads import cli_env, run_cli, video_of
+from uploader import MetaStudioClient, Settings
+from uploader.emulator import RunningEmulator
+
+
+def _run(emulator: RunningEmulator, tmp_path: Path, *args: str,
+         env: dict[str, str] | None = None) -> tuple[int, str]:
+    environment = cli_env(emulator.client_env() if env is None else env, tmp_path / "state")
+    result = run_cli(*args, env=environment)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    return result.returncode, output
+
+
+def _nothing_sent(emulator: RunningEmulator) -> None:
+    assert emulator.emulator.stats["part_puts"] == 0
+    assert not any(emulator.emulator.ledger.values())
+
+
+# ---- flags -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "text"), [
+    (["--name", "x", "--parts", "0"], "--parts"),
+    (["--name", "x", "--parts", "many"], "--parts"),
+    (["--name", "x", "--parts", "1001"], "--parts"),
+    (["--name", "x", "--part-size", "12 parsecs"], "not a size"),
+    (["--name", "x", "--part-size", "-5M"], "not a size"),
+    (["--name", "x", "--part-size", "6GiB"], "5 GiB"),
+    (["--name", "x", "--part-size", "50k"], "100 KiB"),
+    (["--name", "x", "--parts", "2", "--part-size", "1M"], "not both"),
+    (["--name", "x", "--concurrency", "0"], "--concurrency"),
+    (["--name", "x", "--concurrency", "65"], "--concurrency"),
+    (["--name", "x", "--bogus"], "No such option"),
+    (["--name"], "requires an argument"),
+    ([], "exactly one of --job-id or --name"),
+    (["--name", "x", "--job-id", "y"], "exactly one of --job-id or --name"),
+])
+def test_bad_flags_exit_2(emulator_thread, tmp_path, args, text):
+    video = video_of(tmp_path, 3 * 1024 * 1024)
+    code, output = _run(emulator_thread, tmp_path, "upload", str(video), *args)
+    assert code == 2, output
+    assert text in output
+    _nothing_sent(emulator_thread)
+    assert emulator_thread.emulator.store.jobs == {}
+
+
+def test_state_dir_that_is_a_file(emulator_thread, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
+                        "--state-dir", str(blocker))
+    assert code == 2 and "--state-dir" in output
+
+
+# ---- videos ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("make", "code_name"), [
+    (lambda tmp: tmp / "missing.mp4", "not_found"),
+    (lambda tmp: tmp, "not_a_file"),
+    (lambda tmp: _write(tmp / "empty.mp4", b""), "empty"),
+    (lambda tmp: _write(tmp / "notes.mp4", b"plain text\n" * 100), "unparseable"),
+    (lambda tmp: SAMPLES / "matroska_named.mp4", "not_mp4"),
+    (lambda tmp: SAMPLES / "audio_only.mp4", "no_video_track"),
+    (lambda tmp: SAMPLES / "wrong_resolution.mp4", "bad_resolution"),
+    (lambda tmp: SAMPLES / "too_short.mp4", "too_short"),
+    (lambda tmp: SAMPLES / "too_long.mp4", "too_long"),
+])
+def test_every_preflight_problem_exits_3(emulator_thread, tmp_path, make, code_name):
+    code, output = _run(emulator_thread, tmp_path, "upload", str(make(tmp_path)), "--name", "x")
+    assert code == 3 and f"- {code_name}:" in output and "nothing was sent" in output
+    assert emulator_thread.emulator.store.jobs == {}
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ---- jobs --------------------------------------------------------------------------------
+
+def test_unknown_job_exits_4(emulator_thread, tmp_path):
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--job-id",
+                        "0" * 32)
+    assert code == 4 and "not found" in output and "HTTP 404" in output
+    _nothing_sent(emulator_thread)
+
+
+@pytest.mark.parametrize("state", [
+    "AUTO_VERIFYING", "MANUAL_VERIFYING", "MANUAL_VERIFY_SUCCESS", "TRAINING", "TRAIN_FAILED",
+    "WAIT_ASSET_SYNC", "JOB_SUCCESS", "JOB_FINISH", "WAIT_USER_CONFIRM", "JOB_REJECT",
+    "JOB_PENDING",
+])
+def test_job_in_a_state_that_cannot_take_a_video(emulator_thread, tmp_path, state):
+    job_id = asyncio.run(_new_job(emulator_thread))
+    job = emulator_thread.emulator.store.jobs[job_id]
+    job["state"] = state
+    issued = job["upload"]["last_expires"]
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--job-id",
+                        job_id)
+    assert code == 4 and f"state {state}" in output
+    assert job["upload"]["last_expires"] == issued  # no links were spent
+    _nothing_sent(emulator_thread)
+
+
+async def _new_job(emulator: RunningEmulator) -> str:
+    async with MetaStudioClient(Settings.from_env(emulator.client_env())) as client:
+        return (await client.create_job("existing")).job_id
+
+
+# ---- credentials and endpoints -----------------------------------------------------------
+
+@pytest.mark.parametrize(("change", "text"), [
+    ({"CLOUD_SDK_SK": None, "CLOUD_SDK_AK": None}, "no credentials"),
+    ({"CLOUD_SDK_SK": None}, "CLOUD_SDK_SK"),
+    ({"CLOUD_SDK_SK": "wrong"}, "HTTP 401"),
+    ({"CLOUD_SDK_AK": "WRONG"}, "HTTP 401"),
+    ({"METASTUDIO_AUTH_TOKEN": "t"}, "keep exactly one way to authenticate"),
+    ({"METASTUDIO_PROJECT_ID": None}, "METASTUDIO_PROJECT_ID"),
+    ({"METASTUDIO_ENDPOINT": "http://metastudio.example.com"}, "plain http"),
+    ({"METASTUDIO_ENDPOINT": "gopher://x"}, "METASTUDIO_ENDPOINT"),
+])
+def test_bad_credentials_and_settings_exit_4(emulator_thread, tmp_path, change, text):
+    env = {k: v for k, v in (emulator_thread.client_env() | change).items() if v is not None}
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
+                        env=env)
+    assert code == 4 and text in output, output
+    _nothing_sent(emulator_thread)
+
+
+def test_endpoint_refusing_connections(emulator_thread, tmp_path):
+    env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": "http://127.0.0.1:9"}
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
+                        env=env)
+    assert code == 4 and "cannot reach MetaStudio at http://127.0.0.1:9" in output
+
+
+class _Fake:
+    """A loopback server answering every request with one fixed status and body."""
+
+    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+        self.requests = 0
+
+        async def answer(request: web.Request) -> web.Response:
+            self.requests += 1
+            return web.Response(status=status, body=body, content_type=content_type)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    servers: list[_Fake] = []
+
+    def make(status: int, body: bytes, content_type: str = "text/html") -> _Fake:
+        servers.append(_Fake(status, body, content_type))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize(("status", "body", "text"), [
+    (200, b"<html><body>Welcome to nginx</body></html>", "malformed answer: not a JSON"),
+    (502, b"", "HTTP 502 without a JSON error"),
+    (503, b"<html>Service Unavailable</html>", "HTTP 503 without a JSON error"),
+    (404, b"<html>Not Found</html>", "HTTP 404 without a JSON error"),
+])
+def test_endpoint_answering_html_or_bare_errors(emulator_thread, tmp_path, fake, status, body,
+                                                text):
+    server = fake(status, body)
+    env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": server.url}
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
+                        env=env)
+    assert code == 4 and text in output, output
+
+
+# ---- malformed answers from MetaStudio ----------------------------------------------------
+
+def _drop_urls(request, answer):  # type: ignore[no-untyped-def]
+    answer.pop("training_video_upload_url", None)
+    return answer
+
+
+def _fewer_urls(request, answer):  # type: ignore[no-untyped-def]
+    if "training_video_upload_url" in answer:
+        answer["training_video_upload_url"] = answer["training_video_upload_url"][:-1]
+    return answer
+
+
+def _more_urls(request, answer):  # type: ignore[no-untyped-def]
+    if "training_video_upload_url" in answer:
+        answer["training_video_upload_url"].append(answer["training_video_upload_url"][0])
+    return answer
+
+
+def _part_outside(request, answer):  # type: ignore[no-untyped-def]
+    if "commond_result" in answer and "multipart_data" in answer:
+        answer["multipart_data"] = [{"part_number": "7", "etag": '"' + "0" * 32 + '"'}]
+    return answer
+
+
+def _part_not_a_number(request, answer):  # type: ignore[no-untyped-def]
+    if "multipart_data" in answer:
+        answer["multipart_data"] = [{"part_number": "one", "etag": "x"}]
+    return answer
+
+
+def _garbage(request, answer):  # type: ignore[no-untyped-def]
+    return b"\x00\xffnot json at all{"
+
+
+def _list_instead_of_object(request, answer):  # type: ignore[no-untyped-def]
+    return [answer]
+
+
+@pytest.mark.parametrize(("rewrite", "text"), [
+    (_drop_urls, "no 'training_video_upload_url'"),
+    (_fewer_urls, "2 upload URLs for 3 parts"),
+    (_more_urls, "4 upload URLs for 3 parts"),
+    (_part_outside, "part numbers [7] outside 1..3"),
+    (_part_not_a_number, "'part_number' 'one' is not a number"),
+    (_garbage, "not a JSON object"),
+    (_list_instead_of_object, "not a JSON object"),
+])
+def test_malformed_answers_exit_4(emulator_thread, tmp_path, rewrite, text):
+    emulator_thread.emulator.rewrite = rewrite
+    video = video_of(tmp_path, 3 * 200 * 1024)
+    code, output = _run(emulator_thread, tmp_path, "upload", str(video), "--name", "x",
+                        "--parts", "3")
+    assert code == 4 and "malformed answer" in output and text in output, output
+    _nothing_sent(emulator_thread)
+
+
+def test_json_output_of_a_failure_is_still_a_clear_message(emulator_thread, tmp_path):
+    code, output = _run(emulator_thread, tmp_path, "upload", str(SAMPLES / "too_long.mp4"),
+                        "--name", "x", "--json")
+    assert code == 3 and "too_long" in output
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(output)  # errors go to stderr as text, never as half a JSON object

@@ -1,0 +1,257 @@
+"""The fault matrix: each failure injected against a real upload, bounded to seconds.
+
+Every case checks that the assembled video is byte-identical to the file, that no part was
+sent more often than the injected failures explain (from the emulator's per-part ledger),
+and, where the CLI runs, the documented exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import emulator_config
+from tests.uploads import FAST, assembled, cli_env, json_out, run_cli, start_cli, video_of
+from uploader import Backoff, Settings, TransferConfig, TransferError
+from uploader._upload import upload_video
+from uploader.emulator import RunningEmulator, start_emulator
+
+PARTS = 10
+PART = 200 * 1024
+
+
+def assert_sent_only_as_explained(emulator: RunningEmulator, job_id: str, *,
+                                  resets_allowed: bool = False) -> None:
+    """Each part stored once, and each extra attempt explained by a failure: an injected 5xx
+    or reset, a body the (killed) client cut, a dropped answer (then refused as spent), an
+    expired link."""
+    for number in range(1, PARTS + 1):
+        ledger = emulator.emulator.ledger[(job_id, number)]
+        if not resets_allowed:
+            assert ledger["stored"] == 1, (number, ledger)
+        explained = ledger["failed"] + ledger["reset"] + ledger["cut"] + ledger["refused"]
+        assert ledger["attempts"] == ledger["stored"] + explained, (number, ledger)
+        assert ledger["refused"] <= ledger["dropped"] + 1 + (3 if resets_allowed else 0), (
+            number, ledger)
+
+
+async def _upload(running: RunningEmulator, tmp_path: Path, *, transfer: TransferConfig = FAST,
+                  **options: object) -> tuple[str, Path]:
+    settings = Settings.from_env(running.client_env())
+    video = video_of(tmp_path, PARTS * PART)
+    result = await upload_video(video, name="faults", parts=PARTS, settings=settings,
+                                state_dir=tmp_path / "state", transfer=transfer,
+                                **options)  # type: ignore[arg-type]
+    assert result.parts_uploaded + result.parts_skipped >= PARTS  # more if parts were lost
+    assert await assembled(settings, result.job_id) == video.read_bytes()
+    return result.job_id, video
+
+
+@pytest.fixture
+async def emulator(tmp_path: Path):  # type: ignore[no-untyped-def]
+    running = await start_emulator(emulator_config(tmp_path / "emulator"))
+    yield running
+    await running.stop()
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.3])
+async def test_part_puts_failing_with_5xx(emulator, tmp_path, rate):
+    emulator.emulator.fail_rate = rate
+    job_id, _ = await _upload(emulator, tmp_path)
+    assert_sent_only_as_explained(emulator, job_id)
+
+
+async def test_5xx_on_every_put_for_a_while_then_recovery(emulator, tmp_path):
+    emulator.emulator.fail_rate = 1.0
+
+    async def recover() -> None:
+        await asyncio.sleep(0.4)
+        emulator.emulator.fail_rate = 0.0
+
+    patient = TransferConfig(concurrency=4, backoff=Backoff(attempts=12, base=0.05, cap=0.2))
+    job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=patient),
+                                      recover()))[0]
+    assert emulator.emulator.stats["faults_failed"] >= 4
+    assert_sent_only_as_explained(emulator, job_id)
+
+
+async def test_5xx_that_never_ends_is_a_transfer_error(emulator, tmp_path):
+    emulator.emulator.fail_rate = 1.0
+    with pytest.raises(TransferError, match="failed after 8 attempt") as caught:
+        await _upload(emulator, tmp_path)
+    assert caught.value.part_number is not None and caught.value.job_id is not None
+
+
+async def test_responses_dropped_after_store(emulator, tmp_path):
+    emulator.emulator.drop_rate = 0.3
+    job_id, _ = await _upload(emulator, tmp_path)
+    assert emulator.emulator.stats["faults_dropped"] > 0
+    assert_sent_only_as_explained(emulator, job_id)
+
+
+async def test_connection_reset_mid_body(emulator, tmp_path):
+    emulator.emulator.reset_rate = 0.3
+    job_id, _ = await _upload(emulator, tmp_path)
+    resets = sum(c["reset"] for c in emulator.emulator.ledger.values())
+    assert resets > 0
+    assert_sent_only_as_explained(emulator, job_id)
+
+
+async def test_link_so_slow_that_the_timeout_fires(emulator, tmp_path):
+    emulator.emulator.link_rate = 1024
+
+    async def recover() -> None:
+        await asyncio.sleep(1.0)
+        emulator.emulator.link_rate = None
+
+    hasty = TransferConfig(concurrency=4, stall_timeout=0.3,
+                           backoff=Backoff(attempts=10, base=0.05, cap=0.2))
+    job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=hasty),
+                                      recover()))[0]
+    timed_out = [n for n in range(1, PARTS + 1)
+                 if emulator.emulator.ledger[(job_id, n)]["attempts"] > 1]
+    assert timed_out, "no part was abandoned on the slow link"
+
+
+async def test_link_that_stays_too_slow_is_a_transfer_error(emulator, tmp_path):
+    emulator.emulator.link_rate = 1024
+    hasty = TransferConfig(concurrency=2, stall_timeout=0.2,
+                           backoff=Backoff(attempts=2, base=0.01, cap=0.02))
+    with pytest.raises(TransferError, match=r"no progress for 0\.2 s"):
+        await _upload(emulator, tmp_path, transfer=hasty)
+
+
+async def test_urls_expiring_mid_upload(tmp_path):
+    running = await start_emulator(
+        emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
+    try:
+        job_id, _ = await _upload(running, tmp_path, concurrency=1,
+                                  transfer=TransferConfig(concurrency=1))
+        refused = sum(c["refused"] for c in running.emulator.ledger.values())
+        assert refused > 0, "no link expired: the case did not happen"
+        assert_sent_only_as_explained(running, job_id)
+    finally:
+        await running.stop()
+
+
+async def test_update_that_drops_stored_parts(tmp_path, caplog):
+    running = await start_emulator(
+        emulator_config(tmp_path / "emulator", update_resets_parts=True, url_ttl=1,
+                        link_rate=300 * 1024))
+    try:
+        async def lengthen_links() -> None:
+            while not running.emulator.store.jobs:
+                await asyncio.sleep(0.01)
+            running.emulator.url_ttl = 3600  # only the first links expire
+
+        job_id, _ = (await asyncio.gather(
+            _upload(running, tmp_path, transfer=TransferConfig(concurrency=2)),
+            lengthen_links()))[0]
+        assert "no longer holds" in caplog.text
+        assert_sent_only_as_explained(running, job_id, resets_allowed=True)
+    finally:
+        await running.stop()
+
+
+async def test_confirm_answer_lost(emulator, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="uploader")
+    emulator.emulator.lose_confirms = 1
+    job_id, _ = await _upload(emulator, tmp_path)
+    assert emulator.emulator.lose_confirms == 0
+    assert "the confirm answer was lost" in caplog.text
+    assert_sent_only_as_explained(emulator, job_id)
+
+
+# ---- processes killed --------------------------------------------------------------------
+
+
+def _emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uploader", "emulator", "--port", str(port), "--data-dir",
+         str(data), "--review-delay", "0", *flags], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().split()[4]
+    process.stdout.readline()
+    return process, url
+
+
+def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path):
+    data = tmp_path / "emulator"
+    server, url = _emulator_process(data, 0, "--link-rate", str(400 * 1024))
+    port = int(url.rsplit(":", 1)[1])
+    env = cli_env({"METASTUDIO_ENDPOINT": url,
+                   "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
+                   "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
+                   "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"},
+                  tmp_path / "state")
+    video = video_of(tmp_path, PARTS * PART)
+    args = ("upload", str(video), "--name", "restart", "--parts", str(PARTS),
+            "--concurrency", "2", "--json")
+    with start_cli(*args, env=env) as client:
+        time.sleep(1.0)
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        server.stdout.close()  # type: ignore[union-attr]
+        time.sleep(0.3)
+        server, _ = _emulator_process(data, port)
+        stdout, stderr = client.communicate(timeout=90)
+    try:
+        if client.returncode == 5:  # the client gave up while the server was away
+            assert "run the same command again to resume" in stderr
+            stdout = run_cli(*args, env=env).stdout
+        result = json_out(subprocess.CompletedProcess(args, 0, stdout, ""))
+        settings = Settings.from_env(env)
+        assert asyncio.run(assembled(settings, str(result["job_id"]))) == video.read_bytes()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        server.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stored_at_kill", range(10))
+def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
+    from uploader.emulator import EmulatorThread
+
+    video = video_of(tmp_path, PARTS * PART)
+    config = emulator_config(tmp_path / "emulator", link_rate=800 * 1024)
+    with EmulatorThread(config) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        args = ("upload", str(video), "--name", "killed", "--parts", str(PARTS),
+                "--concurrency", "1", "--json")
+        with start_cli(*args, env=env) as first:
+            job_id = _wait_until_stored(emulator, stored_at_kill)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        assert first.returncode == -signal.SIGKILL, "the upload ended before the kill"
+        held = _stored(emulator, job_id) if job_id else 0
+        emulator.emulator.link_rate = None
+        result = json_out(run_cli(*args, env=env))
+        if job_id:
+            assert result["job_id"] == job_id
+        assert int(result["parts_skipped"]) >= held  # type: ignore[call-overload]
+        settings = Settings.from_env(emulator.client_env())
+        job = str(result["job_id"])
+        assert asyncio.run(assembled(settings, job)) == video.read_bytes()
+        assert_sent_only_as_explained(emulator, job)
+
+
+def _stored(emulator: RunningEmulator, job_id: str) -> int:
+    upload = emulator.emulator.store.jobs[job_id]["upload"]
+    return len(emulator.emulator.store.parts(upload["upload_id"])) if upload else PARTS
+
+
+def _wait_until_stored(emulator: RunningEmulator, count: int) -> str | None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job_id = next(iter(emulator.emulator.store.jobs), None)
+        if job_id and _stored(emulator, job_id) >= count:
+            return job_id
+        time.sleep(0.02)
+    raise AssertionError(f"the server never held {count} parts")
