@@ -18,7 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import emulator_config
-from tests.uploads import FAST, assembled, cli_env, json_out, run_cli, start_cli, video_of
+from tests.uploads import (
+    FAST,
+    assembled,
+    cli_env,
+    json_out,
+    run_cli,
+    start_cli,
+    stored_parts,
+    video_of,
+    wait_for_parts,
+)
 from uploader import Backoff, Settings, TransferConfig, TransferError
 from uploader._upload import upload_video
 from uploader.emulator import RunningEmulator, start_emulator
@@ -226,32 +236,16 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
         args = ("upload", str(video), "--name", "killed", "--parts", str(PARTS),
                 "--concurrency", "1", "--json")
         with start_cli(*args, env=env) as first:
-            job_id = _wait_until_stored(emulator, stored_at_kill)
+            job_id = wait_for_parts(emulator, stored_at_kill)
             first.send_signal(signal.SIGKILL)
             first.wait()
         assert first.returncode == -signal.SIGKILL, "the upload ended before the kill"
-        held = _stored(emulator, job_id) if job_id else 0
+        held = stored_parts(emulator, job_id) or 0
         emulator.emulator.link_rate = None
         result = json_out(run_cli(*args, env=env))
-        if job_id:
-            assert result["job_id"] == job_id
+        assert result["job_id"] == job_id
         assert int(result["parts_skipped"]) >= held  # type: ignore[call-overload]
         settings = Settings.from_env(emulator.client_env())
         job = str(result["job_id"])
         assert asyncio.run(assembled(settings, job)) == video.read_bytes()
         assert_sent_only_as_explained(emulator, job)
-
-
-def _stored(emulator: RunningEmulator, job_id: str) -> int:
-    upload = emulator.emulator.store.jobs[job_id]["upload"]
-    return len(emulator.emulator.store.parts(upload["upload_id"])) if upload else PARTS
-
-
-def _wait_until_stored(emulator: RunningEmulator, count: int) -> str | None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job_id = next(iter(emulator.emulator.store.jobs), None)
-        if job_id and _stored(emulator, job_id) >= count:
-            return job_id
-        time.sleep(0.02)
-    raise AssertionError(f"the server never held {count} parts")

@@ -19,7 +19,9 @@ from tests.uploads import (
     json_out,
     run_cli,
     start_cli,
+    stored_parts,
     video_of,
+    wait_for_parts,
 )
 from uploader import (
     FileChangedError,
@@ -187,22 +189,6 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
 # ---- resume (more failure cases: tests/test_faults.py) ----------------------------------
 
 
-def _stored(emulator: RunningEmulator, job_id: str) -> int:
-    job = emulator.emulator.store.jobs[job_id]
-    return len(emulator.emulator.store.parts(job["upload"]["upload_id"]))
-
-
-def _wait_for_parts(emulator: RunningEmulator, count: int) -> str:
-    """Wait until the emulator's only job holds `count` parts; return the job id."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job_id = next(iter(emulator.emulator.store.jobs), None)
-        if job_id and _stored(emulator, job_id) >= count:
-            return job_id
-        time.sleep(0.05)
-    raise AssertionError(f"the server never held {count} parts")
-
-
 def test_resume_after_kill_9(tmp_path: Path):
     video = video_of(tmp_path, 16 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=2 * 1024 * 1024)
@@ -211,10 +197,10 @@ def test_resume_after_kill_9(tmp_path: Path):
         args = ("upload", str(video), "--name", "killed", "--parts", "16", "--concurrency", "2",
                 "--json")
         with start_cli(*args, env=env) as first:
-            job_id = _wait_for_parts(emulator, 4)
+            job_id = wait_for_parts(emulator, 4)
             first.send_signal(signal.SIGKILL)
             first.wait()
-        had = _stored(emulator, job_id)
+        had = stored_parts(emulator, job_id)
         assert 4 <= had < 16
         emulator.emulator.link_rate = None
         result = json_out(run_cli(*args, env=env))
@@ -233,7 +219,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path):
         args = ("upload", str(video), "--name", "interrupted", "--parts", "8", "--concurrency",
                 "2")
         with start_cli(*args, env=env) as first:
-            _wait_for_parts(emulator, 2)
+            wait_for_parts(emulator, 2)
             first.send_signal(signal.SIGINT)
             _, stderr = first.communicate(timeout=30)
         assert first.returncode == 130, stderr

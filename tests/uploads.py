@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from samples.make_samples import grow
 from tests.conftest import GOOD_VIDEO
 from uploader import Backoff, MetaStudioClient, Settings
 from uploader._transfer import TransferConfig
+from uploader.emulator import RunningEmulator
 
 #: Retries that wait milliseconds, so fault tests take seconds.
 FAST = TransferConfig(concurrency=4, backoff=Backoff(attempts=8, base=0.01, cap=0.05))
@@ -62,3 +64,20 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120
 def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
+
+
+def stored_parts(emulator: RunningEmulator, job_id: str) -> int | None:
+    """How many parts the job's open upload holds; None once it was confirmed."""
+    upload = emulator.emulator.store.jobs[job_id]["upload"]
+    return len(emulator.emulator.store.parts(upload["upload_id"])) if upload else None
+
+
+def wait_for_parts(emulator: RunningEmulator, count: int) -> str:
+    """Wait until the emulator's only job holds `count` parts; return the job id."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job_id = next(iter(emulator.emulator.store.jobs), None)
+        if job_id and (stored_parts(emulator, job_id) or 0) >= count:
+            return job_id
+        time.sleep(0.02)
+    raise AssertionError(f"the server never held {count} parts")
