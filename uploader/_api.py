@@ -156,7 +156,7 @@ class MetaStudioClient:
         log.debug("%s %s", method, urlsplit(url).path)
         try:
             async with self._get_session().request(
-                method, full, data=payload or None, headers=headers
+                method, full, data=payload or None, headers=headers, timeout=_TIMEOUT
             ) as response:
                 raw = await response.read()
                 return _decode(response, raw, job_id)
@@ -189,7 +189,7 @@ class MetaStudioClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+            self._session = aiohttp.ClientSession()
         return self._session
 
 

@@ -56,6 +56,12 @@ class TransferConfig:
     backoff: Backoff = field(default_factory=Backoff)
     max_refreshes: int = 3
 
+    @property
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        """No overall limit (a part takes as long as the link needs); stalls are caught by
+        `stall_timeout`, connection set-up by `connect_timeout`."""
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
+
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= 64:
             raise ValueError("concurrency must be from 1 to 64")
@@ -154,8 +160,8 @@ async def put_part(
 
         headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(part.size)}
         try:
-            async with session.put(URL(url, encoded=True), data=body(),
-                                   headers=headers) as response:
+            async with session.put(URL(url, encoded=True), data=body(), headers=headers,
+                                   timeout=config.client_timeout) as response:
                 text = "" if response.status == 200 else (await response.text())[:2000]
                 etag = response.headers.get("ETag")
                 status = response.status

@@ -93,10 +93,16 @@ async def upload_video(
     identity = await asyncio.to_thread(FileIdentity.of, video)
     folder = Path(state_dir) if state_dir is not None else default_state_dir()
     job_key = f"job:{job_id}" if job_id is not None else f"name:{name}"
+    settings = settings or Settings.from_env()
+    # One session for the API and the parts: one TLS context, connections reused.
+    connector = aiohttp.TCPConnector(limit=config.concurrency + 2)
     with Journal(folder, job_key, video) as journal:
-        async with MetaStudioClient(settings or Settings.from_env()) as client:
-            run = _Upload(client=client, journal=journal, video=video, identity=identity,
-                          plan=plan, explicit_plan=parts is not None or part_size is not None,
+        async with aiohttp.ClientSession(connector=connector) as session, MetaStudioClient(
+            settings, session=session
+        ) as client:
+            run = _Upload(client=client, session=session, journal=journal, video=video,
+                          identity=identity, plan=plan,
+                          explicit_plan=parts is not None or part_size is not None,
                           config=config, progress=progress)
             return await run.execute(job_id=job_id, name=name, restart=restart, wait=wait,
                                      wait_timeout=wait_timeout)
@@ -152,10 +158,11 @@ class _Links:
 class _Upload:
     """One run of one upload; each method is one stage."""
 
-    def __init__(self, *, client: MetaStudioClient, journal: Journal, video: Path,
+    def __init__(self, *, client: MetaStudioClient, session: aiohttp.ClientSession,
+                 journal: Journal, video: Path,
                  identity: FileIdentity, plan: PartPlan, explicit_plan: bool,
                  config: TransferConfig, progress: Progress | None) -> None:
-        self.client, self.journal, self.video = client, journal, video
+        self.client, self.session, self.journal, self.video = client, session, journal, video
         self.identity, self.plan, self.explicit_plan = identity, plan, explicit_plan
         self.config, self.progress = config, progress
         self.started = time.monotonic()
@@ -235,21 +242,18 @@ class _Upload:
     # ---- stage 2: send what the server does not hold -----------------------------------
 
     async def _send_missing(self, links: _Links, restart: bool) -> None:
-        connector = aiohttp.TCPConnector(limit=self.config.concurrency)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            missing = await self._missing(links, trust_server=not restart)
-            self.skipped = self.plan.count - len(missing)
-            self.done_bytes = self.plan.file_size - sum(p.size for p in missing)
-            self._report()
-            for _ in range(MAX_ROUNDS):
-                if not missing:
-                    return
-                self.bytes_sent += await send_parts(
-                    missing, path=self.video, session=session, urls=links,
-                    config=self.config, on_bytes=self._advance, on_done=self._part_done,
-                    job_id=links.job_id)
-                missing = await self._missing(links, trust_server=True)
+        missing = await self._missing(links, trust_server=not restart)
+        self.skipped = self.plan.count - len(missing)
+        self.done_bytes = self.plan.file_size - sum(p.size for p in missing)
+        self._report()
+        for _ in range(MAX_ROUNDS):
+            if not missing:
+                return
+            self.bytes_sent += await send_parts(
+                missing, path=self.video, session=self.session, urls=links,
+                config=self.config, on_bytes=self._advance, on_done=self._part_done,
+                job_id=links.job_id)
+            missing = await self._missing(links, trust_server=True)
         if missing:
             raise TransferError(f"the server still lacks {len(missing)} part(s) after "
                                 f"{MAX_ROUNDS} rounds", job_id=links.job_id)

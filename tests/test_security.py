@@ -1,0 +1,117 @@
+"""Security: no credential in any output at any verbosity; TLS verified; the emulator
+refuses unauthenticated or replayed requests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.uploads import cli_env, run_cli, video_of
+from uploader.emulator import EmulatorThread, RunningEmulator
+
+
+def _secrets(emulator: RunningEmulator) -> list[str]:
+    config = emulator.config
+    return [config.ak, config.sk, config.token, "Signature=", "AccessKeyId=", "X-Auth-Token:"]
+
+
+def _scenarios(emulator: RunningEmulator, tmp_path: Path) -> list[str]:
+    """Everything printed by the CLI across successes, retries, refusals and errors."""
+    env = cli_env(emulator.client_env(), tmp_path / "state")
+    token_env = {k: v for k, v in env.items() if not k.startswith("CLOUD_SDK_")}
+    token_env["METASTUDIO_AUTH_TOKEN"] = emulator.config.token
+    video = video_of(tmp_path, 6 * 200 * 1024)
+    runs = [
+        run_cli("--debug", "upload", str(video), "--name", "ok", "--parts", "6", env=env),
+        run_cli("--debug", "upload", str(GOOD_VIDEO), "--name", "token", "--json",
+                env=token_env),
+        run_cli("--debug", "jobs", env=env),
+        run_cli("--debug", "jobs", "--json", env=token_env),
+        run_cli("--debug", "upload", str(video), "--name", "bad-sk", env=env | {
+            "CLOUD_SDK_SK": "x" + emulator.config.sk}),
+        run_cli("--debug", "upload", str(video), "--name", "bad-token", env=token_env | {
+            "METASTUDIO_AUTH_TOKEN": emulator.config.token + "x"}),
+    ]
+    emulator.emulator.fail_rate, emulator.emulator.drop_rate = 0.3, 0.3
+    runs.append(run_cli("--debug", "upload", str(video), "--name", "flaky", "--parts", "6",
+                        env=env))
+    emulator.emulator.fail_rate = emulator.emulator.drop_rate = 0.0
+    emulator.emulator.url_ttl = 1
+    emulator.emulator.link_rate = 400 * 1024
+    runs.append(run_cli("--debug", "upload", str(video), "--name", "expiring", "--parts", "6",
+                        "--concurrency", "1", env=env))
+    emulator.emulator.rewrite = lambda request, answer: b"<html>oops</html>"
+    runs.append(run_cli("--debug", "upload", str(video), "--name", "garbled", env=env))
+    return [run.stdout + run.stderr for run in runs]
+
+
+def test_no_secret_in_any_output_at_debug_level(tmp_path: Path):
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        outputs = _scenarios(emulator, tmp_path)
+        printed = "\n".join(outputs)
+        assert "DEBUG" in printed and "retry" in printed and "URL refused" in printed
+        for secret in _secrets(emulator):
+            assert secret not in printed, f"{secret!r} was printed"
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    return key, cert
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+def test_tls_certificates_are_verified(emulator_thread: RunningEmulator, tmp_path: Path):
+    key, cert = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({"count": 0, "jobs": []})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        env = cli_env(emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": url},
+                      tmp_path / "state")
+        result = run_cli("jobs", env=env)
+        assert result.returncode == 4
+        assert "certificate" in result.stderr.lower() and "Traceback" not in result.stderr
+        assert seen == []  # the request never reached the impostor
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def test_emulator_refuses_requests_without_credentials(emulator: RunningEmulator):
+    url = f"{emulator.url}/v1/{emulator.config.project_id}/digital-human-training-manage/user/jobs"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as response:
+            body = await response.json()
+        assert response.status == 401 and body["error_code"] == "APIGW.0301"
+        async with http.get(url, headers={"Authorization": "SDK-HMAC-SHA256 Access=x, "
+                                          "SignedHeaders=host, Signature=" + "0" * 64}) as bad:
+            assert bad.status == 401
