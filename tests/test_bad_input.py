@@ -143,6 +143,18 @@ def test_bad_credentials_and_settings_exit_4(emulator_thread, tmp_path, change, 
     _nothing_sent(emulator_thread)
 
 
+def test_plain_http_elsewhere_needs_the_flag(emulator_thread, tmp_path, fake):
+    server = fake(200, b'{"count": 0, "jobs": []}', "application/json")
+    elsewhere = server.url.replace("127.0.0.1", "localhost.localdomain")
+    env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": elsewhere}
+    code, output = _run(emulator_thread, tmp_path, "jobs", env=env)
+    assert code == 4 and "plain http" in output and "--allow-http" in output
+    assert server.requests == 0
+    # With the flag the endpoint is tried (this name does not resolve here: cannot reach).
+    code, output = _run(emulator_thread, tmp_path, "--allow-http", "jobs", env=env)
+    assert code == 4 and f"cannot reach MetaStudio at {elsewhere}" in output
+
+
 def test_endpoint_refusing_connections(emulator_thread, tmp_path):
     env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": "http://127.0.0.1:9"}
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
@@ -261,6 +273,23 @@ def test_malformed_answers_exit_4(emulator_thread, tmp_path, rewrite, text):
                         "--parts", "3")
     assert code == 4 and "malformed answer" in output and text in output, output
     _nothing_sent(emulator_thread)
+
+
+def _corrupt_links(request, answer):  # type: ignore[no-untyped-def]
+    if "training_video_upload_url" in answer:
+        answer["training_video_upload_url"] = [
+            url.replace("Signature=", "Signature=X") for url in
+            answer["training_video_upload_url"]]
+    return answer
+
+
+def test_parts_that_cannot_be_sent_exit_5(emulator_thread, tmp_path):
+    emulator_thread.emulator.rewrite = _corrupt_links  # every link refused: 403
+    video = video_of(tmp_path, 3 * 200 * 1024)
+    code, output = _run(emulator_thread, tmp_path, "upload", str(video), "--name", "x",
+                        "--parts", "3")
+    assert code == 5 and "refused" in output
+    assert "run the same command again to resume" in output
 
 
 def test_json_output_of_a_failure_is_still_a_clear_message(emulator_thread, tmp_path):

@@ -81,7 +81,7 @@ class Settings:
         if parts.scheme == "http" and not self.allow_http and not _is_loopback(parts.hostname):
             raise SettingsError(
                 f"{ENDPOINT} uses plain http on a non-loopback host ({parts.hostname}): use https,"
-                f" or set {ALLOW_HTTP}=1 if you really mean it",
+                f" or set {ALLOW_HTTP}=1 (or pass --allow-http) if you really mean it",
                 variable=ENDPOINT,
             )
 

@@ -43,13 +43,19 @@ def _fail(error: UploaderError) -> NoReturn:
 
 def _with_client(call: Callable[[MetaStudioClient], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with MetaStudioClient(Settings.from_env()) as client:
+        async with MetaStudioClient(_settings()) as client:
             return await call(client)
 
     try:
         return asyncio.run(run())
     except UploaderError as error:
         _fail(error)
+
+
+def _settings() -> Settings:
+    """Settings from the environment, with the command line's --allow-http."""
+    allow = click.get_current_context().find_root().params.get("allow_http")
+    return Settings.from_env(allow_http=True if allow else None)
 
 
 def _print_json(value: Any) -> None:
@@ -59,8 +65,10 @@ def _print_json(value: Any) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.option("--debug", is_flag=True, help="Log everything (same as -vv).")
+@click.option("--allow-http", is_flag=True,
+              help="Allow a plain http:// endpoint that is not on loopback (unsafe).")
 @click.version_option(package_name="uploader")
-def main(verbose: int, debug: bool) -> None:
+def main(verbose: int, debug: bool, allow_http: bool) -> None:
     """Upload training videos to Huawei Cloud MetaStudio digital-human training jobs.
 
     Settings come from the environment: METASTUDIO_ENDPOINT (or METASTUDIO_REGION),
@@ -248,7 +256,7 @@ def upload(video: Path, job_id: str | None, name: str | None, parts: int | None,
 
     async def run() -> Any:
         if not use_emulator:
-            return await upload_video(video, **options)
+            return await upload_video(video, settings=_settings(), **options)
         from uploader.emulator import EmulatorConfig, start_emulator
 
         folder = Path(tempfile.mkdtemp(prefix="metastudio-emulator-"))
