@@ -303,6 +303,16 @@ def test_journal_is_private(tmp_path: Path):
     assert record["kind"] == "header" and record["sizes"] == [524288] * 4
 
 
+def test_named_state_dir_keeps_its_mode(tmp_path: Path):
+    video = video_of(tmp_path, 4 * 512 * 1024)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    asyncio.run(_journal_left_behind(tmp_path, video, shared))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(f.stat().st_mode) for f in shared.iterdir()} == {0o600}
+
+
 async def _journal_left_behind(tmp_path: Path, video: Path, state: Path) -> None:
     running = await start_emulator(emulator_config(tmp_path / "emulator"))
     try:

@@ -31,7 +31,6 @@ _TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 #: dead endpoint is reported in about a second rather than after a long silence.
 DEFAULT_BACKOFF = Backoff(attempts=4, base=0.25, cap=4.0)
 
-Query = Iterable[tuple[str, Any]]
 
 
 class MetaStudioClient:

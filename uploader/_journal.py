@@ -78,8 +78,9 @@ class Journal:
         self._locks: dict[str, int] = {}
 
     def __enter__(self) -> Journal:
+        # A folder we create is private; one the user named is left as it is (it may be
+        # shared, like /tmp): the journal and lock files in it are 0600 either way.
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.folder.chmod(0o700)
         self.lock(self._job_key)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._replay()

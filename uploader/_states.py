@@ -35,11 +35,9 @@ _ERROR_CODES = {
     "3840x2160 or 2160x3840",
     "44005902": "the video's duration is not accepted: it must last 3 to 10 minutes "
     "(this code is the emulator's; the documented service only names 44005901)",
+    "44005903": "the file is not an mp4 video the review can read "
+    "(this code is the emulator's; the documented service only names 44005901)",
 }
-
-#: Review states that are over: the video was accepted or refused.
-REVIEW_DONE = frozenset({"MANUAL_VERIFYING", "AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
-
 
 def explain_state(state: str) -> str:
     """A sentence saying what `state` means for the person uploading."""

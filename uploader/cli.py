@@ -299,7 +299,10 @@ class _Bar:
         if self._bar.total != total:
             self._bar.reset(total=total)
         self._bar.n = done
-        self._bar.refresh() if done in (0, total) else self._bar.update(0)
+        if done in (0, total):
+            self._bar.refresh()
+        else:
+            self._bar.update(0)  # redraws at most every mininterval
 
     def close(self) -> None:
         self._bar.close()
