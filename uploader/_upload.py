@@ -336,7 +336,7 @@ class _Upload:
     async def _result(self, job_id: str, wait: bool, wait_timeout: float) -> UploadResult:
         job = await self.client.show_job(job_id)
         deadline = time.monotonic() + wait_timeout
-        pause = 0.5
+        pause = 0.25
         while wait and job.state in _REVIEWING and time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)

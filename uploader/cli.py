@@ -286,6 +286,14 @@ def upload(video: Path, job_id: str | None, name: str | None, parts: int | None,
         _echo_summary(video, result)
 
 
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"
+
+
 class _Bar:
     """A tqdm bar of bytes that can wind back when a part is retried."""
 
@@ -313,11 +321,11 @@ def _progress_bar(*, enabled: bool) -> _Bar | None:
 
 
 def _echo_summary(video: Path, result: Any) -> None:
-    size = result.bytes_uploaded / 1024**2
-    rate = size / result.seconds if result.seconds else 0.0
+    rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
     click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
-               f" parts sent ({result.parts_skipped} already there), {size:.1f} MiB in "
-               f"{result.seconds:.1f} s ({rate:.1f} MiB/s)")
+               f" parts sent ({result.parts_skipped} already there), "
+               f"{_human(result.bytes_uploaded)} in {result.seconds:.1f} s "
+               f"({_human(rate)}/s)")
     click.echo(f"state: {result.state}: {result.state_meaning}")
     if result.review_error_code:
         click.echo(f"review error {result.review_error_code}: "
