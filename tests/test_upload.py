@@ -200,6 +200,7 @@ def test_resume_after_kill_9(tmp_path: Path):
             job_id = wait_for_parts(emulator, 4)
             first.send_signal(signal.SIGKILL)
             first.wait()
+        assert first.returncode == -signal.SIGKILL
         had = stored_parts(emulator, job_id)
         assert 4 <= had < 16
         emulator.emulator.link_rate = None
