@@ -14,8 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, SAMPLES
-from tests.uploads import cli_env, run_cli, video_of
-from uploader import MetaStudioClient, Settings
+from tests.uploads import cli_env, new_job, run_cli, video_of
 from uploader.emulator import RunningEmulator
 
 
@@ -107,7 +106,7 @@ def test_unknown_job_exits_4(emulator_thread, tmp_path):
     "JOB_PENDING",
 ])
 def test_job_in_a_state_that_cannot_take_a_video(emulator_thread, tmp_path, state):
-    job_id = asyncio.run(_new_job(emulator_thread))
+    job_id = new_job(emulator_thread)
     job = emulator_thread.emulator.store.jobs[job_id]
     job["state"] = state
     issued = job["upload"]["last_expires"]
@@ -116,11 +115,6 @@ def test_job_in_a_state_that_cannot_take_a_video(emulator_thread, tmp_path, stat
     assert code == 4 and f"state {state}" in output
     assert job["upload"]["last_expires"] == issued  # no links were spent
     _nothing_sent(emulator_thread)
-
-
-async def _new_job(emulator: RunningEmulator) -> str:
-    async with MetaStudioClient(Settings.from_env(emulator.client_env())) as client:
-        return (await client.create_job("existing")).job_id
 
 
 # ---- credentials and endpoints -----------------------------------------------------------

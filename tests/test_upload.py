@@ -17,6 +17,7 @@ from tests.uploads import (
     assembled,
     cli_env,
     json_out,
+    new_job,
     run_cli,
     start_cli,
     stored_parts,
@@ -59,12 +60,7 @@ def test_cli_create_path(emulator_thread: RunningEmulator, tmp_path: Path):
 
 def test_cli_update_path_waits_for_review(emulator_thread: RunningEmulator, tmp_path: Path):
     settings = Settings.from_env(emulator_thread.client_env())
-
-    async def new_job() -> str:
-        async with MetaStudioClient(settings) as client:
-            return (await client.create_job("existing")).job_id
-
-    job_id = asyncio.run(new_job())
+    job_id = new_job(emulator_thread)
     env = cli_env(emulator_thread.client_env(), tmp_path / "state")
     result = run_cli("upload", str(SAMPLES / "portrait_1080p.mp4"), "--job-id", job_id,
                      "--wait", env=env)
@@ -105,13 +101,7 @@ def test_refused_video_exits_3_and_sends_nothing(emulator_thread, tmp_path):
 
 
 def test_job_that_cannot_take_a_video_exits_4_before_spending_urls(emulator_thread, tmp_path):
-    settings = Settings.from_env(emulator_thread.client_env())
-
-    async def reviewing_job() -> str:
-        async with MetaStudioClient(settings) as client:
-            return (await client.create_job("busy")).job_id
-
-    job_id = asyncio.run(reviewing_job())
+    job_id = new_job(emulator_thread, "busy")
     job = emulator_thread.emulator.store.jobs[job_id]
     job["state"] = "MANUAL_VERIFYING"
     expires_before = job["upload"]["last_expires"]
@@ -271,13 +261,7 @@ def test_two_runs_on_one_job_the_second_is_refused(tmp_path: Path):
     video = video_of(tmp_path, 4 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=64 * 1024)
     with EmulatorThread(config) as emulator:
-        settings = Settings.from_env(emulator.client_env())
-
-        async def new_job() -> str:
-            async with MetaStudioClient(settings) as client:
-                return (await client.create_job("shared")).job_id
-
-        job_id = asyncio.run(new_job())
+        job_id = new_job(emulator, "shared")
         env = cli_env(emulator.client_env(), tmp_path / "state")
         args = ("upload", str(video), "--job-id", job_id, "--parts", "4", "--quiet")
         with start_cli(*args, env=env) as first:

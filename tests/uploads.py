@@ -84,3 +84,12 @@ def wait_for_parts(emulator: RunningEmulator, count: int) -> str:
             return job_id
         time.sleep(0.02)
     raise AssertionError(f"the server never held {count} parts")
+
+
+def new_job(emulator: RunningEmulator, name: str = "existing") -> str:
+    """Create a job on the emulator through the API client; return its id."""
+    async def create() -> str:
+        async with MetaStudioClient(Settings.from_env(emulator.client_env())) as client:
+            return (await client.create_job(name)).job_id
+
+    return asyncio.run(create())
