@@ -292,3 +292,14 @@ def test_json_output_of_a_failure_is_still_a_clear_message(emulator_thread, tmp_
     assert code == 3 and "too_long" in output
     with pytest.raises(json.JSONDecodeError):
         json.loads(output)  # errors go to stderr as text, never as half a JSON object
+
+
+def test_state_dir_that_cannot_be_written(emulator_thread, tmp_path):
+    if Path("/proc/version").exists():
+        unwritable = Path("/proc/uploader-state")  # no one may create anything in /proc
+    else:
+        pytest.skip("needs /proc")
+    code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
+                        "--state-dir", str(unwritable))
+    assert code == 4 and "cannot use the journal" in output
+    _nothing_sent(emulator_thread)

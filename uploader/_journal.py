@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,11 @@ class FileIdentity:
         return cls(str(resolved), info.st_size, info.st_mtime_ns, digest.hexdigest())
 
 
+def _unusable(where: Path, exc: OSError) -> JournalError:
+    return JournalError(f"cannot use the journal at {where}: {exc.strerror or exc}; free some "
+                        "space or choose another --state-dir, then run the command again")
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
@@ -76,13 +82,18 @@ class Journal:
         self.parts: dict[int, str] = {}
         self._fd: int | None = None
         self._locks: dict[str, int] = {}
+        self._appending = threading.Lock()
 
     def __enter__(self) -> Journal:
         # A folder we create is private; one the user named is left as it is (it may be
         # shared, like /tmp): the journal and lock files in it are 0600 either way.
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.lock(self._job_key)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.lock(self._job_key)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            self.__exit__(None, None, None)
+            raise _unusable(self.folder, exc) from exc
         self._replay()
         return self
 
@@ -143,10 +154,16 @@ class Journal:
                 self.parts.pop(int(number), None)
 
     def _append(self, record: dict[str, Any]) -> None:
+        """Write one record durably; callable from worker threads, one at a time."""
         assert self._fd is not None, "the journal is not open"
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
-        os.fsync(self._fd)
-        self._apply(record)
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self._appending:
+            try:
+                os.write(self._fd, line)
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise _unusable(self.path, exc) from exc
+            self._apply(record)
 
     @property
     def job_id(self) -> str | None:

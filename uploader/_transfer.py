@@ -21,7 +21,7 @@ import aiofiles
 import aiohttp
 from yarl import URL
 
-from uploader._errors import FileChangedError, TransferError
+from uploader._errors import FileChangedError, TransferError, UploaderError
 from uploader._plan import Part
 from uploader._redact import redact
 from uploader._retry import Backoff
@@ -197,7 +197,7 @@ class _Counters:
 async def send_parts(
     parts: list[Part], *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
-    on_done: Callable[[Part, str], None], job_id: str | None = None,
+    on_done: Callable[[Part, str], Awaitable[None]], job_id: str | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Send `parts` with `config.concurrency` workers; return the bytes put on the wire.
@@ -220,10 +220,10 @@ async def send_parts(
                 md5_hex = await _send_one(part, path=path, session=session, urls=urls,
                                           config=config, on_bytes=counted, job_id=job_id,
                                           sleep=sleep)
-            except (TransferError, FileChangedError) as exc:
+                await on_done(part, md5_hex)
+            except UploaderError as exc:  # a part that cannot be sent, or a journal failure
                 failures.append(exc)
                 return
-            on_done(part, md5_hex)
 
     await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(parts)))))
     if failures:
