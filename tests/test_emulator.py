@@ -231,3 +231,18 @@ async def test_confirm_refuses_a_small_middle_part(client: MetaStudioClient):
     await _put(job.training_video_upload_url[1], PART)
     confirm = await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")
     assert not confirm.succeeded and "smaller than 100 KB" in (confirm.excute_failed_msg or "")
+
+
+async def test_a_failed_assembly_fails_the_review(emulator: RunningEmulator, client):
+    job = await client.create_job("broken", video_multipart_count=1)
+    await _put(job.training_video_upload_url[0], PART)
+    videos = emulator.emulator.store.root / "videos"
+    videos.rmdir()  # the assembly cannot write its output
+    try:
+        assert (await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")).succeeded
+        assert await _settled(client, job.job_id) == "AUTO_VERIFY_FAILED"
+        latest = (await client.show_job(job.job_id)).operation_logs[-1]
+        assert latest.error_code == "44005903"
+        assert "could not be processed" in (latest.log_description or "")
+    finally:
+        videos.mkdir()

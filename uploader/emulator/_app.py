@@ -353,6 +353,18 @@ class Emulator:
         task.add_done_callback(self.reviews.discard)
 
     async def _review(self, job_id: str) -> None:
+        try:
+            await self._assemble_and_review(job_id)
+        except Exception as exc:  # a broken review must not leave the job reviewing forever
+            log.exception("review of job %s failed", job_id)
+            job = self.store.jobs[job_id]
+            job.update(state="AUTO_VERIFY_FAILED", last_update_time=_now())
+            job["operation_logs"].append(_log_entry(
+                "SYSTEM_VERIFY_FAILED", "SYSTEM", f"the video could not be processed: {exc}",
+                "44005903"))
+            self.store.save()
+
+    async def _assemble_and_review(self, job_id: str) -> None:
         job = self.store.jobs[job_id]
         loop = asyncio.get_running_loop()
         if not job["video"]:
