@@ -224,7 +224,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(error.message) from None
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 done; 2 usage; 3 the video would be refused (nothing "
+               "sent); 4 API, settings, job state, changed file or a run already going; 5 the "
+               "transfer did not complete (run the same command to resume); 130 interrupted.")
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--job-id", help="Upload to this existing job.")
 @click.option("--name", help="Create a job with this name and upload to it.")
