@@ -33,6 +33,7 @@ from uploader import (
     Settings,
     UsageError,
 )
+from uploader._journal import FileIdentity, Journal
 from uploader._upload import upload_video, upload_video_sync
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
@@ -177,6 +178,24 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
 
 
 # ---- resume (more failure cases: tests/test_faults.py) ----------------------------------
+
+
+async def test_a_job_created_by_a_run_that_died_is_not_created_twice(settings, tmp_path):
+    video = video_of(tmp_path, 300_000)
+    state = tmp_path / "state"
+    # A run noted its intent, the service created its job, and the run died before it
+    # could record the job id.
+    with Journal(state, "name:orphan", video) as journal:
+        journal.record_intent("orphan", FileIdentity.of(video))
+    async with MetaStudioClient(settings) as client:
+        orphan = (await client.create_job("orphan", video_multipart_count=1)).job_id
+        result = await upload_video(video, name="orphan", settings=settings, state_dir=state)
+        assert result.job_id == orphan
+        assert (await client.list_jobs(name="orphan")).count == 1
+        # With no intent noted, a job that merely shares the name is not taken.
+        other = await upload_video(video, name="orphan", settings=settings, state_dir=state)
+        assert other.job_id != orphan
+    assert await assembled(settings, orphan) == video.read_bytes()
 
 
 def test_resume_after_kill_9(tmp_path: Path):

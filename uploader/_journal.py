@@ -77,6 +77,7 @@ class Journal:
         self.path = state_dir / f"{_digest(job_key, str(video.resolve()))}.jsonl"
         self._job_key = job_key
         self.header: dict[str, Any] | None = None
+        self.intent: dict[str, Any] | None = None
         self.urls: list[str] = []
         self.urls_issued_at = 0.0
         self.parts: dict[int, str] = {}
@@ -142,8 +143,10 @@ class Journal:
 
     def _apply(self, record: dict[str, Any]) -> None:
         kind = record.get("kind")
-        if kind == "header":
-            self.header = record
+        if kind == "intent":
+            self.intent = record
+        elif kind == "header":
+            self.header, self.intent = record, None
             self.urls, self.urls_issued_at, self.parts = [], 0.0, {}
         elif kind == "urls":
             self.urls, self.urls_issued_at = record["urls"], record["issued_at"]
@@ -179,10 +182,22 @@ class Journal:
 
     def start(self, job_id: str, identity: FileIdentity, sizes: tuple[int, ...]) -> None:
         """Begin anew: forget every earlier record (the file is truncated first)."""
-        assert self._fd is not None
-        os.ftruncate(self._fd, 0)
+        self._truncate()
         self._append({"kind": "header", "version": _VERSION, "job_id": job_id,
                       "identity": asdict(identity), "sizes": list(sizes)})
+
+    def record_intent(self, name: str, identity: FileIdentity) -> None:
+        """Note, before creating job `name`, that this run is about to: should it be cut
+        short after the service created the job, the next run can find that job."""
+        self._truncate()
+        self._append({"kind": "intent", "version": _VERSION, "name": name,
+                      "identity": asdict(identity), "at": time.time()})
+
+    def _truncate(self) -> None:
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        self.header = self.intent = None
+        self.urls, self.urls_issued_at, self.parts = [], 0.0, {}
 
     def record_urls(self, urls: list[str], issued_at: float | None = None) -> None:
         self._append({"kind": "urls", "urls": urls,

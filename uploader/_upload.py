@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ log = logging.getLogger("uploader")
 
 #: Presigned links live about 24 h; links older than this are replaced before use.
 URL_REUSE_SECONDS = 20 * 3600
+#: How far the service's clock may be behind ours when looking for a job we created.
+CLOCK_SLACK = 600
+_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 #: After this many rounds of "send what is missing, then ask the server", give up.
 MAX_ROUNDS = 3
 _REVIEWING = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFYING"})
@@ -185,11 +189,16 @@ class _Upload:
     async def _prepare(self, job_id: str | None, name: str | None,
                        restart: bool) -> tuple[_Links, str | None]:
         journal = self.journal
-        if journal.header is not None and not restart:
-            self._check_journal_matches()
+        if journal.header is not None:
+            if not restart:
+                self._check_journal_matches()
             job_id = journal.job_id
         if job_id is None:
             assert name is not None
+            job_id = await self._job_an_earlier_run_created(name)
+        if job_id is None:
+            assert name is not None
+            journal.record_intent(name, self.identity)
             answer = await self.client.create_job(
                 name, video_multipart_count=self.plan.count)
             journal.lock(f"job:{answer.job_id}")
@@ -218,6 +227,28 @@ class _Upload:
             links.adopt(await self.client.update_job(job_id,
                                                      video_multipart_count=self.plan.count))
         return links, None
+
+    async def _job_an_earlier_run_created(self, name: str) -> str | None:
+        """The job an earlier run of this command created but did not live to record.
+
+        That run noted its intent (name, file, time) before asking for the job; a job of
+        that name created since then, still waiting for its file, is the one it got.
+        """
+        intent = self.journal.intent
+        if (intent is None or intent["name"] != name
+                or FileIdentity(**intent["identity"]) != self.identity):
+            return None
+        since = datetime.fromtimestamp(intent["at"] - CLOCK_SLACK, UTC)
+        page = await self.client.list_jobs(
+            name=name, state="WAIT_FILE_UPLOAD", create_since=since.strftime(_RFC3339),
+            limit=10)
+        found = [job for job in page.jobs if job.name == name]
+        if not found:
+            return None
+        job = max(found, key=lambda j: j.create_time or "")
+        log.warning("continuing with job %s, created by an earlier run of this command that "
+                    "stopped before it could record it", job.job_id)
+        return job.job_id
 
     def _check_journal_matches(self) -> None:
         journal = self.journal

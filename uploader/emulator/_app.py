@@ -240,6 +240,10 @@ class Emulator:
         for key in ("job_id", "batch_name", "name"):
             if key in q:
                 jobs = [j for j in jobs if j.get(key) == q[key]]
+        if "create_since" in q:  # RFC 3339 in one format: text order is time order
+            jobs = [j for j in jobs if j["create_time"] >= q["create_since"]]
+        if "create_until" in q:
+            jobs = [j for j in jobs if j["create_time"] <= q["create_until"]]
         field_name = "last_update_time" if sort_key == "update_time" else "create_time"
         jobs.sort(key=lambda j: j[field_name], reverse=q.get("sort_dir", "desc") == "desc")
         page = jobs[offset:offset + limit]
