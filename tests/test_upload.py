@@ -323,3 +323,18 @@ async def _journal_left_behind(tmp_path: Path, video: Path, state: Path) -> None
         await _interrupted_upload(Settings.from_env(running.client_env()), video, state)
     finally:
         await running.stop()
+
+
+async def test_state_unreadable_after_confirm_is_still_a_success(emulator, settings, tmp_path):
+    def break_show_job(request, answer):  # type: ignore[no-untyped-def]
+        if request.method == "GET" and "job_id" in request.match_info:
+            return b"<html>gateway error</html>"
+        return answer
+
+    emulator.emulator.rewrite = break_show_job
+    video = video_of(tmp_path, 300_000)
+    result = await upload_video(video, name="blind", settings=settings,
+                                state_dir=tmp_path / "state")
+    assert result.state == "UNKNOWN" and "confirmed" in result.state_meaning
+    emulator.emulator.rewrite = None
+    assert await assembled(settings, result.job_id) == video.read_bytes()

@@ -38,6 +38,8 @@ log = logging.getLogger("uploader")
 
 #: Presigned links live about 24 h; links older than this are replaced before use.
 URL_REUSE_SECONDS = 20 * 3600
+#: `UploadResult.state` when the upload is confirmed but the job's state cannot be read.
+UNKNOWN_STATE = "UNKNOWN"
 #: How far the service's clock may be behind ours when looking for a job we created.
 CLOCK_SLACK = 600
 _RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
@@ -366,21 +368,37 @@ class _Upload:
         raise TransferError("confirm did not get through after 3 attempts", job_id=job_id)
 
     async def _result(self, job_id: str, wait: bool, wait_timeout: float) -> UploadResult:
-        job = await self.client.show_job(job_id)
+        """The outcome, with the job's state (after the review, with `wait`). The upload is
+        confirmed by now: failing to read the state does not make it a failure."""
+        try:
+            job = await self.client.show_job(job_id)
+        except ApiError as exc:
+            log.warning("the upload is confirmed, but the job's state could not be read (%s); "
+                        "see: uploader status %s", exc, job_id)
+            return self._outcome(job_id, UNKNOWN_STATE, None)
         deadline = time.monotonic() + wait_timeout
         pause = 0.25
         while wait and job.state in _REVIEWING and time.monotonic() < deadline:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
-            job = await self.client.show_job(job_id)
+            try:
+                job = await self.client.show_job(job_id)
+            except ApiError as exc:
+                log.warning("stopped following the review (%s); see: uploader status %s",
+                            exc, job_id)
+                break
         code = next((e.error_code for e in reversed(job.operation_logs) if e.error_code), None)
-        if job.state not in ("AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"):
-            code = None
+        failed = job.state in ("AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED")
+        return self._outcome(job_id, job.state, code if failed else None)
+
+    def _outcome(self, job_id: str, state: str, code: str | None) -> UploadResult:
+        meaning = (explain_state(state) if state != UNKNOWN_STATE else
+                   "the upload is confirmed, but its state could not be read")
         return UploadResult(
             job_id=job_id, parts_total=self.plan.count, parts_skipped=self.skipped,
             parts_uploaded=self.uploaded, bytes_uploaded=self.bytes_uploaded,
             bytes_sent=self.bytes_sent, seconds=round(time.monotonic() - self.started, 3),
-            state=job.state, state_meaning=explain_state(job.state), review_error_code=code,
+            state=state, state_meaning=meaning, review_error_code=code,
             review_error_meaning=explain_error_code(code),
         )
 
