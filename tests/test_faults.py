@@ -142,8 +142,7 @@ async def test_urls_expiring_mid_upload(tmp_path):
     running = await start_emulator(
         emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
     try:
-        job_id, _ = await _upload(running, tmp_path, concurrency=1,
-                                  transfer=TransferConfig(concurrency=1))
+        job_id, _ = await _upload(running, tmp_path, concurrency=1)
         refused = sum(c["refused"] for c in running.emulator.ledger.values())
         assert refused > 0, "no link expired: the case did not happen"
         assert_sent_only_as_explained(running, job_id)

@@ -189,16 +189,10 @@ def _failure_for(status: int, text: str) -> PartFailure:
     return PartFailure(reason, retryable=False, status=status)
 
 
-@dataclass
-class _Counters:
-    sent: int = 0
-
-
 async def send_parts(
     parts: list[Part], *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
     on_done: Callable[[Part, str], Awaitable[None]], job_id: str | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Send `parts` with `config.concurrency` workers; return the bytes put on the wire.
 
@@ -207,10 +201,11 @@ async def send_parts(
     """
     queue = list(reversed(parts))
     failures: list[BaseException] = []
-    counters = _Counters()
+    sent = 0
 
     def counted(delta: int) -> None:
-        counters.sent += max(delta, 0)
+        nonlocal sent
+        sent += max(delta, 0)
         on_bytes(delta)
 
     async def worker() -> None:
@@ -218,8 +213,7 @@ async def send_parts(
             part = queue.pop()
             try:
                 md5_hex = await _send_one(part, path=path, session=session, urls=urls,
-                                          config=config, on_bytes=counted, job_id=job_id,
-                                          sleep=sleep)
+                                          config=config, on_bytes=counted, job_id=job_id)
                 await on_done(part, md5_hex)
             except UploaderError as exc:  # a part that cannot be sent, or a journal failure
                 failures.append(exc)
@@ -228,13 +222,12 @@ async def send_parts(
     await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(parts)))))
     if failures:
         raise failures[0]
-    return counters.sent
+    return sent
 
 
 async def _send_one(
     part: Part, *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None], job_id: str | None,
-    sleep: Callable[[float], Awaitable[None]],
 ) -> str:
     failures = refreshes = 0
     while True:
@@ -254,9 +247,10 @@ async def _send_one(
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
                 f"no progress for {config.stall_timeout:g} s", retryable=True)
         if failure.url_refused:
-            if await _server_has(part, path=path, urls=urls, config=config):
+            stored = await _stored_md5(part, path=path, urls=urls, config=config)
+            if stored is not None:
                 log.info("part %d: the server already holds it", part.number)
-                return await part_md5(path, part, config.chunk_size)
+                return stored
             refreshes += 1
             if refreshes > config.max_refreshes:
                 raise TransferError(f"part {part.number} was refused ({failure}) even with "
@@ -271,12 +265,14 @@ async def _send_one(
         delay = config.backoff.delay(failures)
         log.info("part %d failed (%s); retry %d in %.1f s", part.number, failure, failures,
                  delay)
-        await sleep(delay)
+        await asyncio.sleep(delay)
 
 
-async def _server_has(part: Part, *, path: Path, urls: UrlSource,
-                      config: TransferConfig) -> bool:
+async def _stored_md5(part: Part, *, path: Path, urls: UrlSource,
+                      config: TransferConfig) -> str | None:
+    """The part's MD5 if the server holds exactly this part already, else None."""
     etag = await urls.stored_etag(part.number)
     if etag is None:
-        return False
-    return etag_matches(etag, await part_md5(path, part, config.chunk_size)) is True
+        return None
+    local = await part_md5(path, part, config.chunk_size)
+    return local if etag_matches(etag, local) is True else None

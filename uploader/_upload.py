@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -77,7 +78,7 @@ async def upload_video(
     name: str | None = None,
     parts: int | None = None,
     part_size: int | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     restart: bool = False,
     wait: bool = False,
@@ -87,7 +88,8 @@ async def upload_video(
     transfer: TransferConfig | None = None,
 ) -> UploadResult:
     """Upload a training video to a job (`job_id`) or to a new one (`name`), resuming any
-    earlier attempt, and confirm it. `progress(done, total)` is called with byte counts."""
+    earlier attempt, and confirm it. `progress(done, total)` is called with byte counts;
+    `concurrency` (parts in flight, default 8) overrides the one in `transfer`."""
     if (job_id is None) == (name is None):
         raise UsageError("give exactly one of job_id (an existing job) or name (a new job)")
     video = Path(path)
@@ -95,7 +97,9 @@ async def upload_video(
     if not report.ok or report.facts is None:
         raise PreflightError(report)
     plan = plan_parts(report.facts.size_bytes, parts=parts, part_size=part_size)
-    config = transfer or TransferConfig(concurrency=concurrency)
+    config = transfer or TransferConfig()
+    if concurrency is not None:  # the plain argument wins over the one inside `transfer`
+        config = dataclasses.replace(config, concurrency=concurrency)
     identity = await asyncio.to_thread(FileIdentity.of, video)
     folder = Path(state_dir) if state_dir is not None else default_state_dir()
     job_key = f"job:{job_id}" if job_id is not None else f"name:{name}"
