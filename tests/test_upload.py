@@ -73,10 +73,13 @@ def test_cli_update_path_waits_for_review(emulator_thread: RunningEmulator, tmp_
 
 
 def test_readme_first_command_with_embedded_emulator(tmp_path: Path):
-    env = cli_env({}, tmp_path / "state")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = cli_env({}, tmp_path / "state") | {"TMPDIR": str(scratch)}
     result = run_cli("upload", str(GOOD_VIDEO), "--name", "demo", "--emulator", env=env)
     assert result.returncode == 0, result.stderr
     assert "state: MANUAL_VERIFYING" in result.stdout
+    assert list(scratch.iterdir()) == []  # the emulator's data went with it
 
 
 @pytest.mark.parametrize(("args", "code", "text"), [

@@ -21,6 +21,7 @@ from uploader._preflight import Report, check_video
 from uploader._redact import RedactingFilter, redact
 from uploader._settings import Settings
 from uploader._states import explain_error_code, explain_state
+from uploader._upload import UploadResult, upload_video
 
 __all__ = ["main"]
 
@@ -31,8 +32,7 @@ def _fail(error: UploaderError) -> NoReturn:
     if isinstance(error, PreflightError):
         click.echo(f"error: {error.report.path} would be refused by review; nothing was sent",
                    err=True)
-        for problem in error.report.problems:
-            click.echo(f"  - {problem.code}: {problem.message}", err=True)
+        _echo_problems(error.report, err=True)
     else:
         click.echo(redact(f"error: {error}"), err=True)
     if isinstance(error, TransferError):
@@ -103,8 +103,12 @@ def _echo_verdict(report: Report) -> None:
                    f"{facts.duration_seconds:.3f} s, {facts.video_codec})")
         return
     click.echo(f"{report.path}: would be refused")
+    _echo_problems(report, err=False)
+
+
+def _echo_problems(report: Report, *, err: bool) -> None:
     for problem in report.problems:
-        click.echo(f"  - {problem.code}: {problem.message}")
+        click.echo(f"  - {problem.code}: {problem.message}", err=err)
 
 
 @main.command()
@@ -248,28 +252,28 @@ def upload(video: Path, job_id: str | None, name: str | None, parts: int | None,
     """Upload VIDEO to a training job, resuming any earlier attempt, and confirm it."""
     if (job_id is None) == (name is None):
         raise click.UsageError("give exactly one of --job-id or --name")
-    from uploader._upload import upload_video
-
-    bar = _progress_bar(enabled=not quiet and not as_json and sys.stderr.isatty())
+    bar = _Bar() if not quiet and not as_json and sys.stderr.isatty() else None
     options: dict[str, Any] = dict(
         job_id=job_id, name=name, parts=parts, part_size=part_size, concurrency=concurrency,
         state_dir=state_dir, restart=restart, wait=wait or use_emulator,
         progress=bar.show if bar else None)
 
-    async def run() -> Any:
+    async def run() -> UploadResult:
         if not use_emulator:
             return await upload_video(video, settings=_settings(), **options)
         from uploader.emulator import EmulatorConfig, start_emulator
 
-        folder = Path(tempfile.mkdtemp(prefix="metastudio-emulator-"))
-        running = await start_emulator(EmulatorConfig(data_dir=folder, review_delay=0.2))
-        if not quiet and not as_json:
-            click.echo(f"using a local MetaStudio emulator at {running.url}", err=True)
-        try:
-            return await upload_video(
-                video, settings=Settings.from_env(running.client_env()), **options)
-        finally:
-            await running.stop()
+        # The emulator lives for this command only: so do its data (a copy of the video).
+        with tempfile.TemporaryDirectory(prefix="metastudio-emulator-") as folder:
+            running = await start_emulator(
+                EmulatorConfig(data_dir=Path(folder), review_delay=0.2))
+            if not quiet and not as_json:
+                click.echo(f"using a local MetaStudio emulator at {running.url}", err=True)
+            try:
+                return await upload_video(
+                    video, settings=Settings.from_env(running.client_env()), **options)
+            finally:
+                await running.stop()
 
     try:
         result = asyncio.run(run())
@@ -318,11 +322,7 @@ class _Bar:
         self._bar.close()
 
 
-def _progress_bar(*, enabled: bool) -> _Bar | None:
-    return _Bar() if enabled else None
-
-
-def _echo_summary(video: Path, result: Any) -> None:
+def _echo_summary(video: Path, result: UploadResult) -> None:
     rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
     click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
                f" parts sent ({result.parts_skipped} already there), "
