@@ -105,13 +105,18 @@ class Emulator:
         self.url_ttl = config.url_ttl
         self.reviews: set[asyncio.Task[None]] = set()
         self.reset_rate = config.reset_rate
+        #: The statuses a `fail_rate` failure answers with, one drawn at random.
+        self.fail_statuses: tuple[int, ...] = (500, 503)
         self.lose_confirms = 0
         self.rewrite: Callable[[web.Request, Any], Any] | None = None
-        self.stats = {"part_puts": 0, "parts_stored": 0, "faults_failed": 0, "faults_dropped": 0}
         #: What happened to each part's PUTs, by (job id, part number): attempts, refused
         #: (403/404), failed (injected 5xx), reset (cut by the emulator mid-body), cut (by
         #: the client mid-body), stored, dropped (stored, then the answer cut).
         self.ledger: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+
+    def totals(self) -> Counter[str]:
+        """The ledger summed over all parts (attempts, refused, failed, stored, ...)."""
+        return sum(self.ledger.values(), Counter())
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -485,12 +490,10 @@ class Emulator:
             ledger["refused"] += 1
             await _discard(request)
             return exc.response()
-        self.stats["part_puts"] += 1
         if self.rng.random() < self.fail_rate:
-            self.stats["faults_failed"] += 1
             ledger["failed"] += 1
             await _discard(request)
-            return _obs_error(self.rng.choice((500, 503)), "ServiceUnavailable",
+            return _obs_error(self.rng.choice(self.fail_statuses), "ServiceUnavailable",
                               "Please reduce your request rate (injected fault)")
         if self.rng.random() < self.reset_rate:
             ledger["reset"] += 1
@@ -509,11 +512,9 @@ class Emulator:
             tmp.unlink()
         else:
             self.store.commit_part(upload_id, number, etag, tmp)
-            self.stats["parts_stored"] += 1
             ledger["stored"] += 1
         self.store.spend(signature)
         if self.rng.random() < self.drop_rate:
-            self.stats["faults_dropped"] += 1
             ledger["dropped"] += 1
             _cut(request)
         return web.Response(status=200, headers={"ETag": f'"{etag}"'})
