@@ -72,15 +72,17 @@ class Journal:
     it) and reads what an earlier run recorded; leaving releases the lock and keeps the file.
     """
 
+    header: dict[str, Any] | None
+    intent: dict[str, Any] | None
+    urls: list[str]
+    urls_issued_at: float
+    parts: dict[int, str]
+
     def __init__(self, state_dir: Path, job_key: str, video: Path) -> None:
         self.folder = state_dir
         self.path = state_dir / f"{_digest(job_key, str(video.resolve()))}.jsonl"
         self._job_key = job_key
-        self.header: dict[str, Any] | None = None
-        self.intent: dict[str, Any] | None = None
-        self.urls: list[str] = []
-        self.urls_issued_at = 0.0
-        self.parts: dict[int, str] = {}
+        self._forget()
         self._fd: int | None = None
         self._locks: dict[str, int] = {}
         self._appending = threading.Lock()
@@ -146,8 +148,8 @@ class Journal:
         if kind == "intent":
             self.intent = record
         elif kind == "header":
-            self.header, self.intent = record, None
-            self.urls, self.urls_issued_at, self.parts = [], 0.0, {}
+            self._forget()
+            self.header = record
         elif kind == "urls":
             self.urls, self.urls_issued_at = record["urls"], record["issued_at"]
         elif kind == "part":
@@ -196,8 +198,15 @@ class Journal:
     def _truncate(self) -> None:
         assert self._fd is not None
         os.ftruncate(self._fd, 0)
-        self.header = self.intent = None
-        self.urls, self.urls_issued_at, self.parts = [], 0.0, {}
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop everything read or recorded (what the file held is gone or superseded)."""
+        self.header = None
+        self.intent = None
+        self.urls = []
+        self.urls_issued_at = 0.0
+        self.parts = {}
 
     def record_urls(self, urls: list[str], issued_at: float | None = None) -> None:
         self._append({"kind": "urls", "urls": urls,
