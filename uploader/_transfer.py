@@ -1,8 +1,8 @@
 """The transfer engine: PUT byte ranges of a file to presigned URLs, concurrently, verified.
 
-Each part streams from disk in chunks (memory stays near `concurrency x chunk_size` whatever
-the file and part sizes), its MD5 computed while it is sent and checked against the ETag the
-storage returns. Transient failures are retried with backoff; a refused URL (403: spent,
+Each part streams from disk in chunks (memory stays near `2 x concurrency x chunk_size`
+whatever the file and part sizes), its MD5 computed while it is sent and checked against the
+ETag the storage returns. Transient failures are retried with backoff; a refused URL (403: spent,
 expired) is settled by asking the server whether it holds the part, else by fresh URLs.
 """
 
@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import aiofiles
 import aiohttp
+import aiohttp.payload
+from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from uploader._errors import FileChangedError, TransferError, UploaderError
@@ -34,7 +36,6 @@ log = logging.getLogger("uploader.transfer")
 OCTET_STREAM = "application/octet-stream"
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _RETRYABLE_STATUS = frozenset({408, 429})
-_HASH_IN_THREAD = 256 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,41 +104,101 @@ def etag_matches(etag: str, md5_hex: str) -> bool | None:
 async def part_md5(path: Path, part: Part, chunk_size: int = 1024 * 1024) -> str:
     """The MD5 of one part as it is on disk now."""
     digest = hashlib.md5()
-    async with aiofiles.open(path, "rb") as handle:
-        async for chunk in _read_range(handle, path, part, chunk_size):
-            await _hash(digest, chunk)
+    buffer = bytearray(min(chunk_size, part.size))
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    try:
+        position, end = part.offset, part.offset + part.size
+        while position < end:
+            count = min(len(buffer), end - position)
+            got = await asyncio.to_thread(_read_and_hash, fd, buffer, count, position, digest)
+            position += _checked(got, path)
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 
-async def _hash(digest: hashlib._Hash, chunk: memoryview) -> None:
-    # hashlib releases the GIL on large buffers: hashing in a thread runs beside the loop.
-    if len(chunk) >= _HASH_IN_THREAD:
-        await asyncio.to_thread(digest.update, chunk)
-    else:
-        digest.update(chunk)
+def _read_and_hash(fd: int, buffer: bytearray, count: int, offset: int,
+                   digest: hashlib._Hash) -> int:
+    """Read up to `count` bytes at `offset` into `buffer` and hash them: one worker-thread
+    step (hashlib releases the GIL on large buffers, so the loop runs on beside it)."""
+    view = memoryview(buffer)[:count]
+    got = os.preadv(fd, [view], offset)
+    digest.update(view[:got])
+    view.release()
+    return got
 
 
-async def _read_range(
-    handle: Any, path: Path, part: Part, chunk_size: int
-) -> AsyncIterator[memoryview]:
-    """The part's bytes, chunk by chunk, read into one reused buffer.
+def _checked(got: int, path: Path) -> int:
+    if not got:
+        raise FileChangedError(
+            f"{path} became shorter while it was being sent: it is being changed; "
+            "let it be, then run the command again"
+        )
+    return got
 
-    Each chunk is a view of that buffer, valid until the next is asked for: the caller must
-    be done with it (hashed it, and handed it to the socket, which sends or copies it) by
-    then. Reusing one buffer keeps memory flat and spares a fresh allocation per chunk.
+
+class PartBody(aiohttp.payload.Payload):
+    """One part of the file as a request body, hashed on the way out.
+
+    Each chunk is read and hashed in one worker-thread step into one of two buffers, then
+    handed to the connection without a copy: memory stays near two chunks per part in flight.
+    A buffer is refilled only once the connection has nothing of it left to send (asyncio
+    since 3.12 queues unsent data by reference, not by copy); should it still hold some, a
+    fresh buffer takes its place. The body is sent once: aiohttp must not replay it on a
+    dropped connection, since the engine counts and retries attempts itself.
     """
-    buffer = memoryview(bytearray(min(chunk_size, part.size)))
-    await handle.seek(part.offset)
-    remaining = part.size
-    while remaining:
-        count = await handle.readinto(buffer[: min(len(buffer), remaining)])
-        if not count:
-            raise FileChangedError(
-                f"{path} became shorter while it was being sent: it is being changed; "
-                "let it be, then run the command again"
-            )
-        remaining -= count
-        yield buffer[:count]
+
+    def __init__(self, path: Path, part: Part, *, chunk_size: int,
+                 on_chunk: Callable[[int], None]) -> None:
+        super().__init__(None, content_type=OCTET_STREAM)
+        self._size = part.size
+        self._path = path
+        self._part = part
+        self._chunk = min(chunk_size, part.size)
+        self._on_chunk = on_chunk
+        self.digest = hashlib.md5()
+        self.file_changed: FileChangedError | None = None  # why the body stopped, if so
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a part of a video has no text form")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        if self._consumed:
+            raise RuntimeError("a part body is sent once; the engine retries, not aiohttp")
+        self._consumed = True
+        fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY)
+        try:
+            await self._send(fd, writer)
+        except FileChangedError as exc:  # aiohttp reports it as a connection error
+            self.file_changed = exc
+            raise
+        finally:
+            os.close(fd)
+
+    async def _send(self, fd: int, writer: AbstractStreamWriter) -> None:
+        buffers: list[bytearray | None] = [None, None]
+        turn = last = 0  # `last`: the length of the chunk written last
+        position, end = self._part.offset, self._part.offset + self._part.size
+        while position < end:
+            # This buffer went out two chunks ago. What the connection still queues is the
+            # tail of what was written; if that is more than the last chunk, part of this
+            # buffer may be queued by reference: leave it be and take a fresh one.
+            buffer = buffers[turn]
+            if buffer is None or _queued(writer) > last:
+                buffer = buffers[turn] = bytearray(self._chunk)
+            count = min(self._chunk, end - position)
+            got = _checked(await asyncio.to_thread(
+                _read_and_hash, fd, buffer, count, position, self.digest), self._path)
+            await writer.write(memoryview(buffer)[:got])
+            position += got
+            last, turn = got, 1 - turn
+            self._on_chunk(got)
+
+
+def _queued(writer: AbstractStreamWriter) -> int:
+    """Bytes written to the connection but not yet sent."""
+    transport = getattr(writer, "transport", None)
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 async def put_part(
@@ -145,31 +206,28 @@ async def put_part(
     config: TransferConfig, on_bytes: Callable[[int], None],
 ) -> str:
     """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag."""
-    digest = hashlib.md5()
     loop = asyncio.get_running_loop()
-    async with aiofiles.open(path, "rb") as handle, asyncio.timeout(
-        config.stall_timeout
-    ) as deadline:
+    async with asyncio.timeout(config.stall_timeout) as deadline:
 
-        async def body() -> AsyncIterator[memoryview]:
-            async for chunk in _read_range(handle, path, part, config.chunk_size):
-                await _hash(digest, chunk)
-                yield chunk
-                on_bytes(len(chunk))
-                deadline.reschedule(loop.time() + config.stall_timeout)
+        def progressed(count: int) -> None:
+            on_bytes(count)
+            deadline.reschedule(loop.time() + config.stall_timeout)
 
+        body = PartBody(path, part, chunk_size=config.chunk_size, on_chunk=progressed)
         headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(part.size)}
         try:
-            async with session.put(URL(url, encoded=True), data=body(), headers=headers,
+            async with session.put(URL(url, encoded=True), data=body, headers=headers,
                                    timeout=config.client_timeout) as response:
                 text = "" if response.status == 200 else (await response.text())[:2000]
                 etag = response.headers.get("ETag")
                 status = response.status
         except aiohttp.ClientError as exc:
+            if body.file_changed is not None:
+                raise body.file_changed from None
             raise PartFailure(redact(f"{type(exc).__name__}: {exc}"), retryable=True) from exc
     if status != 200:
         raise _failure_for(status, text)
-    md5_hex = digest.hexdigest()
+    md5_hex = body.digest.hexdigest()
     match = etag_matches(etag or "", md5_hex)
     if match is None:
         log.debug("part %d: ETag %r is not a plain MD5; not checked", part.number, etag)
