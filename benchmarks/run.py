@@ -159,9 +159,9 @@ def newest_job(env: dict[str, str]) -> str | None:
 
 
 def curl_baseline(env: dict[str, str], video: Path, folder: Path, parts: int,
-                  cpus: set[int] | None = None) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (all curl processes) to PUT the pre-split parts, 8 at a
-    time (the split is not timed)."""
+                  cpus: set[int] | None = None, parallel: int = 8) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (all curl processes) to PUT the pre-split parts,
+    `parallel` at a time (the split is not timed)."""
     size = video.stat().st_size
     part_size = -(-size // parts)
     pieces = folder / "pieces"
@@ -173,7 +173,7 @@ def curl_baseline(env: dict[str, str], video: Path, folder: Path, parts: int,
                     for n, url in enumerate(fresh_urls(env, parts)))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(["xargs", "-P", "8", "-L", "1", "curl", "-sS", "-f", "-o", "/dev/null",
+    subprocess.run(["xargs", "-P", str(parallel), "-L", "1", "curl", "-sS", "-f", "-o", "/dev/null",
                     "-H", "Content-Type: application/octet-stream"],
                    input=lines, text=True, check=True, preexec_fn=pinned(cpus))
     elapsed = time.perf_counter() - started
@@ -288,6 +288,9 @@ def bench_link(table: Table, folder: Path, size: int, link: int) -> None:
             achieved = size / run.seconds
             table.add(f"(d) {link / MIB:.0f} MiB/s link, K={concurrency}: throughput / ideal",
                       f"{achieved / ideal:.2f} ({achieved / MIB:.1f} MiB/s)", ">= 0.90")
+        curl, _ = curl_baseline(env, clip, folder, 16, parallel=16)
+        table.add("(d) for reference, curl on the same link, 16 at a time: throughput / ideal",
+                  f"{size / curl / (16 * link):.2f} ({size / curl / MIB:.1f} MiB/s)")
 
 
 def bench_resume(table: Table, folder: Path, size: int, link: int) -> None:
