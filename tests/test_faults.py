@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +31,7 @@ from tests.uploads import (
     video_of,
     wait_for_parts,
 )
-from uploader import Backoff, Settings, TransferConfig, TransferError
+from uploader import Backoff, FileChangedError, Settings, TransferConfig, TransferError
 from uploader._upload import upload_video
 from uploader.emulator import RunningEmulator, start_emulator
 
@@ -253,3 +255,20 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
         job = str(result["job_id"])
         assert asyncio.run(assembled(settings, job)) == video.read_bytes()
         assert_sent_only_as_explained(emulator, job)
+
+
+async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator,
+                                                       settings: Settings, tmp_path: Path):
+    video = video_of(tmp_path, 3 * 1024 * 1024)
+    emulator.emulator.link_rate = 512 * 1024
+
+    def cut(done: int, total: int) -> None:
+        if done >= 256 * 1024 and video.stat().st_size == total:
+            os.truncate(video, 512 * 1024)
+
+    with pytest.raises(FileChangedError, match="became shorter"):
+        await upload_video(video, name="cut", parts=3, settings=settings, progress=cut,
+                           state_dir=tmp_path / "state",
+                           transfer=replace(FAST, chunk_size=64 * 1024))
+    totals = emulator.emulator.totals()
+    assert totals["attempts"] <= 3 and totals["stored"] <= 1, totals  # no retry of a lost cause

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import os
 import signal
 import stat
 import time
@@ -138,23 +136,6 @@ async def test_library_async_many_small_parts(settings: Settings, tmp_path: Path
     assert (result.parts_total, result.parts_uploaded) == (20, 20)
     assert seen[-1] == (3_000_000, 3_000_000)
     assert await assembled(settings, result.job_id) == video.read_bytes()
-
-
-async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator,
-                                                       settings: Settings, tmp_path: Path):
-    video = video_of(tmp_path, 3 * 1024 * 1024)
-    emulator.emulator.link_rate = 512 * 1024
-
-    def cut(done: int, total: int) -> None:
-        if done >= 256 * 1024 and video.stat().st_size == total:
-            os.truncate(video, 512 * 1024)
-
-    with pytest.raises(FileChangedError, match="became shorter"):
-        await upload_video(video, name="cut", parts=3, settings=settings, progress=cut,
-                           state_dir=tmp_path / "state",
-                           transfer=dataclasses.replace(FAST, chunk_size=64 * 1024))
-    totals = emulator.emulator.totals()
-    assert totals["attempts"] <= 3 and totals["stored"] <= 1, totals  # no retry of a lost cause
 
 
 async def test_library_last_part_smaller(settings: Settings, tmp_path: Path):
