@@ -58,11 +58,14 @@ async def _upload(running: RunningEmulator, tmp_path: Path, *, transfer: Transfe
                   **options: object) -> tuple[str, Path]:
     settings = Settings.from_env(running.client_env())
     video = video_of(tmp_path, PARTS * PART)
+    seen: list[tuple[int, int]] = []
     result = await upload_video(video, name="faults", parts=PARTS, settings=settings,
                                 state_dir=tmp_path / "state", transfer=transfer,
+                                progress=lambda done, total: seen.append((done, total)),
                                 **options)  # type: ignore[arg-type]
     assert result.parts_uploaded + result.parts_skipped >= PARTS  # more if parts were lost
     assert await assembled(settings, result.job_id) == video.read_bytes()
+    assert seen[-1] == (PARTS * PART, PARTS * PART)  # the bar ends full, whatever happened
     return result.job_id, video
 
 

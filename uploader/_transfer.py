@@ -271,7 +271,8 @@ async def send_parts(
             part = queue.pop()
             try:
                 md5_hex = await _send_one(part, path=path, session=session, urls=urls,
-                                          config=config, on_bytes=counted, job_id=job_id)
+                                          config=config, on_bytes=counted,
+                                          on_settled=on_bytes, job_id=job_id)
                 await on_done(part, md5_hex)
             except UploaderError as exc:  # a part that cannot be sent, or a journal failure
                 failures.append(exc)
@@ -285,8 +286,12 @@ async def send_parts(
 
 async def _send_one(
     part: Part, *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
-    config: TransferConfig, on_bytes: Callable[[int], None], job_id: str | None,
+    config: TransferConfig, on_bytes: Callable[[int], None],
+    on_settled: Callable[[int], None], job_id: str | None,
 ) -> str:
+    """Send one part until it is stored. `on_bytes` follows the bytes put on the wire (back
+    down when an attempt fails); `on_settled` is told of a part the server turned out to hold
+    already, which counts as done without being sent again."""
     failures = refreshes = 0
     while True:
         generation = urls.generation
@@ -308,6 +313,7 @@ async def _send_one(
             stored = await _stored_md5(part, path=path, urls=urls, config=config)
             if stored is not None:
                 log.info("part %d: the server already holds it", part.number)
+                on_settled(part.size)
                 return stored
             refreshes += 1
             if refreshes > config.max_refreshes:

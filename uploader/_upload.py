@@ -281,9 +281,10 @@ class _Upload:
     async def _send_missing(self, links: _Links, restart: bool) -> None:
         missing = await self._missing(links, trust_server=not restart)
         self.skipped = self.plan.count - len(missing)
-        self.done_bytes = self.plan.file_size - sum(p.size for p in missing)
-        self._report()
         for _ in range(MAX_ROUNDS):
+            # Counted from what the server lacks: parts it lost since count as not done.
+            self.done_bytes = self.plan.file_size - sum(p.size for p in missing)
+            self._report()
             if not missing:
                 return
             self.bytes_sent += await send_parts(
