@@ -7,13 +7,17 @@ these tests pin down what those cannot show on the Python that runs them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from uploader._errors import FileChangedError
+from uploader._hashing import Digest, LaneHasher, update_lanes
 from uploader._plan import Part
 from uploader._transfer import PartBody, part_md5
 
@@ -70,25 +74,59 @@ def file_of(tmp_path: Path, size: int) -> Path:
 async def test_a_buffer_still_queued_by_the_connection_is_never_refilled(tmp_path, hold):
     path = file_of(tmp_path, 10 * CHUNK + 123)
     part = Part(number=2, offset=CHUNK + 5, size=7 * CHUNK + 17)
-    body = PartBody(path, part, chunk_size=CHUNK, on_chunk=lambda n: None)
+    body = PartBody(path, part, chunk_size=CHUNK, hasher=LaneHasher(),
+                    on_chunk=lambda n: None)
     transport = HoldingTransport(hold)
     await body.write(Writer(transport))  # type: ignore[arg-type]
     expected = path.read_bytes()[part.offset:part.offset + part.size]
     assert transport.flush() == expected
-    assert body.digest.hexdigest() == hashlib.md5(expected).hexdigest()
+    assert await body.md5_hex() == hashlib.md5(expected).hexdigest()
+
+
+def slow_kernel(digests: Sequence[Digest], chunks: Sequence[memoryview]) -> None:
+    time.sleep(0.01)  # hashing lags behind sending: buffers must wait for it
+    update_lanes(digests, chunks)
+
+
+@pytest.mark.parametrize("hold", [0, 3 * CHUNK])
+async def test_a_buffer_is_never_refilled_before_it_is_hashed(tmp_path, hold):
+    path = file_of(tmp_path, 9 * CHUNK)
+    part = Part(number=1, offset=0, size=9 * CHUNK)
+    body = PartBody(path, part, chunk_size=CHUNK, hasher=LaneHasher(kernel=slow_kernel),
+                    on_chunk=lambda n: None)
+    transport = HoldingTransport(hold)
+    await body.write(Writer(transport))  # type: ignore[arg-type]
+    assert transport.flush() == path.read_bytes()
+    assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+async def test_the_md5_counts_every_chunk_even_when_aiohttp_cancels_the_body_early(tmp_path):
+    # Once the storage answers, aiohttp cancels the body's task: the last chunks may have
+    # been sent but not yet hashed.
+    path = file_of(tmp_path, 4 * CHUNK)
+    body = PartBody(path, Part(1, 0, 4 * CHUNK), chunk_size=CHUNK,
+                    hasher=LaneHasher(kernel=slow_kernel), on_chunk=lambda n: None)
+    transport = HoldingTransport(0)
+    sending = asyncio.create_task(body.write(Writer(transport)))  # type: ignore[arg-type]
+    while len(transport.received) < 4 * CHUNK:
+        await asyncio.sleep(0.001)
+    sending.cancel()
+    assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
 
 
 async def test_progress_is_reported_chunk_by_chunk(tmp_path):
     path = file_of(tmp_path, 3 * CHUNK)
     seen: list[int] = []
-    body = PartBody(path, Part(1, 0, 3 * CHUNK - 10), chunk_size=CHUNK, on_chunk=seen.append)
+    body = PartBody(path, Part(1, 0, 3 * CHUNK - 10), chunk_size=CHUNK, hasher=LaneHasher(),
+                    on_chunk=seen.append)
     await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
     assert seen == [CHUNK, CHUNK, CHUNK - 10]
 
 
 async def test_a_body_is_sent_once(tmp_path):
     path = file_of(tmp_path, CHUNK)
-    body = PartBody(path, Part(1, 0, CHUNK), chunk_size=CHUNK, on_chunk=lambda n: None)
+    body = PartBody(path, Part(1, 0, CHUNK), chunk_size=CHUNK, hasher=LaneHasher(),
+                    on_chunk=lambda n: None)
     await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
     assert body.consumed
     with pytest.raises(RuntimeError, match="sent once"):
@@ -97,7 +135,8 @@ async def test_a_body_is_sent_once(tmp_path):
 
 async def test_a_file_cut_short_while_sending_is_a_clear_error(tmp_path):
     path = file_of(tmp_path, 2 * CHUNK)
-    body = PartBody(path, Part(1, 0, 4 * CHUNK), chunk_size=CHUNK, on_chunk=lambda n: None)
+    body = PartBody(path, Part(1, 0, 4 * CHUNK), chunk_size=CHUNK, hasher=LaneHasher(),
+                    on_chunk=lambda n: None)
     with pytest.raises(FileChangedError, match="became shorter"):
         await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
 

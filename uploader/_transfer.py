@@ -1,9 +1,10 @@
 """The transfer engine: PUT byte ranges of a file to presigned URLs, concurrently, verified.
 
 Each part streams from disk in chunks (memory stays near `2 x concurrency x chunk_size`
-whatever the file and part sizes), its MD5 computed while it is sent and checked against the
-ETag the storage returns. Transient failures are retried with backoff; a refused URL (403: spent,
-expired) is settled by asking the server whether it holds the part, else by fresh URLs.
+whatever the file and part sizes), its MD5 computed while it is sent (the parts in flight
+hashed together, `_hashing.LaneHasher`) and checked against the ETag the storage returns.
+Transient failures are retried with backoff; a refused URL (403: spent, expired) is settled
+by asking the server whether it holds the part, else by fresh URLs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from uploader._errors import FileChangedError, TransferError, UploaderError
+from uploader._hashing import Hashed, LaneHasher, new_md5
 from uploader._plan import Part
 from uploader._redact import redact
 from uploader._retry import Backoff
@@ -140,23 +142,26 @@ def _checked(got: int, path: Path) -> int:
 class PartBody(aiohttp.payload.Payload):
     """One part of the file as a request body, hashed on the way out.
 
-    Each chunk is read and hashed in one worker-thread step into one of two buffers, then
-    handed to the connection without a copy: memory stays near two chunks per part in flight.
-    A buffer is refilled only once the connection has nothing of it left to send (asyncio
-    since 3.12 queues unsent data by reference, not by copy); should it still hold some, a
-    fresh buffer takes its place. The body is sent once: aiohttp must not replay it on a
-    dropped connection, since the engine counts and retries attempts itself.
+    Each chunk is read in a worker thread into one of two buffers, handed to the connection
+    without a copy and to the hasher beside it: memory stays near two chunks per part in
+    flight. A buffer is refilled only once it is hashed and the connection has nothing of it
+    left to send (asyncio since 3.12 queues unsent data by reference, not by copy); should
+    the connection still hold some, a fresh buffer takes its place. The body is sent once:
+    aiohttp must not replay it on a dropped connection, since the engine counts and retries
+    attempts itself.
     """
 
-    def __init__(self, path: Path, part: Part, *, chunk_size: int,
+    def __init__(self, path: Path, part: Part, *, chunk_size: int, hasher: LaneHasher,
                  on_chunk: Callable[[int], None]) -> None:
         super().__init__(None, content_type=OCTET_STREAM)
         self._size = part.size
         self._path = path
         self._part = part
         self._chunk = min(chunk_size, part.size)
+        self._hasher = hasher
         self._on_chunk = on_chunk
-        self.digest = hashlib.md5()
+        self._digest = new_md5()
+        self._hashed: list[Hashed | None] = [None, None]  # the last chunk of each buffer
         self.file_changed: FileChangedError | None = None  # why the body stopped, if so
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -167,32 +172,49 @@ class PartBody(aiohttp.payload.Payload):
             raise RuntimeError("a part body is sent once; the engine retries, not aiohttp")
         self._consumed = True
         fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY)
+        self._hasher.open()
         try:
             await self._send(fd, writer)
         except FileChangedError as exc:  # aiohttp reports it as a connection error
             self.file_changed = exc
             raise
         finally:
+            self._hasher.close()
             os.close(fd)
 
     async def _send(self, fd: int, writer: AbstractStreamWriter) -> None:
         buffers: list[bytearray | None] = [None, None]
+        hashed = self._hashed
         turn = last = 0  # `last`: the length of the chunk written last
         position, end = self._part.offset, self._part.offset + self._part.size
         while position < end:
             # This buffer went out two chunks ago. What the connection still queues is the
             # tail of what was written; if that is more than the last chunk, part of this
             # buffer may be queued by reference: leave it be and take a fresh one.
+            pending = hashed[turn]
+            if pending is not None:
+                await pending
             buffer = buffers[turn]
             if buffer is None or _queued(writer) > last:
                 buffer = buffers[turn] = bytearray(self._chunk)
-            count = min(self._chunk, end - position)
-            got = _checked(await asyncio.to_thread(
-                _read_and_hash, fd, buffer, count, position, self.digest), self._path)
-            await writer.write(memoryview(buffer)[:got])
+            view = memoryview(buffer)[:min(self._chunk, end - position)]
+            got = _checked(await asyncio.to_thread(os.preadv, fd, [view], position),
+                           self._path)
+            chunk = view[:got]
+            hashed[turn] = self._hasher.add(self._digest, chunk)
+            await writer.write(chunk)
             position += got
             last, turn = got, 1 - turn
             self._on_chunk(got)
+
+    async def md5_hex(self) -> str:
+        """The MD5 of what was sent, once the hasher is through with it. Asked after the
+        answer: aiohttp cancels the body's task once the storage has answered, which may be
+        before the last chunks are hashed (they were handed to the hasher before being sent)."""
+        for pending in self._hashed:
+            if pending is not None:
+                await pending
+        return self._digest.hexdigest()
 
 
 def _queued(writer: AbstractStreamWriter) -> int:
@@ -203,7 +225,7 @@ def _queued(writer: AbstractStreamWriter) -> int:
 
 async def put_part(
     session: aiohttp.ClientSession, url: str, path: Path, part: Part, *,
-    config: TransferConfig, on_bytes: Callable[[int], None],
+    config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
 ) -> str:
     """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag."""
     loop = asyncio.get_running_loop()
@@ -213,7 +235,8 @@ async def put_part(
             on_bytes(count)
             deadline.reschedule(loop.time() + config.stall_timeout)
 
-        body = PartBody(path, part, chunk_size=config.chunk_size, on_chunk=progressed)
+        body = PartBody(path, part, chunk_size=config.chunk_size, hasher=hasher,
+                        on_chunk=progressed)
         headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(part.size)}
         try:
             async with session.put(URL(url, encoded=True), data=body, headers=headers,
@@ -227,7 +250,7 @@ async def put_part(
             raise PartFailure(redact(f"{type(exc).__name__}: {exc}"), retryable=True) from exc
     if status != 200:
         raise _failure_for(status, text)
-    md5_hex = body.digest.hexdigest()
+    md5_hex = await body.md5_hex()
     match = etag_matches(etag or "", md5_hex)
     if match is None:
         log.debug("part %d: ETag %r is not a plain MD5; not checked", part.number, etag)
@@ -258,6 +281,7 @@ async def send_parts(
     the first failure is raised as TransferError.
     """
     queue = list(reversed(parts))
+    hasher = LaneHasher()
     failures: list[BaseException] = []
     sent = 0
 
@@ -271,7 +295,7 @@ async def send_parts(
             part = queue.pop()
             try:
                 md5_hex = await _send_one(part, path=path, session=session, urls=urls,
-                                          config=config, on_bytes=counted,
+                                          config=config, hasher=hasher, on_bytes=counted,
                                           on_settled=on_bytes, job_id=job_id)
                 await on_done(part, md5_hex)
             except UploaderError as exc:  # a part that cannot be sent, or a journal failure
@@ -286,7 +310,7 @@ async def send_parts(
 
 async def _send_one(
     part: Part, *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
-    config: TransferConfig, on_bytes: Callable[[int], None],
+    config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
     on_settled: Callable[[int], None], job_id: str | None,
 ) -> str:
     """Send one part until it is stored. `on_bytes` follows the bytes put on the wire (back
@@ -304,7 +328,7 @@ async def _send_one(
 
         try:
             return await put_part(session, urls.url(part.number), path, part, config=config,
-                                  on_bytes=count)
+                                  hasher=hasher, on_bytes=count)
         except (PartFailure, TimeoutError) as exc:
             on_bytes(-sent)  # the bar winds back: these bytes must be sent again
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
