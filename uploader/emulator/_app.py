@@ -538,7 +538,8 @@ class Emulator:
 
         Received data is hashed and written in a worker thread, a batch at a time, so that
         the event loop goes on receiving (hashlib and file writes release the GIL). With a
-        link rate set (it may change while a body arrives), the body is read no faster.
+        link rate set (it may change while a body arrives), the body is read no faster, and
+        each read is stored before the next.
         """
         tmp = self.store.new_tmp()
         digest = hashlib.md5()
@@ -554,7 +555,9 @@ class Emulator:
                     batch.append(chunk)
                     batched += len(chunk)
                     received += len(chunk)
-                    if batched >= _BATCH:
+                    # On a paced link each read is stored at once, while the pacing waits:
+                    # the body is done when its last byte arrives, as on a real server.
+                    if batched >= (_pace_chunk(self.link_rate) if self.link_rate else _BATCH):
                         await loop.run_in_executor(None, _store_batch, out, digest, batch)
                         batch, batched = [], 0
                     rate = self.link_rate
