@@ -107,8 +107,9 @@ class LaneHasher:
         if self._step is not None or not self._waiting:
             return
         wanted = any(not done.done() for done in self._wanted)
+        self._overdue &= wanted  # a grace that ran out for no one owes no one a step
         parts = len({id(digest) for digest, _, _ in self._waiting})
-        if parts >= min(self._lanes, max(self._parts, 1)) or (wanted and self._overdue):
+        if parts >= min(self._lanes, max(self._parts, 1)) or self._overdue:
             self._overdue = False
             if self._timer is not None:
                 self._timer.cancel()

@@ -188,12 +188,12 @@ class PartBody(aiohttp.payload.Payload):
         turn = last = 0  # `last`: the length of the chunk written last
         position, end = self._part.offset, self._part.offset + self._part.size
         while position < end:
+            pending = hashed[turn]
+            if pending is not None:  # this buffer's last chunk is hashed before it is refilled
+                await pending
             # This buffer went out two chunks ago. What the connection still queues is the
             # tail of what was written; if that is more than the last chunk, part of this
             # buffer may be queued by reference: leave it be and take a fresh one.
-            pending = hashed[turn]
-            if pending is not None:
-                await pending
             buffer = buffers[turn]
             if buffer is None or _queued(writer) > last:
                 buffer = buffers[turn] = bytearray(self._chunk)
