@@ -19,7 +19,7 @@ import pytest
 from uploader._errors import FileChangedError
 from uploader._hashing import Digest, LaneHasher, update_lanes
 from uploader._plan import Part
-from uploader._transfer import PartBody, part_md5
+from uploader._transfer import PartBody, part_md5, parts_md5
 
 CHUNK = 64 * 1024
 
@@ -147,3 +147,20 @@ async def test_part_md5_is_the_md5_of_the_byte_range(tmp_path, chunk):
     part = Part(3, 2 * CHUNK - 1, 2 * CHUNK + 2)
     data = path.read_bytes()[part.offset:part.offset + part.size]
     assert await part_md5(path, part, chunk) == hashlib.md5(data).hexdigest()
+
+
+async def test_parts_md5_hashes_many_parts_at_once(tmp_path):
+    path = file_of(tmp_path, 20 * CHUNK + 5)
+    data = path.read_bytes()
+    parts = [Part(n + 1, n * 2 * CHUNK, min(2 * CHUNK, len(data) - n * 2 * CHUNK))
+             for n in range(11)]
+    found = await parts_md5(path, parts, chunk_size=CHUNK, concurrency=4)
+    assert found == {p.number: hashlib.md5(data[p.offset:p.offset + p.size]).hexdigest()
+                     for p in parts}
+
+
+async def test_parts_md5_of_a_file_cut_short_is_a_clear_error(tmp_path):
+    path = file_of(tmp_path, 3 * CHUNK)
+    parts = [Part(1, 0, 2 * CHUNK), Part(2, 2 * CHUNK, 2 * CHUNK)]
+    with pytest.raises(FileChangedError, match="became shorter"):
+        await parts_md5(path, parts, chunk_size=CHUNK, concurrency=2)

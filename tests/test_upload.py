@@ -279,6 +279,17 @@ async def test_changed_file_is_refused_then_restart_works(settings: Settings, tm
     assert await assembled(settings, job_id) == video.read_bytes()
 
 
+async def test_resume_without_the_journal_checks_stored_parts_against_the_file(
+        settings: Settings, tmp_path: Path):
+    video = video_of(tmp_path, 1_200_000)
+    job_id = await _interrupted_upload(settings, video, tmp_path / "state")
+    result = await upload_video(video, job_id=job_id, parts=4, settings=settings,
+                                state_dir=tmp_path / "another machine")
+    assert result.parts_skipped >= 1  # hashed from the file, found to match
+    assert result.parts_skipped + result.parts_uploaded == 4
+    assert await assembled(settings, job_id) == video.read_bytes()
+
+
 def test_two_runs_on_one_job_the_second_is_refused(tmp_path: Path):
     video = video_of(tmp_path, 4 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=64 * 1024)

@@ -10,7 +10,6 @@ by asking the server whether it holds the part, else by fresh URLs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from uploader._redact import redact
 from uploader._retry import Backoff
 
 __all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "part_md5",
-           "send_parts"]
+           "parts_md5", "send_parts"]
 
 log = logging.getLogger("uploader.transfer")
 
@@ -103,31 +102,33 @@ def etag_matches(etag: str, md5_hex: str) -> bool | None:
     return plain == md5_hex.lower()
 
 
-async def part_md5(path: Path, part: Part, chunk_size: int = 1024 * 1024) -> str:
+async def part_md5(path: Path, part: Part, chunk_size: int = 1024 * 1024,
+                   hasher: LaneHasher | None = None) -> str:
     """The MD5 of one part as it is on disk now."""
-    digest = hashlib.md5()
-    buffer = bytearray(min(chunk_size, part.size))
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    reader = _PartReader(path, part, chunk_size=chunk_size, hasher=hasher or LaneHasher())
+    async with reader:
+        while await reader.read() is not None:
+            pass
+    return await reader.md5_hex()
+
+
+async def parts_md5(path: Path, parts: list[Part], *, chunk_size: int,
+                    concurrency: int) -> dict[int, str]:
+    """The MD5s of many parts as they are on disk now, `concurrency` at a time and hashed
+    together; by part number."""
+    hasher = LaneHasher()
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(part: Part) -> tuple[int, str]:
+        async with limit:
+            return part.number, await part_md5(path, part, chunk_size, hasher)
+
     try:
-        position, end = part.offset, part.offset + part.size
-        while position < end:
-            count = min(len(buffer), end - position)
-            got = await asyncio.to_thread(_read_and_hash, fd, buffer, count, position, digest)
-            position += _checked(got, path)
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
-
-
-def _read_and_hash(fd: int, buffer: bytearray, count: int, offset: int,
-                   digest: hashlib._Hash) -> int:
-    """Read up to `count` bytes at `offset` into `buffer` and hash them: one worker-thread
-    step (hashlib releases the GIL on large buffers, so the loop runs on beside it)."""
-    view = memoryview(buffer)[:count]
-    got = os.preadv(fd, [view], offset)
-    digest.update(view[:got])
-    view.release()
-    return got
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(part)) for part in parts]
+    except ExceptionGroup as failed:  # the first part that failed says why; the rest stop
+        raise failed.exceptions[0] from None
+    return dict(task.result() for task in tasks)
 
 
 def _checked(got: int, path: Path) -> int:
@@ -139,29 +140,80 @@ def _checked(got: int, path: Path) -> int:
     return got
 
 
+class _PartReader:
+    """One part of the file, read chunk by chunk into two alternating buffers, each chunk
+    handed to the hasher as it is read: memory stays near two chunks whatever the part size.
+
+    A buffer is refilled only once its last chunk is hashed, and only if what the connection
+    still queues (`queued`) is no more than the chunk read since: asyncio since 3.12 queues
+    unsent data by reference, not by copy. Otherwise a fresh buffer takes its place.
+    """
+
+    def __init__(self, path: Path, part: Part, *, chunk_size: int, hasher: LaneHasher) -> None:
+        self._path = path
+        self._chunk = min(chunk_size, part.size)
+        self._hasher = hasher
+        self._digest = new_md5()
+        self._buffers: list[bytearray | None] = [None, None]
+        self._hashed: list[Hashed | None] = [None, None]  # each buffer's last chunk
+        self._turn = self._last = 0  # `_last`: the length of the chunk read last
+        self._position, self._end = part.offset, part.offset + part.size
+        self._fd = -1
+
+    async def __aenter__(self) -> _PartReader:
+        self._fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY)
+        self._hasher.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._hasher.close()
+        os.close(self._fd)
+
+    async def read(self, queued: Callable[[], int] = lambda: 0) -> memoryview | None:
+        """The next chunk, or None after the last."""
+        if self._position >= self._end:
+            return None
+        turn = self._turn
+        pending = self._hashed[turn]
+        if pending is not None:
+            await pending
+        # This buffer went out two chunks ago. What the connection still queues is the tail
+        # of what was written; if that is more than the last chunk, part of this buffer may
+        # be queued by reference: leave it be and take a fresh one.
+        buffer = self._buffers[turn]
+        if buffer is None or queued() > self._last:
+            buffer = self._buffers[turn] = bytearray(self._chunk)
+        view = memoryview(buffer)[:min(self._chunk, self._end - self._position)]
+        got = _checked(await asyncio.to_thread(os.preadv, self._fd, [view], self._position),
+                       self._path)
+        chunk = view[:got]
+        self._hashed[turn] = self._hasher.add(self._digest, chunk)
+        self._position += got
+        self._last, self._turn = got, 1 - turn
+        return chunk
+
+    async def md5_hex(self) -> str:
+        """The MD5 of what was read, once the hasher is through with it."""
+        for pending in self._hashed:
+            if pending is not None:
+                await pending
+        return self._digest.hexdigest()
+
+
 class PartBody(aiohttp.payload.Payload):
     """One part of the file as a request body, hashed on the way out.
 
-    Each chunk is read in a worker thread into one of two buffers, handed to the connection
-    without a copy and to the hasher beside it: memory stays near two chunks per part in
-    flight. A buffer is refilled only once it is hashed and the connection has nothing of it
-    left to send (asyncio since 3.12 queues unsent data by reference, not by copy); should
-    the connection still hold some, a fresh buffer takes its place. The body is sent once:
-    aiohttp must not replay it on a dropped connection, since the engine counts and retries
-    attempts itself.
+    Chunks come from a `_PartReader` and go to the connection without a copy. The body is sent
+    once: aiohttp must not replay it on a dropped connection, since the engine counts and
+    retries attempts itself.
     """
 
     def __init__(self, path: Path, part: Part, *, chunk_size: int, hasher: LaneHasher,
                  on_chunk: Callable[[int], None]) -> None:
         super().__init__(None, content_type=OCTET_STREAM)
         self._size = part.size
-        self._path = path
-        self._part = part
-        self._chunk = min(chunk_size, part.size)
-        self._hasher = hasher
+        self._reader = _PartReader(path, part, chunk_size=chunk_size, hasher=hasher)
         self._on_chunk = on_chunk
-        self._digest = new_md5()
-        self._hashed: list[Hashed | None] = [None, None]  # the last chunk of each buffer
         self.file_changed: FileChangedError | None = None  # why the body stopped, if so
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -171,50 +223,20 @@ class PartBody(aiohttp.payload.Payload):
         if self._consumed:
             raise RuntimeError("a part body is sent once; the engine retries, not aiohttp")
         self._consumed = True
-        fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY)
-        self._hasher.open()
         try:
-            await self._send(fd, writer)
+            async with self._reader as reader:
+                while (chunk := await reader.read(lambda: _queued(writer))) is not None:
+                    await writer.write(chunk)
+                    self._on_chunk(len(chunk))
         except FileChangedError as exc:  # aiohttp reports it as a connection error
             self.file_changed = exc
             raise
-        finally:
-            self._hasher.close()
-            os.close(fd)
-
-    async def _send(self, fd: int, writer: AbstractStreamWriter) -> None:
-        buffers: list[bytearray | None] = [None, None]
-        hashed = self._hashed
-        turn = last = 0  # `last`: the length of the chunk written last
-        position, end = self._part.offset, self._part.offset + self._part.size
-        while position < end:
-            pending = hashed[turn]
-            if pending is not None:  # this buffer's last chunk is hashed before it is refilled
-                await pending
-            # This buffer went out two chunks ago. What the connection still queues is the
-            # tail of what was written; if that is more than the last chunk, part of this
-            # buffer may be queued by reference: leave it be and take a fresh one.
-            buffer = buffers[turn]
-            if buffer is None or _queued(writer) > last:
-                buffer = buffers[turn] = bytearray(self._chunk)
-            view = memoryview(buffer)[:min(self._chunk, end - position)]
-            got = _checked(await asyncio.to_thread(os.preadv, fd, [view], position),
-                           self._path)
-            chunk = view[:got]
-            hashed[turn] = self._hasher.add(self._digest, chunk)
-            await writer.write(chunk)
-            position += got
-            last, turn = got, 1 - turn
-            self._on_chunk(got)
 
     async def md5_hex(self) -> str:
-        """The MD5 of what was sent, once the hasher is through with it. Asked after the
-        answer: aiohttp cancels the body's task once the storage has answered, which may be
-        before the last chunks are hashed (they were handed to the hasher before being sent)."""
-        for pending in self._hashed:
-            if pending is not None:
-                await pending
-        return self._digest.hexdigest()
+        """The MD5 of what was sent. Asked after the answer: aiohttp cancels the body's task
+        once the storage has answered, which may be before the last chunks are hashed (they
+        are handed to the hasher as they are sent)."""
+        return await self._reader.md5_hex()
 
 
 def _queued(writer: AbstractStreamWriter) -> int:
@@ -334,7 +356,8 @@ async def _send_one(
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
                 f"no progress for {config.stall_timeout:g} s", retryable=True)
         if failure.url_refused:
-            stored = await _stored_md5(part, path=path, urls=urls, config=config)
+            stored = await _stored_md5(part, path=path, urls=urls, config=config,
+                                       hasher=hasher)
             if stored is not None:
                 log.info("part %d: the server already holds it", part.number)
                 on_settled(part.size)
@@ -356,11 +379,11 @@ async def _send_one(
         await asyncio.sleep(delay)
 
 
-async def _stored_md5(part: Part, *, path: Path, urls: UrlSource,
-                      config: TransferConfig) -> str | None:
+async def _stored_md5(part: Part, *, path: Path, urls: UrlSource, config: TransferConfig,
+                      hasher: LaneHasher) -> str | None:
     """The part's MD5 if the server holds exactly this part already, else None."""
     etag = await urls.stored_etag(part.number)
     if etag is None:
         return None
-    local = await part_md5(path, part, config.chunk_size)
+    local = await part_md5(path, part, config.chunk_size, hasher)
     return local if etag_matches(etag, local) is True else None

@@ -31,7 +31,7 @@ from uploader._plan import Part, PartPlan, plan_parts
 from uploader._preflight import check_video_async
 from uploader._settings import Settings
 from uploader._states import ACCEPTS_VIDEO, explain_error_code, explain_state
-from uploader._transfer import TransferConfig, etag_matches, part_md5, send_parts
+from uploader._transfer import TransferConfig, etag_matches, parts_md5, send_parts
 
 __all__ = ["UploadResult", "upload_video", "upload_video_sync"]
 
@@ -307,19 +307,26 @@ class _Upload:
             log.warning("the server no longer holds %d part(s) sent earlier (%s); sending "
                         "them again", len(lost), _shorten(lost))
             self.journal.forget_parts(lost)
+        # Parts stored but not in the journal (it was lost, or is another machine's) are
+        # hashed from the file, several at once, to see whether they are this file's.
+        unknown = [part for part in self.plan.parts
+                   if part.number in stored and part.number not in recorded]
+        hashed = await parts_md5(self.video, unknown, chunk_size=self.config.chunk_size,
+                                 concurrency=self.config.concurrency)
         missing = []
         for part in self.plan.parts:
             etag = stored.get(part.number)
             if etag is None:
                 missing.append(part)
                 continue
-            if not await self._stored_part_is_ours(part, etag, links.job_id):
+            if not self._stored_part_is_ours(part, etag, hashed, links.job_id):
                 missing.append(part)
         return missing
 
-    async def _stored_part_is_ours(self, part: Part, etag: str, job_id: str) -> bool:
+    def _stored_part_is_ours(self, part: Part, etag: str, hashed: dict[int, str],
+                             job_id: str) -> bool:
         known = self.journal.parts.get(part.number)
-        local = known or await part_md5(self.video, part, self.config.chunk_size)
+        local = known or hashed[part.number]
         match = etag_matches(etag, local)
         if match is None:
             log.debug("part %d: ETag %r is not a plain MD5; trusting the journal",
