@@ -28,7 +28,7 @@ def _run(emulator: RunningEmulator, tmp_path: Path, *args: str,
 
 
 def _nothing_sent(emulator: RunningEmulator) -> None:
-    assert emulator.emulator.totals()["attempts"] == 0
+    assert emulator.emulator.faults.totals()["attempts"] == 0
 
 
 # ---- flags -------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def _list_instead_of_object(request, answer):  # type: ignore[no-untyped-def]
     (_list_instead_of_object, "not a JSON object"),
 ])
 def test_malformed_answers_exit_4(emulator_thread, tmp_path, rewrite, text):
-    emulator_thread.emulator.rewrite = rewrite
+    emulator_thread.emulator.faults.rewrite = rewrite
     video = video_of(tmp_path, 3 * 200 * 1024)
     code, output = _run(emulator_thread, tmp_path, "upload", str(video), "--name", "x",
                         "--parts", "3")
@@ -277,7 +277,7 @@ def _corrupt_links(request, answer):  # type: ignore[no-untyped-def]
 
 
 def test_parts_that_cannot_be_sent_exit_5(emulator_thread, tmp_path):
-    emulator_thread.emulator.rewrite = _corrupt_links  # every link refused: 403
+    emulator_thread.emulator.faults.rewrite = _corrupt_links  # every link refused: 403
     video = video_of(tmp_path, 3 * 200 * 1024)
     code, output = _run(emulator_thread, tmp_path, "upload", str(video), "--name", "x",
                         "--parts", "3")

@@ -68,7 +68,7 @@ async def test_part_url_is_single_use(client: MetaStudioClient):
     lambda url: url.replace("partNumber=1", "partNumber=2"),
     lambda url: url.replace("Signature=", "Signature=A"),
     lambda url: url.replace("Expires=", "Expires=9"),
-    lambda url: url.replace("/video.mp4", "/other.mp4"),
+    lambda url: url.replace("/training_video.mp4", "/action_video.mp4"),
 ])
 async def test_tampered_url_is_refused(client, tamper):
     job = await client.create_job("demo", video_multipart_count=2)
@@ -117,27 +117,27 @@ async def test_cut_body_leaves_no_part(emulator: RunningEmulator, client: MetaSt
 
 
 async def test_fail_rate_answers_5xx_before_storing(emulator: RunningEmulator, client):
-    emulator.emulator.fail_rate = 1.0
+    emulator.emulator.faults.fail_rate = 1.0
     job = await client.create_job("demo")
     status, body, _ = await _put(job.training_video_upload_url[0], PART)
     assert status in (500, 503) and "ServiceUnavailable" in body
     assert await _parts(client, job.job_id) == {}
-    emulator.emulator.fail_rate = 0.0
+    emulator.emulator.faults.fail_rate = 0.0
     assert (await _put(job.training_video_upload_url[0], PART))[0] == 200  # URL not spent
 
 
 async def test_drop_rate_stores_then_cuts_the_connection(emulator: RunningEmulator, client):
-    emulator.emulator.drop_rate = 1.0
+    emulator.emulator.faults.drop_rate = 1.0
     job = await client.create_job("demo")
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await _put(job.training_video_upload_url[0], PART, stream=True)
     assert await _parts(client, job.job_id) == {1: f'"{hashlib.md5(PART).hexdigest()}"'}
-    emulator.emulator.drop_rate = 0.0
+    emulator.emulator.faults.drop_rate = 0.0
     assert (await _put(job.training_video_upload_url[0], PART))[0] == 403  # spent
 
 
 async def test_link_rate_limits_each_body(emulator: RunningEmulator, client):
-    emulator.emulator.link_rate = 300 * 1024
+    emulator.emulator.faults.link_rate = 300 * 1024
     job = await client.create_job("demo")
     started = time.monotonic()
     assert (await _put(job.training_video_upload_url[0], PART))[0] == 200
@@ -149,8 +149,7 @@ async def test_update_keeps_parts_unless_told_to_reset(emulator: RunningEmulator
     await _put(job.training_video_upload_url[0], PART)
     await client.update_job(job.job_id, video_multipart_count=2)
     assert list(await _parts(client, job.job_id)) == [1]
-    emulator.emulator.config = emulator.emulator.config.__class__(
-        **{**emulator.emulator.config.__dict__, "update_resets_parts": True})
+    emulator.emulator.api.update_resets_parts = True
     await client.update_job(job.job_id, video_multipart_count=2)
     assert await _parts(client, job.job_id) == {}
 
@@ -193,8 +192,15 @@ async def _upload_and_confirm(client: MetaStudioClient, video: Path) -> str:
     job = await client.create_job("review", video_multipart_count=len(chunks))
     for url, chunk in zip(job.training_video_upload_url, chunks, strict=True):
         assert (await _put(url, chunk))[0] == 200
+    for link, body in ((job.raw["id_card_image1_upload_url"], b"front"),
+                       (job.raw["id_card_image2_upload_url"], b"back"),
+                       (job.raw["grant_file_upload_url"], b"letter")):
+        assert (await _put(link, body))[0] == 200
     confirm = await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")
     assert confirm.succeeded, confirm.excute_failed_msg
+    assert (await client.show_job(job.job_id)).state == "WAIT_FILE_UPLOAD"  # no review yet
+    submit = await client.command(job.job_id, "SUBMITVERIFYING")
+    assert submit.succeeded, submit.excute_failed_msg
     return job.job_id
 
 
@@ -233,16 +239,15 @@ async def test_confirm_refuses_a_small_middle_part(client: MetaStudioClient):
     assert not confirm.succeeded and "smaller than 100 KB" in (confirm.excute_failed_msg or "")
 
 
-async def test_a_failed_assembly_fails_the_review(emulator: RunningEmulator, client):
+async def test_a_failed_assembly_fails_the_confirm(emulator: RunningEmulator, client):
     job = await client.create_job("broken", video_multipart_count=1)
     await _put(job.training_video_upload_url[0], PART)
-    videos = emulator.emulator.store.root / "videos"
-    videos.rmdir()  # the assembly cannot write its output
+    objects = emulator.emulator.store.root / "objects"
+    objects.rmdir()  # the assembly cannot write its output
     try:
-        assert (await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")).succeeded
-        assert await _settled(client, job.job_id) == "AUTO_VERIFY_FAILED"
-        latest = (await client.show_job(job.job_id)).operation_logs[-1]
-        assert latest.error_code == "44005903"
-        assert "could not be processed" in (latest.log_description or "")
+        confirm = await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")
+        assert not confirm.succeeded
+        assert "could not be assembled" in (confirm.excute_failed_msg or "")
+        assert (await client.show_job(job.job_id)).state == "WAIT_FILE_UPLOAD"
     finally:
-        videos.mkdir()
+        objects.mkdir()

@@ -45,7 +45,7 @@ def assert_sent_only_as_explained(emulator: RunningEmulator, job_id: str, *,
     or reset, a body the (killed) client cut, a dropped answer (then refused as spent), an
     expired link."""
     for number in range(1, PARTS + 1):
-        ledger = emulator.emulator.ledger[(job_id, number)]
+        ledger = emulator.emulator.faults.ledger[(job_id, number)]
         if not resets_allowed:
             assert ledger["stored"] == 1, (number, ledger)
         explained = ledger["failed"] + ledger["reset"] + ledger["cut"] + ledger["refused"]
@@ -78,71 +78,71 @@ async def emulator(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("rate", [0.1, 0.3])
 async def test_part_puts_failing_with_5xx(emulator, tmp_path, rate):
-    emulator.emulator.fail_rate = rate
+    emulator.emulator.faults.fail_rate = rate
     job_id, _ = await _upload(emulator, tmp_path)
     assert_sent_only_as_explained(emulator, job_id)
 
 
 async def test_part_puts_answered_408_or_429(emulator, tmp_path):
-    emulator.emulator.fail_rate, emulator.emulator.fail_statuses = 0.3, (408, 429)
+    emulator.emulator.faults.fail_rate, emulator.emulator.faults.fail_statuses = 0.3, (408, 429)
     job_id, _ = await _upload(emulator, tmp_path)
-    assert emulator.emulator.totals()["failed"] > 0
+    assert emulator.emulator.faults.totals()["failed"] > 0
     assert_sent_only_as_explained(emulator, job_id)
 
 
 async def test_5xx_on_every_put_for_a_while_then_recovery(emulator, tmp_path):
-    emulator.emulator.fail_rate = 1.0
+    emulator.emulator.faults.fail_rate = 1.0
 
     async def recover() -> None:
         await asyncio.sleep(0.4)
-        emulator.emulator.fail_rate = 0.0
+        emulator.emulator.faults.fail_rate = 0.0
 
     patient = TransferConfig(concurrency=4, backoff=Backoff(attempts=12, base=0.05, cap=0.2))
     job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=patient),
                                       recover()))[0]
-    assert emulator.emulator.totals()["failed"] >= 4
+    assert emulator.emulator.faults.totals()["failed"] >= 4
     assert_sent_only_as_explained(emulator, job_id)
 
 
 async def test_5xx_that_never_ends_is_a_transfer_error(emulator, tmp_path):
-    emulator.emulator.fail_rate = 1.0
+    emulator.emulator.faults.fail_rate = 1.0
     with pytest.raises(TransferError, match="failed after 8 attempt") as caught:
         await _upload(emulator, tmp_path)
     assert caught.value.part_number is not None and caught.value.job_id is not None
 
 
 async def test_responses_dropped_after_store(emulator, tmp_path):
-    emulator.emulator.drop_rate = 0.3
+    emulator.emulator.faults.drop_rate = 0.3
     job_id, _ = await _upload(emulator, tmp_path)
-    assert emulator.emulator.totals()["dropped"] > 0
+    assert emulator.emulator.faults.totals()["dropped"] > 0
     assert_sent_only_as_explained(emulator, job_id)
 
 
 async def test_connection_reset_mid_body(emulator, tmp_path):
-    emulator.emulator.reset_rate = 0.3
+    emulator.emulator.faults.reset_rate = 0.3
     job_id, _ = await _upload(emulator, tmp_path)
-    assert emulator.emulator.totals()["reset"] > 0
+    assert emulator.emulator.faults.totals()["reset"] > 0
     assert_sent_only_as_explained(emulator, job_id)
 
 
 async def test_link_so_slow_that_the_timeout_fires(emulator, tmp_path):
-    emulator.emulator.link_rate = 1024
+    emulator.emulator.faults.link_rate = 1024
 
     async def recover() -> None:
         await asyncio.sleep(1.0)
-        emulator.emulator.link_rate = None
+        emulator.emulator.faults.link_rate = None
 
     hasty = TransferConfig(concurrency=4, stall_timeout=0.3,
                            backoff=Backoff(attempts=10, base=0.05, cap=0.2))
     job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=hasty),
                                       recover()))[0]
     timed_out = [n for n in range(1, PARTS + 1)
-                 if emulator.emulator.ledger[(job_id, n)]["attempts"] > 1]
+                 if emulator.emulator.faults.ledger[(job_id, n)]["attempts"] > 1]
     assert timed_out, "no part was abandoned on the slow link"
 
 
 async def test_link_that_stays_too_slow_is_a_transfer_error(emulator, tmp_path):
-    emulator.emulator.link_rate = 1024
+    emulator.emulator.faults.link_rate = 1024
     hasty = TransferConfig(concurrency=2, stall_timeout=0.2,
                            backoff=Backoff(attempts=2, base=0.01, cap=0.02))
     with pytest.raises(TransferError, match=r"no progress for 0\.2 s"):
@@ -154,7 +154,7 @@ async def test_urls_expiring_mid_upload(tmp_path):
         emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
     try:
         job_id, _ = await _upload(running, tmp_path, concurrency=1)
-        assert running.emulator.totals()["refused"] > 0, "no link expired: the case did not happen"
+        assert running.emulator.faults.totals()["refused"] > 0, "no link expired: the case did not happen"
         assert_sent_only_as_explained(running, job_id)
     finally:
         await running.stop()
@@ -181,9 +181,9 @@ async def test_update_that_drops_stored_parts(tmp_path, caplog):
 
 async def test_confirm_answer_lost(emulator, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="uploader")
-    emulator.emulator.lose_confirms = 1
+    emulator.emulator.faults.lose_confirms = 1
     job_id, _ = await _upload(emulator, tmp_path)
-    assert emulator.emulator.lose_confirms == 0
+    assert emulator.emulator.faults.lose_confirms == 0
     assert "the confirm answer was lost" in caplog.text
     assert_sent_only_as_explained(emulator, job_id)
 
@@ -250,7 +250,7 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
             first.wait()
         assert first.returncode == -signal.SIGKILL, "the upload ended before the kill"
         held = stored_parts(emulator, job_id) or 0
-        emulator.emulator.link_rate = None
+        emulator.emulator.faults.link_rate = None
         result = json_out(run_cli(*args, env=env))
         assert result["job_id"] == job_id
         assert int(result["parts_skipped"]) >= held  # type: ignore[call-overload]
@@ -263,7 +263,7 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
 async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator,
                                                        settings: Settings, tmp_path: Path):
     video = video_of(tmp_path, 3 * 1024 * 1024)
-    emulator.emulator.link_rate = 512 * 1024
+    emulator.emulator.faults.link_rate = 512 * 1024
 
     def cut(done: int, total: int) -> None:
         if done >= 256 * 1024 and video.stat().st_size == total:
@@ -273,5 +273,5 @@ async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator
         await upload_video(video, name="cut", parts=3, settings=settings, progress=cut,
                            state_dir=tmp_path / "state",
                            transfer=replace(FAST, chunk_size=64 * 1024))
-    totals = emulator.emulator.totals()
+    totals = emulator.emulator.faults.totals()
     assert totals["attempts"] <= 3 and totals["stored"] <= 1, totals  # no retry of a lost cause

@@ -41,15 +41,15 @@ def _scenarios(emulator: RunningEmulator, tmp_path: Path) -> list[str]:
         run_cli("--debug", "upload", str(video), "--name", "bad-token", env=token_env | {
             "METASTUDIO_AUTH_TOKEN": emulator.config.token + "x"}),
     ]
-    emulator.emulator.fail_rate, emulator.emulator.drop_rate = 0.3, 0.3
+    emulator.emulator.faults.fail_rate, emulator.emulator.faults.drop_rate = 0.3, 0.3
     runs.append(run_cli("--debug", "upload", str(video), "--name", "flaky", "--parts", "6",
                         env=env))
-    emulator.emulator.fail_rate = emulator.emulator.drop_rate = 0.0
-    emulator.emulator.url_ttl = 1
-    emulator.emulator.link_rate = 400 * 1024
+    emulator.emulator.faults.fail_rate = emulator.emulator.faults.drop_rate = 0.0
+    emulator.emulator.storage.url_ttl = 1
+    emulator.emulator.faults.link_rate = 400 * 1024
     runs.append(run_cli("--debug", "upload", str(video), "--name", "expiring", "--parts", "6",
                         "--concurrency", "1", env=env))
-    emulator.emulator.rewrite = lambda request, answer: b"<html>oops</html>"
+    emulator.emulator.faults.rewrite = lambda request, answer: b"<html>oops</html>"
     runs.append(run_cli("--debug", "upload", str(video), "--name", "garbled", env=env))
     return [run.stdout + run.stderr for run in runs]
 

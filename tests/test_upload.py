@@ -215,7 +215,7 @@ def test_resume_after_kill_9(tmp_path: Path):
         assert first.returncode == -signal.SIGKILL
         had = stored_parts(emulator, job_id)
         assert 4 <= had < 16
-        emulator.emulator.link_rate = None
+        emulator.emulator.faults.link_rate = None
         result = json_out(run_cli(*args, env=env))
         assert result["job_id"] == job_id
         assert int(result["parts_skipped"]) >= had
@@ -239,7 +239,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path):
         assert "run the same command again to resume" in stderr
         assert "Traceback" not in stderr
         assert len(list((tmp_path / "state").rglob("*.jsonl"))) == 1
-        emulator.emulator.link_rate = None
+        emulator.emulator.faults.link_rate = None
         second = run_cli(*args, "--json", env=env)
         assert int(json_out(second)["parts_skipped"]) >= 2
 
@@ -305,7 +305,7 @@ def test_two_runs_on_one_job_the_second_is_refused(tmp_path: Path):
             second = run_cli(*args, env=env)
             assert second.returncode == 4
             assert "another uploader run" in second.stderr
-            emulator.emulator.link_rate = None
+            emulator.emulator.faults.link_rate = None
             first.communicate(timeout=60)
         assert first.returncode == 0
 
@@ -345,10 +345,10 @@ async def test_state_unreadable_after_confirm_is_still_a_success(emulator, setti
             return b"<html>gateway error</html>"
         return answer
 
-    emulator.emulator.rewrite = break_show_job
+    emulator.emulator.faults.rewrite = break_show_job
     video = video_of(tmp_path, 300_000)
     result = await upload_video(video, name="blind", settings=settings,
                                 state_dir=tmp_path / "state")
     assert result.state == "UNKNOWN" and "confirmed" in result.state_meaning
-    emulator.emulator.rewrite = None
+    emulator.emulator.faults.rewrite = None
     assert await assembled(settings, result.job_id) == video.read_bytes()

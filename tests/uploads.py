@@ -75,12 +75,12 @@ def stored_parts(emulator: RunningEmulator, job_id: str) -> int | None:
 def wait_for_parts(emulator: RunningEmulator, count: int) -> str:
     """Wait until the emulator's only job holds `count` parts, then slow its link to a
     crawl, so that a signal sent next lands mid-upload however late this thread noticed;
-    return the job id. (Set `emulator.emulator.link_rate = None` to let uploads go on.)"""
+    return the job id. (Set `emulator.emulator.faults.link_rate = None` to let uploads go on.)"""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         job_id = next(iter(emulator.emulator.store.jobs), None)
         if job_id and (stored_parts(emulator, job_id) or 0) >= count:
-            emulator.emulator.link_rate = 1.0
+            emulator.emulator.faults.link_rate = 1.0
             return job_id
         time.sleep(0.02)
     raise AssertionError(f"the server never held {count} parts")

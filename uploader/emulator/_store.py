@@ -1,12 +1,14 @@
-"""The emulator's durable state: jobs in one JSON file, parts as files named by their ETag.
+"""The emulator's durable state: jobs in one JSON file, parts and files named by their ETag.
 
 Layout of the data folder:
 
-    state.json                     jobs and their open uploads (replaced atomically)
-    spent.log                      signatures of presigned URLs already used, one a line
+    state.json                       jobs and their open uploads (replaced atomically)
+    spent.log                        signatures of presigned URLs already used, one a line
     parts/<upload_id>/<nnnnn>.<md5>  one stored part; the rename into place is the commit
-    videos/<job_id>.mp4            the assembled training video
-    tmp/                           bodies being received; cleared at start
+    objects/<job_id>/<kind>.<etag>   a stored file of a job: an assembled video (its ETag
+                                     OBS-style, `<md5 of the parts' MD5s>-<parts>`) or a
+                                     single file (its MD5)
+    tmp/                             bodies being received; cleared at start
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from typing import Any
 __all__ = ["Store", "StoredPart"]
 
 _PART_RE = re.compile(r"^(\d{5})\.([0-9a-f]{32})$")
+_OBJECT_RE = re.compile(r"^([a-z0-9_]+)\.([0-9a-f]{32}(?:-\d+)?)$")
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_KIND_RE = re.compile(r"^[a-z0-9_]+$")
 
 
 @dataclass(frozen=True)
 class StoredPart:
-    """A part on disk."""
+    """A part, or a job's file, on disk; `number` is 0 for a file."""
 
     number: int
     etag: str
@@ -40,11 +44,11 @@ class StoredPart:
 
 
 class Store:
-    """Jobs, uploads and parts under one folder; survives restarts."""
+    """Jobs, uploads, parts and files under one folder; survives restarts."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        for sub in ("parts", "videos", "tmp"):
+        for sub in ("parts", "objects", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for leftover in (root / "tmp").iterdir():
             leftover.unlink()
@@ -74,6 +78,8 @@ class Store:
     def new_tmp(self) -> Path:
         return self.root / "tmp" / uuid.uuid4().hex
 
+    # ---- parts of multipart uploads -------------------------------------------------
+
     def parts(self, upload_id: str) -> dict[int, StoredPart]:
         """The stored parts of an upload, by part number."""
         folder = self._upload_dir(upload_id)
@@ -97,10 +103,39 @@ class Store:
     def drop_upload(self, upload_id: str) -> None:
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
-    def video_path(self, job_id: str) -> Path:
+    # ---- a job's files ----------------------------------------------------------------
+
+    def files(self, job_id: str) -> dict[str, StoredPart]:
+        """The job's stored files, by kind."""
+        folder = self._job_dir(job_id)
+        found: dict[str, StoredPart] = {}
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                match = _OBJECT_RE.match(entry.name)
+                if match:
+                    found[match[1]] = StoredPart(0, match[2], entry)
+        return found
+
+    def commit_file(self, job_id: str, kind: str, etag: str, received: Path) -> None:
+        """Move a fully received file into place, replacing the job's earlier one."""
+        if not _KIND_RE.match(kind):
+            raise ValueError("not a kind of file")
+        folder = self._job_dir(job_id)
+        folder.mkdir(exist_ok=True)
+        old = self.files(job_id).get(kind)
+        os.replace(received, folder / f"{kind}.{etag}")
+        if old is not None and old.etag != etag:
+            old.path.unlink(missing_ok=True)
+
+    def delete_file(self, job_id: str, kind: str) -> None:
+        old = self.files(job_id).get(kind)
+        if old is not None:
+            old.path.unlink(missing_ok=True)
+
+    def _job_dir(self, job_id: str) -> Path:
         if not _ID_RE.match(job_id):
             raise ValueError("not a job id")
-        return self.root / "videos" / f"{job_id}.mp4"
+        return self.root / "objects" / job_id
 
     def _upload_dir(self, upload_id: str) -> Path:
         if not _ID_RE.match(upload_id):

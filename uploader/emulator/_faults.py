@@ -1,0 +1,78 @@
+"""Fault injection: what the emulator does wrong on purpose, and its record of each PUT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+__all__ = ["Faults", "cut"]
+
+
+class Faults:
+    """The faults in force; tests may change any of them while the emulator runs.
+
+    `fail_rate`: share of PUTs answered with one of `fail_statuses` before storing;
+    `drop_rate`: share stored, then cut off without an answer (the link is spent);
+    `reset_rate`: share cut off half-way through the body; `link_rate`: bytes a second each
+    body is read at (None: as fast as it comes); `lose_confirms`: how many of the next
+    confirm answers to cut off after the confirm took effect; `rewrite`: a function that
+    mangles API answers.
+    """
+
+    def __init__(self, *, fail_rate: float, drop_rate: float, reset_rate: float,
+                 link_rate: float | None, seed: int | None) -> None:
+        self.rng = random.Random(seed)
+        self.fail_rate, self.drop_rate, self.reset_rate = fail_rate, drop_rate, reset_rate
+        self.link_rate = link_rate
+        self.fail_statuses: tuple[int, ...] = (500, 503)
+        self.lose_confirms = 0
+        self.rewrite: Callable[[web.Request, Any], Any] | None = None
+        #: What happened to each PUT, by (job id, part number; 0 for a single file):
+        #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator
+        #: mid-body), cut (by the client mid-body), stored, dropped (stored, answer cut).
+        self.ledger: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+
+    def draw(self, rate: float) -> bool:
+        """Whether a fault of this rate strikes now."""
+        return self.rng.random() < rate
+
+    def failure_status(self) -> int:
+        return self.rng.choice(self.fail_statuses)
+
+    def totals(self) -> Counter[str]:
+        """The ledger summed over all PUTs (attempts, refused, failed, stored, ...)."""
+        return sum(self.ledger.values(), Counter())
+
+    def take_lost_confirm(self) -> bool:
+        """Whether this confirm's answer is to be lost (counts one down if so)."""
+        if self.lose_confirms <= 0:
+            return False
+        self.lose_confirms -= 1
+        return True
+
+    @web.middleware
+    async def rewrite_answers(self, request: web.Request,
+                              handler: Callable[..., Any]) -> web.StreamResponse:
+        """Let a test mangle API answers (`self.rewrite`), to test clients against them."""
+        response: web.StreamResponse = await handler(request)
+        if self.rewrite is None or not request.path.startswith("/v1/"):
+            return response
+        assert isinstance(response, web.Response) and response.body is not None
+        changed = self.rewrite(request, json.loads(bytes(response.body)))  # type: ignore[arg-type]
+        if isinstance(changed, bytes):
+            return web.Response(status=response.status, body=changed,
+                                content_type="text/html")
+        return web.json_response(changed, status=response.status)
+
+
+def cut(request: web.Request) -> NoReturn:
+    """Close the connection without a response, as a network failure would."""
+    assert request.transport is not None
+    request.transport.abort()
+    raise asyncio.CancelledError

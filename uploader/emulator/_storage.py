@@ -1,0 +1,290 @@
+"""The object storage behind the presigned links: OBS V2 signatures, single-use PUTs,
+MD5 ETags, paced and faulty links, and downloads of a job's stored files.
+
+Keys: `training/<job_id>/<kind>.mp4?partNumber=N&uploadId=U` (a part of a multipart file),
+`assets/<job_id>/<kind>` (a single file), `files/<job_id>/<kind>` (a stored file, GET only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+
+from uploader.emulator._auth import obs_signature
+from uploader.emulator._faults import Faults, cut
+from uploader.emulator._store import Store
+
+__all__ = ["BUCKET", "ObjectStorage"]
+
+BUCKET = "metastudio-emulator"
+_CHUNK = 1024 * 1024
+_BATCH = 4 * 1024 * 1024
+_PART_KEY = re.compile(r"training/([0-9a-f]{32})/([a-z0-9_]+)\.mp4")
+_FILE_KEY = re.compile(r"(assets|files)/([0-9a-f]{32})/([a-z0-9_]+)")
+
+
+def obs_error(status: int, code: str, message: str) -> web.Response:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{escape(message)}</Message><RequestId>{uuid.uuid4().hex}</RequestId>"
+            "</Error>")
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> web.Response:
+        return obs_error(self.status, self.code, self.message)
+
+
+class ObjectStorage:
+    """Signs links, and takes and serves the objects they point at."""
+
+    def __init__(self, *, ak: str, sk: str, url_ttl: int, store: Store, faults: Faults) -> None:
+        self.ak, self._sk, self.url_ttl = ak, sk, url_ttl
+        self.store, self.faults = store, faults
+
+    # ---- links ------------------------------------------------------------------------
+
+    def presign(self, request: web.Request, method: str, key: str, *,
+                sub: dict[str, str] | None = None, content_type: str = "",
+                expires: int | None = None) -> str:
+        """An OBS V2 temporary URL for `method` on `key`, signed for `content_type`."""
+        sub = sub or {}
+        expires = expires or int(time.time()) + self.url_ttl
+        signature = obs_signature(
+            sk=self._sk, method=method, content_md5="", content_type=content_type,
+            expires=str(expires), obs_headers={}, resource=_resource(key, sub),
+        )
+        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in sub.items())
+        query += (f"{'&' if query else ''}AccessKeyId={self.ak}&Expires={expires}"
+                  f"&Signature={quote(signature, safe='')}")
+        return f"{request.scheme}://{request.host}/{BUCKET}/{quote(key)}?{query}"
+
+    def download_url(self, request: web.Request, job_id: str, kind: str) -> str:
+        return self.presign(request, "GET", f"files/{job_id}/{kind}")
+
+    def _check_presigned(self, request: web.Request, key: str) -> str:
+        """Check an OBS V2 presigned request; return its signature, or raise _Denied."""
+        q = request.query
+        if not {"AccessKeyId", "Expires", "Signature"} <= q.keys():
+            raise _Denied(403, "AccessDenied", "Anonymous access is forbidden")
+        if ".." in key.split("/") or key.startswith("/") or "\\" in key:
+            raise _Denied(400, "InvalidObjectName", "The object key is not valid")
+        sub = {k: q[k] for k in ("partNumber", "uploadId") if k in q}
+        obs_headers = {k.lower(): v for k, v in request.headers.items()
+                       if k.lower().startswith("x-obs-")}
+        expected = obs_signature(
+            sk=self._sk, method=request.method,
+            content_md5=request.headers.get("Content-MD5", ""),
+            content_type=request.headers.get("Content-Type", ""),
+            expires=q["Expires"], obs_headers=obs_headers, resource=_resource(key, sub),
+        )
+        if q["AccessKeyId"] != self.ak or not hmac.compare_digest(expected, q["Signature"]):
+            raise _Denied(403, "SignatureDoesNotMatch",
+                          "The request signature we calculated does not match the signature "
+                          "you provided")
+        if not q["Expires"].isdigit() or int(q["Expires"]) < time.time():
+            raise _Denied(403, "AccessDenied", "Request has expired")
+        return q["Signature"]
+
+    # ---- PUT: a part or a single file -------------------------------------------------
+
+    async def put_object(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        faults = self.faults
+        ledger = faults.ledger[(_job_of(key), _int_or_zero(request.query.get("partNumber")))]
+        ledger["attempts"] += 1
+        try:
+            signature = self._check_presigned(request, key)
+            if signature in self.store.spent:
+                raise _Denied(403, "AccessDenied", "This URL has already been used")
+            commit = self._target(request, key)
+        except _Denied as exc:
+            ledger["refused"] += 1
+            await _discard(request)
+            return exc.response()
+        if faults.draw(faults.fail_rate):
+            ledger["failed"] += 1
+            await _discard(request)
+            return obs_error(faults.failure_status(), "ServiceUnavailable",
+                             "Please reduce your request rate (injected fault)")
+        if faults.draw(faults.reset_rate):
+            ledger["reset"] += 1
+            await request.content.read(max(1, (request.content_length or 2) // 2))
+            cut(request)
+        try:
+            received = await self._receive(request)
+        except asyncio.CancelledError:
+            ledger["cut"] += 1  # the client went away mid-body
+            raise
+        if received is None:
+            ledger["cut"] += 1
+            return web.Response(status=400)
+        tmp, etag = received
+        commit(etag, tmp)
+        ledger["stored"] += 1
+        self.store.spend(signature)
+        if faults.draw(faults.drop_rate):
+            ledger["dropped"] += 1
+            cut(request)
+        return web.Response(status=200, headers={"ETag": f'"{etag}"'})
+
+    def _target(self, request: web.Request, key: str) -> Any:
+        """Where a received body goes: a function (etag, received file) that commits it."""
+        q = request.query
+        part = _PART_KEY.fullmatch(key)
+        single = _FILE_KEY.fullmatch(key)
+        if single is not None and single[1] == "assets" and "uploadId" not in q:
+            job_id, kind = single[2], single[3]
+            if job_id not in self.store.jobs:
+                raise _Denied(404, "NoSuchBucket", "The job of this link does not exist")
+            return lambda etag, tmp: self.store.commit_file(job_id, kind, etag, tmp)
+        job = self.store.jobs.get(part[1]) if part else None
+        upload = (job.get("uploads") or {}).get(part[2]) if job and part else None
+        if (upload is None or upload["upload_id"] != q.get("uploadId")
+                or job is None or job["state"] != "WAIT_FILE_UPLOAD"):
+            raise _Denied(404, "NoSuchUpload", "The specified upload does not exist")
+        number = q.get("partNumber", "")
+        if not number.isdigit() or not 1 <= int(number) <= upload["count"]:
+            raise _Denied(400, "InvalidArgument", "partNumber is out of range")
+        upload_id = upload["upload_id"]
+        return lambda etag, tmp: self.store.commit_part(upload_id, int(number), etag, tmp)
+
+    async def _receive(self, request: web.Request) -> tuple[Path, str] | None:
+        """Stream the body to a temporary file; None (and no file) if it did not all arrive.
+
+        Received data is hashed and written in a worker thread, a batch at a time, so that
+        the event loop goes on receiving (hashlib and file writes release the GIL). With a
+        link rate set (it may change while a body arrives), the body is read no faster, and
+        each read is stored before the next.
+        """
+        tmp = self.store.new_tmp()
+        digest = hashlib.md5()
+        received = 0
+        paced_from, paced_bytes = time.monotonic(), 0
+        loop = asyncio.get_running_loop()
+        try:
+            with tmp.open("wb", buffering=0) as out:
+                batch: list[bytes] = []
+                batched = 0
+                while chunk := await self._read(request):
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    received += len(chunk)
+                    rate = self.faults.link_rate
+                    # On a paced link each read is stored at once, while the pacing waits:
+                    # the body is done when its last byte arrives, as on a real server.
+                    if batched >= (_pace_chunk(rate) if rate else _BATCH):
+                        await loop.run_in_executor(None, _store_batch, out, digest, batch)
+                        batch, batched = [], 0
+                    if not rate:
+                        paced_from, paced_bytes = time.monotonic(), 0
+                        continue
+                    paced_bytes += len(chunk)
+                    ahead = paced_bytes / rate - (time.monotonic() - paced_from)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                await loop.run_in_executor(None, _store_batch, out, digest, batch)
+            expected = request.content_length
+            if expected is not None and received != expected:
+                raise ConnectionResetError("short body")
+        except (ConnectionError, asyncio.CancelledError, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return None
+        return tmp, digest.hexdigest()
+
+    async def _read(self, request: web.Request) -> bytes:
+        rate = self.faults.link_rate
+        return await (request.content.read(_pace_chunk(rate)) if rate
+                      else request.content.readany())
+
+    # ---- GET: a job's stored file -----------------------------------------------------
+
+    async def get_object(self, request: web.Request) -> web.StreamResponse:
+        """Serve a stored file with its ETag; a `Range` of bytes answers 206 with that range."""
+        key = request.match_info["key"]
+        try:
+            self._check_presigned(request, key)
+        except _Denied as exc:
+            return exc.response()
+        match = _FILE_KEY.fullmatch(key)
+        stored = (self.store.files(match[2]).get(match[3])
+                  if match and match[1] == "files" and match[2] in self.store.jobs else None)
+        if stored is None:
+            return obs_error(404, "NoSuchKey", "The specified key does not exist")
+        size = stored.size
+        try:
+            wanted = request.http_range
+        except ValueError:
+            return obs_error(416, "InvalidRange", "The requested range cannot be satisfied")
+        start, stop, _ = wanted.indices(size)
+        partial = request.headers.get("Range") is not None
+        if partial and start >= stop:
+            return obs_error(416, "InvalidRange", "The requested range cannot be satisfied")
+        response = web.StreamResponse(status=206 if partial else 200, headers={
+            "ETag": f'"{stored.etag}"', "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes"})
+        if partial:
+            response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        response.content_length = stop - start
+        await response.prepare(request)
+        with stored.path.open("rb") as source:
+            source.seek(start)
+            remaining = stop - start
+            while remaining:
+                chunk = await asyncio.to_thread(source.read, min(_CHUNK, remaining))
+                if not chunk:
+                    break
+                await response.write(chunk)
+                remaining -= len(chunk)
+        await response.write_eof()
+        return response
+
+
+def _job_of(key: str) -> str:
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 else ""
+
+
+def _int_or_zero(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
+async def _discard(request: web.Request) -> None:
+    try:
+        async for _ in request.content.iter_chunked(_CHUNK):
+            pass
+    except (ConnectionError, OSError):
+        pass
+
+
+def _pace_chunk(rate: float) -> int:
+    """Bytes to read between pauses on a paced link: about 1/50 s of data, so pacing is
+    smooth yet costs the loop at most ~50 wake-ups a second per connection."""
+    return max(4096, min(_CHUNK, int(rate / 50)))
+
+
+def _store_batch(out: Any, digest: Any, batch: list[bytes]) -> None:
+    for chunk in batch:
+        digest.update(chunk)
+        out.write(chunk)
+
+
+def _resource(key: str, sub: dict[str, str]) -> str:
+    query = "&".join(f"{k}={sub[k]}" for k in sorted(sub))
+    return f"/{BUCKET}/{key}" + (f"?{query}" if query else "")
