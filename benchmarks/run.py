@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
 from uploader._hashing import KERNEL, new_md5, update_lanes  # noqa: E402
-from uploader._plan import Part  # noqa: E402
-from uploader._transfer import parts_md5  # noqa: E402
+from uploader._plan import Piece  # noqa: E402
+from uploader._transfer import pieces_md5  # noqa: E402
 
 MIB, GIB = 1024**2, 1024**3
 SOURCE = ROOT / "samples" / "landscape_1080p.mp4"
@@ -333,10 +333,11 @@ def bench_resume(table: Table, folder: Path, size: int, link: int) -> None:
 
 def bench_verify(table: Table, folder: Path, size: int) -> None:
     """A resume without its journal hashes every stored part from the file: one part after
-    another with hashlib, against `parts_md5` (8 at a time, hashed together)."""
+    another with hashlib, against `pieces_md5` (8 at a time, hashed together)."""
     clip = video(folder, size)
     step = -(-size // 32)
-    parts = [Part(n + 1, n * step, min(step, size - n * step)) for n in range(32)]
+    parts = [Piece("training_video", n + 1, clip, n * step, min(step, size - n * step),
+                   "application/octet-stream", f"part {n + 1}") for n in range(32)]
     started = time.perf_counter()
     with clip.open("rb") as source:
         for part in parts:
@@ -348,7 +349,7 @@ def bench_verify(table: Table, folder: Path, size: int) -> None:
                 left -= len(chunk)
     one = time.perf_counter() - started
     started = time.perf_counter()
-    asyncio.run(parts_md5(clip, parts, chunk_size=MIB, concurrency=8))
+    asyncio.run(pieces_md5(parts, chunk_size=MIB, concurrency=8))
     lanes = time.perf_counter() - started
     table.add(f"(e) for reference, checking 32 stored parts with no journal, {size // MIB} MiB: "
               "one at a time (hashlib) / 8 at once", f"{one:.2f} s / {lanes:.2f} s")

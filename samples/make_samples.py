@@ -1,6 +1,7 @@
-"""Regenerate the sample videos, or grow one to a given size without breaking it.
+"""Regenerate the sample videos and documents, or grow a video to a given size.
 
     python samples/make_samples.py                 # rewrite every sample in samples/
+    python samples/make_samples.py documents       # only the ID images and the letter
     python samples/make_samples.py grow SRC DST SIZE   # copy SRC to DST padded to SIZE bytes
 
 Needs imageio-ffmpeg (a dev-only dependency: its wheel carries an ffmpeg binary). Each
@@ -57,7 +58,29 @@ def run(command: list[str]) -> None:
                    check=True)
 
 
+def make_documents() -> None:
+    """Stand-ins for the job's other files, each marked as a sample: both sides of an ID
+    card (JPEG) and a signed authorization letter (PDF), a few KB each. Needs Pillow only."""
+    from PIL import Image, ImageDraw
+
+    def page(size: tuple[int, int], colour: str, lines: list[str]) -> Image.Image:
+        image = Image.new("RGB", size, colour)
+        draw = ImageDraw.Draw(image)
+        for row, text in enumerate(lines):
+            draw.text((24, 24 + 20 * row), text, fill="black")
+        return image
+
+    note = "SAMPLE - NOT A REAL DOCUMENT (uploader test data)"
+    page((640, 400), "#e8eef6", ["ID CARD - portrait side", note]).save(
+        HERE / "id_card_front.jpg", quality=70)
+    page((640, 400), "#f6eee8", ["ID CARD - national emblem side", note]).save(
+        HERE / "id_card_back.jpg", quality=70)
+    page((595, 842), "white", ["AUTHORIZATION LETTER", note, "", "Signed: Sample Person"]).save(
+        HERE / "grant_letter.pdf")
+
+
 def make_all() -> None:
+    make_documents()
     for name, (width, height, seconds, fps, options) in SAMPLES.items():
         encode(HERE / name, width, height, seconds, fps, options)
     # Stored landscape, displayed portrait: a 90-degree display matrix.
@@ -94,6 +117,8 @@ def grow(source: Path, target: Path, size: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["grow"] and len(sys.argv) == 5:
         grow(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:] == ["documents"]:
+        make_documents()
     elif len(sys.argv) == 1:
         make_all()
     else:

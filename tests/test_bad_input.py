@@ -108,11 +108,11 @@ def test_job_in_a_state_that_cannot_take_a_video(emulator_thread, tmp_path, stat
     job_id = new_job(emulator_thread)
     job = emulator_thread.emulator.store.jobs[job_id]
     job["state"] = state
-    issued = job["upload"]["last_expires"]
+    issued = job["last_expires"]
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--job-id",
                         job_id)
     assert code == 4 and f"state {state}" in output
-    assert job["upload"]["last_expires"] == issued  # no links were spent
+    assert job["last_expires"] == issued  # no links were spent
     _nothing_sent(emulator_thread)
 
 

@@ -42,7 +42,7 @@ def test_jobs_status_voices_as_json(emulator_thread: RunningEmulator):
     assert shown.returncode == 0, shown.stderr
     status = json.loads(shown.stdout)
     assert status["state"] == "WAIT_FILE_UPLOAD"
-    assert "waiting for the training video" in status["meaning"]
+    assert "waiting for the job's files" in status["meaning"]
     assert status["latest_log"]["log_type"] == "USER_CREATE_JOD"
 
     voices = run_cli("voices", "--json", env=env)

@@ -32,7 +32,7 @@ from tests.uploads import (
     wait_for_parts,
 )
 from uploader import Backoff, FileChangedError, Settings, TransferConfig, TransferError
-from uploader._upload import upload_video
+from uploader.workflow import upload_video
 from uploader.emulator import RunningEmulator, start_emulator
 
 PARTS = 10
@@ -168,7 +168,7 @@ async def test_update_that_drops_stored_parts(tmp_path, caplog):
         async def lengthen_links() -> None:
             while not running.emulator.store.jobs:
                 await asyncio.sleep(0.01)
-            running.emulator.url_ttl = 3600  # only the first links expire
+            running.emulator.storage.url_ttl = 3600  # only the first links expire
 
         job_id, _ = (await asyncio.gather(
             _upload(running, tmp_path, transfer=TransferConfig(concurrency=2)),
@@ -184,7 +184,7 @@ async def test_confirm_answer_lost(emulator, tmp_path, caplog):
     emulator.emulator.faults.lose_confirms = 1
     job_id, _ = await _upload(emulator, tmp_path)
     assert emulator.emulator.faults.lose_confirms == 0
-    assert "the confirm answer was lost" in caplog.text
+    assert "CONFIRM_MULTIPART_UPLOADED was lost, but it took effect" in caplog.text
     assert_sent_only_as_explained(emulator, job_id)
 
 

@@ -78,6 +78,7 @@ def test_public_names_are_pinned():
         "Problem", "Report", "Settings", "SettingsError", "TransferConfig", "TransferError",
         "UploadResult", "UploadedPart", "UploaderError", "UsageError", "VoiceJob",
         "VoiceJobList", "check_video", "check_video_async", "upload_video",
-        "upload_video_sync",
+        "upload_video_sync", "FileFacts", "FileResult", "MissingFilesError", "SubmitResult",
+        "submit_job", "submit_job_sync",
     }
     assert all(hasattr(uploader, name) for name in uploader.__all__)

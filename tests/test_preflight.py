@@ -14,7 +14,7 @@ import pytest
 
 from samples.make_samples import grow
 from tests.conftest import SAMPLES
-from uploader._preflight import check_video, check_video_async
+from uploader.preflight import check_video, check_video_async
 
 
 def codes(path: Path | str) -> list[str]:
@@ -160,7 +160,7 @@ def test_check_json_gives_the_verdicts_the_samples_readme_promises():
         expected = [] if verdict.startswith("passes") else re.findall(r"`(\w+)`", verdict)
         assert [p["code"] for p in entry["problems"]] == expected, entry["path"]
         assert entry["ok"] == (expected == [])
-        assert set(entry) == {"path", "ok", "problems", "facts"}
+        assert set(entry) == {"path", "kind", "ok", "problems", "facts"}
 
 
 def test_check_exit_codes_and_mixed_verdicts(tmp_path: Path):

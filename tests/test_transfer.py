@@ -18,8 +18,13 @@ import pytest
 
 from uploader._errors import FileChangedError
 from uploader._hashing import Digest, LaneHasher, update_lanes
-from uploader._plan import Part
-from uploader._transfer import PartBody, part_md5, parts_md5
+from uploader._plan import Part, Piece
+from uploader._transfer import PartBody, piece_md5, pieces_md5
+
+
+def _piece(path: Path, part: Part) -> Piece:
+    return Piece("training_video", part.number, path, part.offset, part.size,
+                 "application/octet-stream", f"part {part.number}")
 
 CHUNK = 64 * 1024
 
@@ -74,7 +79,7 @@ def file_of(tmp_path: Path, size: int) -> Path:
 async def test_a_buffer_still_queued_by_the_connection_is_never_refilled(tmp_path, hold):
     path = file_of(tmp_path, 10 * CHUNK + 123)
     part = Part(number=2, offset=CHUNK + 5, size=7 * CHUNK + 17)
-    body = PartBody(path, part, chunk_size=CHUNK, hasher=LaneHasher(),
+    body = PartBody(_piece(path, part), chunk_size=CHUNK, hasher=LaneHasher(),
                     on_chunk=lambda n: None)
     transport = HoldingTransport(hold)
     await body.write(Writer(transport))  # type: ignore[arg-type]
@@ -92,7 +97,7 @@ def slow_kernel(digests: Sequence[Digest], chunks: Sequence[memoryview]) -> None
 async def test_a_buffer_is_never_refilled_before_it_is_hashed(tmp_path, hold):
     path = file_of(tmp_path, 9 * CHUNK)
     part = Part(number=1, offset=0, size=9 * CHUNK)
-    body = PartBody(path, part, chunk_size=CHUNK, hasher=LaneHasher(kernel=slow_kernel),
+    body = PartBody(_piece(path, part), chunk_size=CHUNK, hasher=LaneHasher(kernel=slow_kernel),
                     on_chunk=lambda n: None)
     transport = HoldingTransport(hold)
     await body.write(Writer(transport))  # type: ignore[arg-type]
@@ -104,7 +109,7 @@ async def test_the_md5_counts_every_chunk_even_when_aiohttp_cancels_the_body_ear
     # Once the storage answers, aiohttp cancels the body's task: the last chunks may have
     # been sent but not yet hashed.
     path = file_of(tmp_path, 4 * CHUNK)
-    body = PartBody(path, Part(1, 0, 4 * CHUNK), chunk_size=CHUNK,
+    body = PartBody(_piece(path, Part(1, 0, 4 * CHUNK)), chunk_size=CHUNK,
                     hasher=LaneHasher(kernel=slow_kernel), on_chunk=lambda n: None)
     transport = HoldingTransport(0)
     sending = asyncio.create_task(body.write(Writer(transport)))  # type: ignore[arg-type]
@@ -117,7 +122,7 @@ async def test_the_md5_counts_every_chunk_even_when_aiohttp_cancels_the_body_ear
 async def test_progress_is_reported_chunk_by_chunk(tmp_path):
     path = file_of(tmp_path, 3 * CHUNK)
     seen: list[int] = []
-    body = PartBody(path, Part(1, 0, 3 * CHUNK - 10), chunk_size=CHUNK, hasher=LaneHasher(),
+    body = PartBody(_piece(path, Part(1, 0, 3 * CHUNK - 10)), chunk_size=CHUNK, hasher=LaneHasher(),
                     on_chunk=seen.append)
     await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
     assert seen == [CHUNK, CHUNK, CHUNK - 10]
@@ -125,7 +130,7 @@ async def test_progress_is_reported_chunk_by_chunk(tmp_path):
 
 async def test_a_body_is_sent_once(tmp_path):
     path = file_of(tmp_path, CHUNK)
-    body = PartBody(path, Part(1, 0, CHUNK), chunk_size=CHUNK, hasher=LaneHasher(),
+    body = PartBody(_piece(path, Part(1, 0, CHUNK)), chunk_size=CHUNK, hasher=LaneHasher(),
                     on_chunk=lambda n: None)
     await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
     assert body.consumed
@@ -135,7 +140,7 @@ async def test_a_body_is_sent_once(tmp_path):
 
 async def test_a_file_cut_short_while_sending_is_a_clear_error(tmp_path):
     path = file_of(tmp_path, 2 * CHUNK)
-    body = PartBody(path, Part(1, 0, 4 * CHUNK), chunk_size=CHUNK, hasher=LaneHasher(),
+    body = PartBody(_piece(path, Part(1, 0, 4 * CHUNK)), chunk_size=CHUNK, hasher=LaneHasher(),
                     on_chunk=lambda n: None)
     with pytest.raises(FileChangedError, match="became shorter"):
         await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
@@ -146,7 +151,7 @@ async def test_part_md5_is_the_md5_of_the_byte_range(tmp_path, chunk):
     path = file_of(tmp_path, 5 * CHUNK + 3)
     part = Part(3, 2 * CHUNK - 1, 2 * CHUNK + 2)
     data = path.read_bytes()[part.offset:part.offset + part.size]
-    assert await part_md5(path, part, chunk) == hashlib.md5(data).hexdigest()
+    assert await piece_md5(_piece(path, part), chunk) == hashlib.md5(data).hexdigest()
 
 
 async def test_parts_md5_hashes_many_parts_at_once(tmp_path):
@@ -154,8 +159,9 @@ async def test_parts_md5_hashes_many_parts_at_once(tmp_path):
     data = path.read_bytes()
     parts = [Part(n + 1, n * 2 * CHUNK, min(2 * CHUNK, len(data) - n * 2 * CHUNK))
              for n in range(11)]
-    found = await parts_md5(path, parts, chunk_size=CHUNK, concurrency=4)
-    assert found == {p.number: hashlib.md5(data[p.offset:p.offset + p.size]).hexdigest()
+    found = await pieces_md5([_piece(path, p) for p in parts], chunk_size=CHUNK,
+                             concurrency=4)
+    assert found == {("training_video", p.number): hashlib.md5(data[p.offset:p.offset + p.size]).hexdigest()
                      for p in parts}
 
 
@@ -163,4 +169,4 @@ async def test_parts_md5_of_a_file_cut_short_is_a_clear_error(tmp_path):
     path = file_of(tmp_path, 3 * CHUNK)
     parts = [Part(1, 0, 2 * CHUNK), Part(2, 2 * CHUNK, 2 * CHUNK)]
     with pytest.raises(FileChangedError, match="became shorter"):
-        await parts_md5(path, parts, chunk_size=CHUNK, concurrency=2)
+        await pieces_md5([_piece(path, p) for p in parts], chunk_size=CHUNK, concurrency=2)

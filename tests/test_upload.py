@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import GOOD_VIDEO, SAMPLES, emulator_config
 from tests.uploads import (
     FAST,
+    REQUIRED,
+    REQUIRED_FLAGS,
     assembled,
     cli_env,
     json_out,
@@ -34,7 +36,7 @@ from uploader import (
     UsageError,
 )
 from uploader._journal import FileIdentity, Journal
-from uploader._upload import upload_video, upload_video_sync
+from uploader.workflow import upload_video, upload_video_sync
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
 JSON_FIELDS = {"job_id", "parts_total", "parts_skipped", "parts_uploaded", "bytes_uploaded",
@@ -53,7 +55,7 @@ def test_cli_create_path(emulator_thread: RunningEmulator, tmp_path: Path):
     counts = (result["parts_total"], result["parts_uploaded"], result["parts_skipped"])
     assert counts == (3, 3, 0)
     assert result["bytes_uploaded"] == 900_000
-    assert result["state"] in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
+    assert result["state"] == "WAIT_FILE_UPLOAD" and result["submitted"] is False
     settings = Settings.from_env(emulator_thread.client_env())
     assert asyncio.run(assembled(settings, str(result["job_id"]))) == video.read_bytes()
     assert list((tmp_path / "state").rglob("*.jsonl")) == []  # journal removed on success
@@ -64,7 +66,7 @@ def test_cli_update_path_waits_for_review(emulator_thread: RunningEmulator, tmp_
     job_id = new_job(emulator_thread)
     env = cli_env(emulator_thread.client_env(), tmp_path / "state")
     result = run_cli("upload", str(SAMPLES / "portrait_1080p.mp4"), "--job-id", job_id,
-                     "--wait", env=env)
+                     *REQUIRED_FLAGS, "--submit", "--wait", env=env)
     assert result.returncode == 0, result.stderr
     assert f"job {job_id}: 1 of 1 parts sent" in result.stdout
     assert "state: MANUAL_VERIFYING" in result.stdout
@@ -76,7 +78,8 @@ def test_readme_first_command_with_embedded_emulator(tmp_path: Path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = cli_env({}, tmp_path / "state") | {"TMPDIR": str(scratch)}
-    result = run_cli("upload", str(GOOD_VIDEO), "--name", "demo", "--emulator", env=env)
+    result = run_cli("upload", str(GOOD_VIDEO), "--name", "demo", *REQUIRED_FLAGS, "--submit",
+                     "--emulator", env=env)
     assert result.returncode == 0, result.stderr
     assert "state: MANUAL_VERIFYING" in result.stdout
     assert list(scratch.iterdir()) == []  # the emulator's data went with it
@@ -108,12 +111,12 @@ def test_job_that_cannot_take_a_video_exits_4_before_spending_urls(emulator_thre
     job_id = new_job(emulator_thread, "busy")
     job = emulator_thread.emulator.store.jobs[job_id]
     job["state"] = "MANUAL_VERIFYING"
-    expires_before = job["upload"]["last_expires"]
+    expires_before = job["last_expires"]
     env = cli_env(emulator_thread.client_env(), tmp_path / "state")
     result = run_cli("upload", str(GOOD_VIDEO), "--job-id", job_id, env=env)
     assert result.returncode == 4
     assert "MANUAL_VERIFYING" in result.stderr and "manual review" in result.stderr
-    assert job["upload"]["last_expires"] == expires_before  # no update was called
+    assert job["last_expires"] == expires_before  # no update was called
 
 
 def test_wrong_credentials_exit_4_without_secrets(emulator_thread, tmp_path):
@@ -173,7 +176,8 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
         await upload_video(GOOD_VIDEO, name="x", parts=2, settings=settings, state_dir=tmp_path)
     async with MetaStudioClient(settings) as client:
         job_id = (await client.create_job("done")).job_id
-    await upload_video(GOOD_VIDEO, job_id=job_id, settings=settings, state_dir=tmp_path)
+    await upload_video(GOOD_VIDEO, job_id=job_id, settings=settings, state_dir=tmp_path,
+                       submit=True, **REQUIRED)
     with pytest.raises(JobStateError) as state_error:
         await upload_video(GOOD_VIDEO, job_id=job_id, settings=settings, state_dir=tmp_path)
     assert state_error.value.job_id == job_id
@@ -317,8 +321,9 @@ def test_journal_is_private(tmp_path: Path):
     journal = next(state.glob("*.jsonl"))
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
-    record = json.loads(journal.read_text().splitlines()[0])
-    assert record["kind"] == "header" and record["sizes"] == [524288] * 4
+    header, file = (json.loads(line) for line in journal.read_text().splitlines()[:2])
+    assert header["kind"] == "header" and header["version"] == 2
+    assert file["kind"] == "file" and file["sizes"] == [524288] * 4
 
 
 def test_named_state_dir_keeps_its_mode(tmp_path: Path):

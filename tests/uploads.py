@@ -12,10 +12,17 @@ import urllib.request
 from pathlib import Path
 
 from samples.make_samples import grow
-from tests.conftest import GOOD_VIDEO
+from tests.conftest import GOOD_VIDEO, SAMPLES
 from uploader import Backoff, MetaStudioClient, Settings
 from uploader._transfer import TransferConfig
 from uploader.emulator import RunningEmulator
+
+#: The files the review requires besides the video: as `upload_video` keywords, as flags.
+REQUIRED = {"id_card_front": SAMPLES / "id_card_front.jpg",
+            "id_card_back": SAMPLES / "id_card_back.jpg",
+            "grant_file": SAMPLES / "grant_letter.pdf"}
+REQUIRED_FLAGS = [arg for name, path in REQUIRED.items()
+                  for arg in ("--" + name.replace("_", "-"), str(path))]
 
 #: Retries that wait milliseconds, so fault tests take seconds.
 FAST = TransferConfig(concurrency=4, backoff=Backoff(attempts=8, base=0.01, cap=0.05))
@@ -68,7 +75,7 @@ def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
 
 def stored_parts(emulator: RunningEmulator, job_id: str) -> int | None:
     """How many parts the job's open upload holds; None once it was confirmed."""
-    upload = emulator.emulator.store.jobs[job_id]["upload"]
+    upload = emulator.emulator.store.jobs[job_id]["uploads"].get("training_video")
     return len(emulator.emulator.store.parts(upload["upload_id"])) if upload else None
 
 

@@ -1,4 +1,4 @@
-"""Upload a training video to a Huawei Cloud MetaStudio digital-human training job."""
+"""Upload a training video and its job's files to Huawei Cloud MetaStudio, and submit the job."""
 
 from uploader._api import MetaStudioClient
 from uploader._errors import (
@@ -8,6 +8,7 @@ from uploader._errors import (
     JobLockedError,
     JobStateError,
     JournalError,
+    MissingFilesError,
     PlanError,
     PreflightError,
     SettingsError,
@@ -26,11 +27,26 @@ from uploader._models import (
     VoiceJob,
     VoiceJobList,
 )
-from uploader._preflight import Facts, Problem, Report, check_video, check_video_async
 from uploader._retry import Backoff
 from uploader._settings import Settings
 from uploader._transfer import TransferConfig
-from uploader._upload import UploadResult, upload_video, upload_video_sync
+from uploader.preflight import (
+    Facts,
+    FileFacts,
+    Problem,
+    Report,
+    check_video,
+    check_video_async,
+)
+from uploader.workflow import (
+    FileResult,
+    SubmitResult,
+    UploadResult,
+    submit_job,
+    submit_job_sync,
+    upload_video,
+    upload_video_sync,
+)
 
 __all__ = [
     "ApiError",
@@ -39,6 +55,8 @@ __all__ = [
     "ConfirmError",
     "Facts",
     "FileChangedError",
+    "FileFacts",
+    "FileResult",
     "JobDetail",
     "JobList",
     "JobLockedError",
@@ -47,6 +65,7 @@ __all__ = [
     "JobUrls",
     "JournalError",
     "MetaStudioClient",
+    "MissingFilesError",
     "OperationLog",
     "PlanError",
     "PreflightError",
@@ -54,6 +73,7 @@ __all__ = [
     "Report",
     "Settings",
     "SettingsError",
+    "SubmitResult",
     "TransferConfig",
     "TransferError",
     "UploadResult",
@@ -64,6 +84,8 @@ __all__ = [
     "VoiceJobList",
     "check_video",
     "check_video_async",
+    "submit_job",
+    "submit_job_sync",
     "upload_video",
     "upload_video_sync",
 ]

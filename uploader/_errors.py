@@ -2,8 +2,9 @@
 
     UploaderError
     ├── UsageError            a request that cannot be carried out as asked (exit 2)
-    │   └── PlanError         an impossible part plan
-    ├── PreflightError        the video would fail review; nothing was sent (exit 3)
+    │   ├── PlanError         an impossible part plan
+    │   └── MissingFilesError a submit without a file the review requires
+    ├── PreflightError        a file would fail review; nothing was sent (exit 3)
     ├── SettingsError         a missing or contradictory setting (exit 4)
     ├── ApiError              MetaStudio answered with an error, or could not be reached (exit 4)
     ├── JobStateError         the job cannot take a video in its current state (exit 4)
@@ -11,7 +12,7 @@
     │   ├── JobLockedError    another run is uploading to the same job
     │   └── FileChangedError  the file differs from the one partly uploaded
     └── TransferError         the parts did not all arrive, or confirm failed (exit 5)
-        └── ConfirmError      CONFIRM_MULTIPART_UPLOADED answered EXCUTE_FAILED
+        └── ConfirmError      a confirm command or the submit answered EXCUTE_FAILED
 
 Each class carries `exit_code`, the CLI's exit status for it, and the facts a user needs to
 act: job id, part number, HTTP status, error code, request id.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from uploader._preflight import Report
+    from uploader.preflight import Report
 
 __all__ = [
     "ApiError",
@@ -31,6 +32,7 @@ __all__ = [
     "JobLockedError",
     "JobStateError",
     "JournalError",
+    "MissingFilesError",
     "PlanError",
     "PreflightError",
     "SettingsError",
@@ -61,14 +63,27 @@ class PlanError(UsageError):
     """No part plan satisfies the requested parts or part size."""
 
 
+class MissingFilesError(UsageError):
+    """Submitting needs files that were neither given nor are stored on the job; `kinds`
+    names them (the keywords of `upload_video`)."""
+
+    def __init__(self, message: str, *, kinds: tuple[str, ...], job_id: str | None = None
+                 ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.kinds = kinds
+
+
 class PreflightError(UploaderError):
-    """The video would be refused by review; nothing was sent."""
+    """A file would be refused by review; nothing was sent. `reports` holds the verdict on
+    each file refused (`report` is the first)."""
 
     exit_code = 3
 
-    def __init__(self, report: Report) -> None:
-        reasons = "; ".join(problem.message for problem in report.problems)
-        super().__init__(f"{report.path}: {reasons}")
+    def __init__(self, report: Report, *more: Report) -> None:
+        self.reports = (report, *more)
+        super().__init__("; ".join(
+            f"{r.path}: " + "; ".join(problem.message for problem in r.problems)
+            for r in self.reports))
         self.report = report
 
 
@@ -144,4 +159,9 @@ class TransferError(UploaderError):
 
 
 class ConfirmError(TransferError):
-    """CONFIRM_MULTIPART_UPLOADED answered EXCUTE_FAILED."""
+    """A confirm command (CONFIRM_MULTIPART_UPLOADED, ...) or SUBMITVERIFYING answered
+    EXCUTE_FAILED; `command` says which."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, command: str = "") -> None:
+        super().__init__(message, job_id=job_id)
+        self.command = command

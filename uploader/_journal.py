@@ -1,8 +1,10 @@
 """The local journal of one upload: crash-safe, private, and locked against a second run.
 
-One append-only file of JSON lines per (job, video), each line fsync'd before the write is
-trusted: a header with the job, the file's identity and the plan, then `urls` records (the
-presigned URLs and when they were issued) and `part` records (a part sent, with its MD5).
+One append-only file of JSON lines per (job, training video), each line fsync'd before the
+write is trusted: a header with the job, then a `file` record per file of the job (its kind,
+identity and part sizes), `urls` records (the links of the create/update answer and when
+they were issued), `part` records (a piece sent, with its MD5) and `step` records (a confirm
+or the submit done).
 A crash can only cut the last line short, and a short last line is ignored. The folder is
 0700 and the file 0600: the URLs in it are credentials for as long as they are valid.
 """
@@ -24,7 +26,7 @@ from uploader._errors import JobLockedError, JournalError
 
 __all__ = ["FileIdentity", "Journal", "default_state_dir"]
 
-_VERSION = 1
+_VERSION = 2
 _EDGE = 1024 * 1024
 
 
@@ -74,9 +76,11 @@ class Journal:
 
     header: dict[str, Any] | None
     intent: dict[str, Any] | None
-    urls: list[str]
+    files: dict[str, tuple[FileIdentity, tuple[int, ...]]]
+    urls: dict[str, Any]
     urls_issued_at: float
-    parts: dict[int, str]
+    parts: dict[tuple[str, int], str]
+    steps: set[str]
 
     def __init__(self, state_dir: Path, job_key: str, video: Path) -> None:
         self.folder = state_dir
@@ -140,6 +144,9 @@ class Journal:
                 if index < len(lines) - 2:  # only a crash-cut last line is forgiven
                     raise JournalError(f"the journal {self.path} is corrupt; delete it or "
                                        "run with --restart") from None
+        if records and records[0].get("version") != _VERSION:
+            raise JournalError(f"the journal {self.path} was written by another version of "
+                               "uploader; run with --restart") from None
         for record in records:
             self._apply(record)
 
@@ -150,13 +157,18 @@ class Journal:
         elif kind == "header":
             self._forget()
             self.header = record
+        elif kind == "file":
+            self.files[record["file"]] = (FileIdentity(**record["identity"]),
+                                          tuple(record["sizes"]))
         elif kind == "urls":
-            self.urls, self.urls_issued_at = record["urls"], record["issued_at"]
+            self.urls, self.urls_issued_at = record["links"], record["issued_at"]
         elif kind == "part":
-            self.parts[int(record["number"])] = record["md5"]
+            self.parts[(record["file"], int(record["number"]))] = record["md5"]
         elif kind == "drop":
             for number in record["numbers"]:
-                self.parts.pop(int(number), None)
+                self.parts.pop((record["file"], int(number)), None)
+        elif kind == "step":
+            self.steps.add(record["step"])
 
     def _append(self, record: dict[str, Any]) -> None:
         """Write one record durably; callable from worker threads, one at a time."""
@@ -174,19 +186,15 @@ class Journal:
     def job_id(self) -> str | None:
         return None if self.header is None else str(self.header["job_id"])
 
-    @property
-    def identity(self) -> FileIdentity | None:
-        return None if self.header is None else FileIdentity(**self.header["identity"])
-
-    @property
-    def sizes(self) -> tuple[int, ...] | None:
-        return None if self.header is None else tuple(self.header["sizes"])
-
-    def start(self, job_id: str, identity: FileIdentity, sizes: tuple[int, ...]) -> None:
+    def start(self, job_id: str) -> None:
         """Begin anew: forget every earlier record (the file is truncated first)."""
         self._truncate()
-        self._append({"kind": "header", "version": _VERSION, "job_id": job_id,
-                      "identity": asdict(identity), "sizes": list(sizes)})
+        self._append({"kind": "header", "version": _VERSION, "job_id": job_id})
+
+    def record_file(self, kind: str, identity: FileIdentity, sizes: tuple[int, ...]) -> None:
+        """Note the file of `kind` being uploaded, and how it is cut into parts."""
+        self._append({"kind": "file", "file": kind, "identity": asdict(identity),
+                      "sizes": list(sizes)})
 
     def record_intent(self, name: str, identity: FileIdentity) -> None:
         """Note, before creating job `name`, that this run is about to: should it be cut
@@ -204,19 +212,27 @@ class Journal:
         """Drop everything read or recorded (what the file held is gone or superseded)."""
         self.header = None
         self.intent = None
-        self.urls = []
+        self.files = {}
+        self.urls = {}
         self.urls_issued_at = 0.0
         self.parts = {}
+        self.steps = set()
 
-    def record_urls(self, urls: list[str], issued_at: float | None = None) -> None:
-        self._append({"kind": "urls", "urls": urls,
+    def record_urls(self, links: dict[str, Any], issued_at: float | None = None) -> None:
+        """Note the links of a create/update answer (link field: URL or list of URLs)."""
+        self._append({"kind": "urls", "links": links,
                       "issued_at": time.time() if issued_at is None else issued_at})
 
-    def record_part(self, number: int, md5: str) -> None:
-        self._append({"kind": "part", "number": number, "md5": md5})
+    def record_part(self, key: tuple[str, int], md5: str) -> None:
+        """Note piece `key` (file kind, part number) stored, with its MD5."""
+        self._append({"kind": "part", "file": key[0], "number": key[1], "md5": md5})
 
-    def forget_parts(self, numbers: list[int]) -> None:
-        self._append({"kind": "drop", "numbers": numbers})
+    def forget_parts(self, kind: str, numbers: list[int]) -> None:
+        self._append({"kind": "drop", "file": kind, "numbers": numbers})
+
+    def record_step(self, step: str) -> None:
+        """Note a step done (a confirm command, the submit), so a re-run does not redo it."""
+        self._append({"kind": "step", "step": step})
 
     def remove(self) -> None:
         """Delete the journal: the upload is confirmed and nothing is left to resume."""

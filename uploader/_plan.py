@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from uploader._errors import PlanError
 
-__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "parse_size", "plan_parts"]
+__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "Piece", "parse_size", "plan_parts"]
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 MIN_PART = 100 * KIB      # OBS: every part but the last is at least 100 KB
@@ -29,6 +30,24 @@ class Part:
     number: int
     offset: int
     size: int
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One PUT of the transfer: bytes `offset` to `offset + size` of `path`, sent to the
+    link of (`kind`, `number`) with `content_type`. A single file is one piece, number 1."""
+
+    kind: str
+    number: int
+    path: Path
+    offset: int
+    size: int
+    content_type: str
+    label: str  #: how messages name it: "part 3 of the training video", "the cover image"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.kind, self.number
 
 
 @dataclass(frozen=True)

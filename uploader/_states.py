@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["ACCEPTS_VIDEO", "explain_error_code", "explain_state"]
+__all__ = ["ACCEPTS_VIDEO", "REVIEW_FAILED", "explain_error_code", "explain_state"]
 
 #: States in which update can issue upload links (API.md §6).
 ACCEPTS_VIDEO = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
+#: States after a failed review: an update, new files and a new submit are due.
+REVIEW_FAILED = frozenset({"AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
 
 _TRAINING_STATES = frozenset({
     "MANUAL_VERIFY_SUCCESS", "WAIT_TRAINING_DATA_PREPROCESS", "TRAINING_DATA_PREPROCESSING",
@@ -17,8 +19,8 @@ _TRAINING_STATES = frozenset({
     "MANUAL_STOP_ACTION_GENERATE_DATA_PROCESSING", "WAIT_ASSET_SYNC",
 })
 _MEANINGS = {
-    "WAIT_FILE_UPLOAD": "waiting for the training video to be uploaded",
-    "AUTO_VERIFYING": "the video is uploaded and under automatic review",
+    "WAIT_FILE_UPLOAD": "waiting for the job's files, then for it to be submitted for review",
+    "AUTO_VERIFYING": "submitted, and under automatic review",
     "MANUAL_VERIFYING": "the video passed automatic review and awaits manual review",
     "AUTO_VERIFY_FAILED": "automatic review refused the video: upload a corrected one",
     "MANUAL_VERIFY_FAILED": "manual review refused the video: upload a corrected one",
@@ -36,6 +38,10 @@ _ERROR_CODES = {
     "44005902": "the video's duration is not accepted: it must last 3 to 10 minutes "
     "(this code is the emulator's; the documented service only names 44005901)",
     "44005903": "the file is not an mp4 video the review can read "
+    "(this code is the emulator's; the documented service only names 44005901)",
+    "44005904": "an ID card image is missing: give both sides again and resubmit "
+    "(this code is the emulator's; the documented service only names 44005901)",
+    "44005905": "the authorization letter is missing: upload it and resubmit "
     "(this code is the emulator's; the documented service only names 44005901)",
 }
 

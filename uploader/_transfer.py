@@ -25,16 +25,15 @@ from yarl import URL
 
 from uploader._errors import FileChangedError, TransferError, UploaderError
 from uploader._hashing import Hashed, LaneHasher, new_md5
-from uploader._plan import Part
+from uploader._plan import Piece
 from uploader._redact import redact
 from uploader._retry import Backoff
 
-__all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "part_md5",
-           "parts_md5", "send_parts"]
+__all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "piece_md5",
+           "pieces_md5", "send_pieces", "stored_object_etag"]
 
 log = logging.getLogger("uploader.transfer")
 
-OCTET_STREAM = "application/octet-stream"
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _RETRYABLE_STATUS = frozenset({408, 429})
 
@@ -72,15 +71,15 @@ class TransferConfig:
 
 
 class UrlSource(Protocol):
-    """Where the engine gets part URLs, and how it settles a refused one."""
+    """Where the engine gets each piece's link, and how it settles a refused one."""
 
     generation: int
 
-    def url(self, number: int) -> str: ...
+    def url(self, piece: Piece) -> str: ...
 
     async def refresh(self, seen_generation: int) -> None: ...
 
-    async def stored_etag(self, number: int) -> str | None: ...
+    async def stored_etag(self, piece: Piece) -> str | None: ...
 
 
 class PartFailure(Exception):
@@ -102,30 +101,30 @@ def etag_matches(etag: str, md5_hex: str) -> bool | None:
     return plain == md5_hex.lower()
 
 
-async def part_md5(path: Path, part: Part, chunk_size: int = 1024 * 1024,
-                   hasher: LaneHasher | None = None) -> str:
-    """The MD5 of one part as it is on disk now."""
-    reader = _PartReader(path, part, chunk_size=chunk_size, hasher=hasher or LaneHasher())
+async def piece_md5(piece: Piece, chunk_size: int = 1024 * 1024,
+                    hasher: LaneHasher | None = None) -> str:
+    """The MD5 of one piece as it is on disk now."""
+    reader = _PartReader(piece, chunk_size=chunk_size, hasher=hasher or LaneHasher())
     async with reader:
         while await reader.read() is not None:
             pass
     return await reader.md5_hex()
 
 
-async def parts_md5(path: Path, parts: list[Part], *, chunk_size: int,
-                    concurrency: int) -> dict[int, str]:
-    """The MD5s of many parts as they are on disk now, `concurrency` at a time and hashed
-    together; by part number."""
+async def pieces_md5(pieces: list[Piece], *, chunk_size: int,
+                     concurrency: int) -> dict[tuple[str, int], str]:
+    """The MD5s of many pieces as they are on disk now, `concurrency` at a time and hashed
+    together; by (kind, number)."""
     hasher = LaneHasher()
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(part: Part) -> tuple[int, str]:
+    async def one(piece: Piece) -> tuple[tuple[str, int], str]:
         async with limit:
-            return part.number, await part_md5(path, part, chunk_size, hasher)
+            return piece.key, await piece_md5(piece, chunk_size, hasher)
 
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(part)) for part in parts]
+            tasks = [group.create_task(one(piece)) for piece in pieces]
     except ExceptionGroup as failed:  # the first part that failed says why; the rest stop
         raise failed.exceptions[0] from None
     return dict(task.result() for task in tasks)
@@ -149,8 +148,8 @@ class _PartReader:
     unsent data by reference, not by copy. Otherwise a fresh buffer takes its place.
     """
 
-    def __init__(self, path: Path, part: Part, *, chunk_size: int, hasher: LaneHasher) -> None:
-        self._path = path
+    def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher) -> None:
+        self._path = part.path
         self._chunk = min(chunk_size, part.size)
         self._hasher = hasher
         self._digest = new_md5()
@@ -208,11 +207,11 @@ class PartBody(aiohttp.payload.Payload):
     retries attempts itself.
     """
 
-    def __init__(self, path: Path, part: Part, *, chunk_size: int, hasher: LaneHasher,
+    def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher,
                  on_chunk: Callable[[int], None]) -> None:
-        super().__init__(None, content_type=OCTET_STREAM)
+        super().__init__(None, content_type=part.content_type)
         self._size = part.size
-        self._reader = _PartReader(path, part, chunk_size=chunk_size, hasher=hasher)
+        self._reader = _PartReader(part, chunk_size=chunk_size, hasher=hasher)
         self._on_chunk = on_chunk
         self.file_changed: FileChangedError | None = None  # why the body stopped, if so
 
@@ -246,7 +245,7 @@ def _queued(writer: AbstractStreamWriter) -> int:
 
 
 async def put_part(
-    session: aiohttp.ClientSession, url: str, path: Path, part: Part, *,
+    session: aiohttp.ClientSession, url: str, part: Piece, *,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
 ) -> str:
     """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag."""
@@ -257,9 +256,8 @@ async def put_part(
             on_bytes(count)
             deadline.reschedule(loop.time() + config.stall_timeout)
 
-        body = PartBody(path, part, chunk_size=config.chunk_size, hasher=hasher,
-                        on_chunk=progressed)
-        headers = {"Content-Type": OCTET_STREAM, "Content-Length": str(part.size)}
+        body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed)
+        headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
             async with session.put(URL(url, encoded=True), data=body, headers=headers,
                                    timeout=config.client_timeout) as response:
@@ -275,7 +273,7 @@ async def put_part(
     md5_hex = await body.md5_hex()
     match = etag_matches(etag or "", md5_hex)
     if match is None:
-        log.debug("part %d: ETag %r is not a plain MD5; not checked", part.number, etag)
+        log.debug("%s: ETag %r is not a plain MD5; not checked", part.label, etag)
     elif not match:
         raise PartFailure(f"the stored part's ETag {etag} is not its MD5 {md5_hex}",
                           retryable=False, url_refused=True, status=status)
@@ -292,14 +290,15 @@ def _failure_for(status: int, text: str) -> PartFailure:
     return PartFailure(reason, retryable=False, status=status)
 
 
-async def send_parts(
-    parts: list[Part], *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
+async def send_pieces(
+    parts: list[Piece], *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
-    on_done: Callable[[Part, str], Awaitable[None]], job_id: str | None = None,
+    on_done: Callable[[Piece, str], Awaitable[None]], job_id: str | None = None,
 ) -> int:
-    """Send `parts` with `config.concurrency` workers; return the bytes put on the wire.
+    """Send `parts` (of any files: video parts and single files alike) with
+    `config.concurrency` workers; return the bytes put on the wire.
 
-    A part that cannot be sent stops new parts from starting; those in flight finish, then
+    A piece that cannot be sent stops new pieces from starting; those in flight finish, then
     the first failure is raised as TransferError.
     """
     queue = list(reversed(parts))
@@ -316,7 +315,7 @@ async def send_parts(
         while queue and not failures:
             part = queue.pop()
             try:
-                md5_hex = await _send_one(part, path=path, session=session, urls=urls,
+                md5_hex = await _send_one(part, session=session, urls=urls,
                                           config=config, hasher=hasher, on_bytes=counted,
                                           on_settled=on_bytes, job_id=job_id)
                 await on_done(part, md5_hex)
@@ -331,7 +330,7 @@ async def send_parts(
 
 
 async def _send_one(
-    part: Part, *, path: Path, session: aiohttp.ClientSession, urls: UrlSource,
+    part: Piece, *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
     on_settled: Callable[[int], None], job_id: str | None,
 ) -> str:
@@ -349,41 +348,55 @@ async def _send_one(
             on_bytes(delta)
 
         try:
-            return await put_part(session, urls.url(part.number), path, part, config=config,
+            return await put_part(session, urls.url(part), part, config=config,
                                   hasher=hasher, on_bytes=count)
         except (PartFailure, TimeoutError) as exc:
             on_bytes(-sent)  # the bar winds back: these bytes must be sent again
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
                 f"no progress for {config.stall_timeout:g} s", retryable=True)
         if failure.url_refused:
-            stored = await _stored_md5(part, path=path, urls=urls, config=config,
-                                       hasher=hasher)
+            stored = await _stored_md5(part, urls=urls, config=config, hasher=hasher)
             if stored is not None:
-                log.info("part %d: the server already holds it", part.number)
+                log.info("%s: the server already holds it", part.label)
                 on_settled(part.size)
                 return stored
             refreshes += 1
             if refreshes > config.max_refreshes:
-                raise TransferError(f"part {part.number} was refused ({failure}) even with "
-                                    "fresh URLs", job_id=job_id, part_number=part.number)
-            log.info("part %d: URL refused (%s); getting fresh URLs", part.number, failure)
+                raise TransferError(f"{part.label} was refused ({failure}) even with fresh "
+                                    "URLs", job_id=job_id, part_number=part.number)
+            log.info("%s: URL refused (%s); getting fresh URLs", part.label, failure)
             await urls.refresh(generation)
             continue
         failures += 1
         if not failure.retryable or failures >= config.backoff.attempts:
-            raise TransferError(f"part {part.number} failed after {failures} attempt(s): "
+            raise TransferError(f"{part.label} failed after {failures} attempt(s): "
                                 f"{failure}", job_id=job_id, part_number=part.number)
         delay = config.backoff.delay(failures)
-        log.info("part %d failed (%s); retry %d in %.1f s", part.number, failure, failures,
-                 delay)
+        log.info("%s failed (%s); retry %d in %.1f s", part.label, failure, failures, delay)
         await asyncio.sleep(delay)
 
 
-async def _stored_md5(part: Part, *, path: Path, urls: UrlSource, config: TransferConfig,
+async def _stored_md5(part: Piece, *, urls: UrlSource, config: TransferConfig,
                       hasher: LaneHasher) -> str | None:
     """The part's MD5 if the server holds exactly this part already, else None."""
-    etag = await urls.stored_etag(part.number)
+    etag = await urls.stored_etag(part)
     if etag is None:
         return None
-    local = await part_md5(path, part, config.chunk_size, hasher)
+    local = await piece_md5(part, config.chunk_size, hasher)
     return local if etag_matches(etag, local) is True else None
+
+
+async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | None:
+    """The ETag of the object behind a download link, read from a GET of its first byte
+    (OBS answers every GET with the object's ETag); None if it is not there."""
+    try:
+        async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
+                               timeout=aiohttp.ClientTimeout(total=60)) as response:
+            await response.read()
+            if response.status in (200, 206):
+                return response.headers.get("ETag")
+            if response.status == 404:
+                return None
+            raise TransferError(f"reading a stored file's ETag answered HTTP {response.status}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransferError(redact(f"cannot read a stored file's ETag: {exc!r}")) from exc

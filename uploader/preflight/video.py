@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pymediainfo import MediaInfo
 
-__all__ = ["ALLOWED_RESOLUTIONS", "Facts", "Problem", "Report", "check_video",
-           "check_video_async"]
+from uploader.preflight.report import Facts, Problem, Report, refuse_as_a_file
+
+__all__ = ["ALLOWED_RESOLUTIONS", "check_video", "check_video_async"]
 
 ALLOWED_RESOLUTIONS = ((1920, 1080), (1080, 1920), (3840, 2160), (2160, 3840))
 MIN_SECONDS = 180.0
@@ -25,53 +24,10 @@ MAX_SECONDS = 600.0
 _ALLOWED_TEXT = "1920x1080, 1080x1920, 3840x2160 or 2160x3840"
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Why review would refuse the file; `code` is part of the interface."""
-
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the file is, as far as mediainfo could tell."""
-
-    size_bytes: int
-    container: str | None = None
-    width: int | None = None
-    height: int | None = None
-    rotation: int = 0
-    orientation: str | None = None
-    duration_seconds: float | None = None
-    video_codec: str | None = None
-    frame_rate: float | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    """The verdict on one file: its facts and every problem found."""
-
-    path: Path
-    facts: Facts | None
-    problems: tuple[Problem, ...] = field(default=())
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path), "ok": self.ok,
-            "problems": [asdict(p) for p in self.problems],
-            "facts": None if self.facts is None else asdict(self.facts),
-        }
-
-
 def check_video(path: str | os.PathLike[str]) -> Report:
     """Check one file against the review's rules; never raises for a bad file."""
     target = Path(path)
-    refusal = _refuse_as_a_file(target)
+    refusal = refuse_as_a_file(target)
     if refusal is not None:
         return Report(target, None, (refusal,))
     size = target.stat().st_size
@@ -86,26 +42,6 @@ def check_video(path: str | os.PathLike[str]) -> Report:
 async def check_video_async(path: str | os.PathLike[str]) -> Report:
     """`check_video` in a worker thread, so the event loop keeps running."""
     return await asyncio.to_thread(check_video, path)
-
-
-def _refuse_as_a_file(path: Path) -> Problem | None:
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return Problem("not_found", f"no such file: {path}")
-    except OSError as exc:
-        return Problem("unreadable", f"cannot look at the file: {exc.strerror}")
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        return Problem("not_a_file", f"{path} is {kind}, not a video file")
-    try:
-        with path.open("rb") as handle:
-            first = handle.read(1)
-    except OSError as exc:
-        return Problem("unreadable", f"cannot read the file: {exc.strerror}")
-    if not first:
-        return Problem("empty", "the file is empty (0 bytes)")
-    return None
 
 
 def _judge(path: Path, size: int, info: Any) -> Report:

@@ -1,0 +1,76 @@
+"""Shared by the commands: settings, running a client, printing, and failing with the
+documented exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from uploader._api import MetaStudioClient
+from uploader._errors import MissingFilesError, PreflightError, TransferError, UploaderError
+from uploader._files import kind
+from uploader._redact import redact
+from uploader._settings import Settings
+from uploader.preflight import Report
+
+__all__ = ["echo_problems", "fail", "flag_of", "print_json", "settings", "with_client"]
+
+T = TypeVar("T")
+
+
+def flag_of(kind_name: str) -> str:
+    """The command-line flag that gives a file of this kind."""
+    return "VIDEO" if kind_name == "training_video" else "--" + kind_name.replace("_", "-")
+
+
+def fail(error: UploaderError) -> NoReturn:
+    """Print what went wrong and what to do, then exit with the error's code."""
+    if isinstance(error, PreflightError):
+        for report in error.reports:
+            click.echo(f"error: {report.path} ({kind(report.kind).title}) would be refused "
+                       "by review; nothing was sent", err=True)
+            echo_problems(report, err=True)
+    elif isinstance(error, MissingFilesError):
+        flags = ", ".join(flag_of(name) for name in error.kinds)
+        click.echo(redact(f"error: {error}"), err=True)
+        click.echo(f"To submit, give {flags} (or upload without --submit).", err=True)
+    else:
+        click.echo(redact(f"error: {error}"), err=True)
+    if isinstance(error, TransferError):
+        click.echo("What was sent so far is kept: run the same command again to resume.",
+                   err=True)
+    sys.exit(error.exit_code)
+
+
+def with_client(call: Callable[[MetaStudioClient], Awaitable[T]]) -> T:
+    """Run `call` with a client of the configured service; fail as documented."""
+    async def run() -> T:
+        async with MetaStudioClient(settings()) as client:
+            return await call(client)
+
+    try:
+        return asyncio.run(run())
+    except UploaderError as error:
+        fail(error)
+
+
+def settings() -> Settings:
+    """Settings from the environment, with the command line's --allow-http."""
+    allow = click.get_current_context().find_root().params.get("allow_http")
+    return Settings.from_env(allow_http=True if allow else None)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def echo_problems(report: Report, *, err: bool) -> None:
+    """One line per problem with a file, under its verdict."""
+    for problem in report.problems:
+        click.echo(f"  - {problem.code}: {problem.message}", err=err)
+

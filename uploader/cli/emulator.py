@@ -1,0 +1,62 @@
+"""`uploader emulator`: run the local MetaStudio until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["emulator"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8790, show_default=True,
+              help="0 picks a free port.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where jobs and parts are kept [default: a new temporary folder].")
+@click.option("--project-id", default="0a1b2c3d4e5f40718293a4b5c6d7e8f9", show_default=True)
+@click.option("--ak", default="EMULATORAKEXAMPLE0001", show_default=True)
+@click.option("--sk", default="emulator-sk-not-a-secret-0000000000000000", show_default=True)
+@click.option("--token", default="emulator-token-not-a-secret", show_default=True)
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of part PUTs answered 500/503 before storing.")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of part PUTs stored, then cut off with no response.")
+@click.option("--reset-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Share of part PUTs cut off half-way through the body (nothing stored).")
+@click.option("--link-rate", type=click.FloatRange(min=1, min_open=False), default=None,
+              help="Read each request body no faster than this many bytes a second.")
+@click.option("--url-ttl", type=click.IntRange(1), default=86400, show_default=True,
+              help="Seconds an upload URL stays valid.")
+@click.option("--update-resets-parts", is_flag=True, help="Every update drops stored parts.")
+@click.option("--review-delay", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="Seconds the automatic review takes.")
+@click.option("--seed", type=int, default=None, help="Seed the fault injection.")
+def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> None:
+    """Run a local MetaStudio emulator until interrupted."""
+    from uploader.emulator import EmulatorConfig, start_emulator
+
+    folder = data_dir or Path(tempfile.mkdtemp(prefix="metastudio-emulator-"))
+    config = EmulatorConfig(data_dir=folder, **options)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        running = await start_emulator(config, host, port)
+        click.echo(f"MetaStudio emulator serving on {running.url} (data in {folder})")
+        exports = " ".join(f"{k}={v}" for k, v in running.client_env().items())
+        click.echo(f"export {exports}")
+        sys.stdout.flush()
+        await stop.wait()
+        await running.stop()
+
+    asyncio.run(serve())
+

@@ -1,0 +1,105 @@
+"""The commands that read: check files, list jobs, show a job, list voice jobs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from uploader._states import explain_error_code, explain_state
+from uploader.cli.common import echo_problems, print_json, with_client
+from uploader.preflight import Facts, Report, check_video
+
+__all__ = ["check", "jobs", "status", "voices"]
+
+
+@click.command()
+@click.argument("videos", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=True, exists=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object a file.")
+def check(videos: tuple[Path, ...], as_json: bool) -> None:
+    """Check videos against MetaStudio's review rules; exit 3 if any would be refused."""
+    reports = [check_video(video) for video in videos]
+    if as_json:
+        print_json([report.to_json() for report in reports])
+    else:
+        for report in reports:
+            _echo_verdict(report)
+    if not all(report.ok for report in reports):
+        sys.exit(3)
+
+
+def _echo_verdict(report: Report) -> None:
+    facts = report.facts
+    if report.ok and isinstance(facts, Facts):
+        click.echo(f"{report.path}: passes ({facts.width}x{facts.height} {facts.orientation}, "
+                   f"{facts.duration_seconds:.3f} s, {facts.video_codec})")
+        return
+    click.echo(f"{report.path}: would be refused")
+    echo_problems(report, err=False)
+
+
+
+@click.command()
+@click.option("--state", help="Only jobs in these states (comma-separated).")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def jobs(state: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """List training jobs."""
+    page = with_client(lambda c: c.list_jobs(state=state, limit=limit, offset=offset))
+    if as_json:
+        print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
+        return
+    rows = [("JOB ID", "STATE", "CREATED", "NAME")]
+    rows += [(j.job_id, j.state, j.create_time or "", j.name or "") for j in page.jobs]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                   + "  " + row[3])
+    click.echo(f"{len(page.jobs)} shown of {page.count}")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state, what it means, and its latest log entry."""
+    job = with_client(lambda c: c.show_job(job_id))
+    latest = job.operation_logs[-1] if job.operation_logs else None
+    if as_json:
+        print_json({
+            "job_id": job.job_id, "name": job.name, "state": job.state,
+            "meaning": explain_state(job.state),
+            "latest_log": None if latest is None else {
+                "operate_time": latest.operate_time, "log_type": latest.log_type,
+                "log_description": latest.log_description, "error_code": latest.error_code,
+                "error_meaning": explain_error_code(latest.error_code),
+            },
+        })
+        return
+    click.echo(f"{job.job_id}  {job.name or ''}")
+    click.echo(f"state: {job.state}: {explain_state(job.state)}")
+    if latest is not None:
+        line = f"latest: {latest.operate_time} {latest.log_type}"
+        if latest.log_description:
+            line += f": {latest.log_description}"
+        click.echo(line)
+        if latest.error_code:
+            meaning = explain_error_code(latest.error_code) or "no explanation known"
+            click.echo(f"error code {latest.error_code}: {meaning}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def voices(as_json: bool) -> None:
+    """List voice training jobs."""
+    page = with_client(lambda c: c.list_voice_jobs())
+    if as_json:
+        print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
+        return
+    for job in page.jobs:
+        click.echo(f"{job.job_id}  {job.state or '':<16}  {job.voice_name or ''}")
+    click.echo(f"{len(page.jobs)} shown of {page.count}")
+

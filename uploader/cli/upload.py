@@ -1,0 +1,192 @@
+"""The commands that send: `upload` (the whole job) and `submit` (a job already uploaded)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from uploader._errors import UploaderError
+from uploader._files import KINDS, TRAINING_VIDEO
+from uploader._plan import parse_size
+from uploader._settings import Settings
+from uploader.cli.common import fail, print_json, settings
+from uploader.workflow import SubmitResult, UploadResult, submit_job, upload_video
+
+__all__ = ["submit", "upload"]
+
+T = TypeVar("T")
+
+_EXIT_CODES = ("Exit codes: 0 done; 2 usage, or --submit without a file the review needs; 3 a "
+               "file would be refused (nothing sent); 4 API, settings, job state, changed file "
+               "or a run already going; 5 the transfer, a confirm or the submit did not "
+               "complete (run the same command to resume); 130 interrupted.")
+_FILE_HELP = {
+    "id_card_front": "The ID card's portrait side (JPEG or PNG); required to submit.",
+    "id_card_back": "The ID card's national-emblem side (JPEG or PNG); required to submit.",
+    "grant_file": "The signed authorization letter (PDF, JPEG or PNG); required to submit.",
+    "cover": "The model's cover image (JPEG or PNG).",
+    "action_video": "The action (choreography) video: an mp4 by the training video's rules.",
+    "audio": "A zip of voice recordings (WAV or MP3).",
+}
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_size(value)
+    except UploaderError as error:
+        raise click.BadParameter(error.message) from None
+
+
+def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per file kind of the job other than the training video (the table in
+    uploader._files): `--id-card-front IMG`, ..."""
+    for file in reversed([k for k in KINDS if k is not TRAINING_VIDEO]):
+        flag = "--" + file.name.replace("_", "-")
+        command = click.option(flag, file.name, type=click.Path(path_type=Path),
+                               help=_FILE_HELP[file.name])(command)
+    return command
+
+
+@click.command(epilog=_EXIT_CODES)
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--job-id", help="Upload to this existing job.")
+@click.option("--name", help="Create a job with this name and upload to it.")
+@_file_options
+@click.option("--submit", "submit_review", is_flag=True,
+              help="After the files are confirmed, submit the job for review.")
+@click.option("--parts", type=click.IntRange(1, 1000), help="Cut the video into N parts.")
+@click.option("--part-size", callback=_size, help="Cut the video into parts of SIZE (32MiB, 8M).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Pieces in flight at once.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the resume journal is kept [default: the user state folder].")
+@click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
+@click.option("--wait", is_flag=True,
+              help="With --submit: wait for the automatic review's outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("--emulator", "use_emulator", is_flag=True,
+              help="Upload to a local emulator started for this command (implies --wait).")
+def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bool,
+           submit_review: bool, **options: Any) -> None:
+    """Upload VIDEO and the job's other files to a training job, resuming any earlier
+    attempt, confirm them and (with --submit) submit the job for review."""
+    if (options["job_id"] is None) == (options["name"] is None):
+        raise click.UsageError("give exactly one of --job-id or --name")
+    bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
+    options |= {"wait": wait or use_emulator, "submit": submit_review,
+                "progress": bar.show if bar else None}
+    try:
+        result = _run(lambda env: upload_video(video, settings=env, **options),
+                      use_emulator=use_emulator, quiet=quiet or as_json)
+    finally:
+        if bar:
+            bar.close()
+    if as_json:
+        print_json(result.to_json())
+    elif not quiet:
+        _echo_upload(video, result, waited=options["wait"])
+
+
+@click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs, or "
+               "cannot be submitted in its state; 4 API or settings; 5 the submit did not "
+               "get through.")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="Wait for the automatic review's outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+def submit(job_id: str, wait: bool, as_json: bool) -> None:
+    """Submit JOB_ID, whose files are all uploaded, for review."""
+    result = _run(lambda env: submit_job(job_id, wait=wait, settings=env),
+                  use_emulator=False, quiet=True)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        click.echo(f"job {result.job_id}: submitted for review")
+        _echo_outcome(result)
+
+
+def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool) -> T:
+    """Run `call` against the configured service, or an emulator of its own; exit as
+    documented when it fails or is interrupted."""
+    async def run() -> T:
+        if not use_emulator:
+            return await call(settings())
+        from uploader.emulator import EmulatorConfig, start_emulator
+
+        # The emulator lives for this command only: so do its data (copies of the files).
+        with tempfile.TemporaryDirectory(prefix="metastudio-emulator-") as folder:
+            running = await start_emulator(
+                EmulatorConfig(data_dir=Path(folder), review_delay=0.2))
+            if not quiet:
+                click.echo(f"using a local MetaStudio emulator at {running.url}", err=True)
+            try:
+                return await call(Settings.from_env(running.client_env()))
+            finally:
+                await running.stop()
+
+    try:
+        return asyncio.run(run())
+    except UploaderError as error:
+        fail(error)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: what was sent so far is kept; run the same command again "
+                   "to resume.", err=True)
+        sys.exit(130)
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GiB"
+
+
+class _Bar:
+    """A tqdm bar of bytes that can wind back when a piece is retried."""
+
+    def __init__(self, name: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+                         dynamic_ncols=True, leave=False)
+
+    def show(self, done: int, total: int) -> None:
+        if self._bar.total != total:
+            self._bar.reset(total=total)
+        self._bar.n = done
+        if done in (0, total):
+            self._bar.refresh()
+        else:
+            self._bar.update(0)  # redraws at most every mininterval
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _echo_upload(video: Path, result: UploadResult, *, waited: bool) -> None:
+    rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
+    click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
+               f" parts sent ({result.parts_skipped} already there), "
+               f"{_human(result.bytes_uploaded)} in {result.seconds:.1f} s "
+               f"({_human(rate)}/s)")
+    for file in result.files[1:]:
+        click.echo(f"  {file.kind}: {file.path}: {file.outcome}")
+    _echo_outcome(result)
+    if not result.submitted and result.state == "WAIT_FILE_UPLOAD":
+        hint = " (--wait waits only for a submitted job)" if waited else ""
+        click.echo(f"not submitted{hint}: to start the review, run: uploader submit "
+                   f"{result.job_id} (or upload again with --submit)")
+
+
+def _echo_outcome(result: UploadResult | SubmitResult) -> None:
+    click.echo(f"state: {result.state}: {result.state_meaning}")
+    if result.review_error_code:
+        click.echo(f"review error {result.review_error_code}: "
+                   f"{result.review_error_meaning or 'no explanation known'}")

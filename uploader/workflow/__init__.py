@@ -1,0 +1,205 @@
+"""One job, start to end: preflight → the job and its links → what is missing → confirm →
+submit → follow the review.
+
+Each step is a module: `job` (which job, what an earlier run did), `links` (the upload
+links), `send` (what the server lacks, through the transfer engine), `finish` (confirms,
+submit, review), `result` (what a run returns), `local` (the files on this machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from uploader._api import MetaStudioClient
+from uploader._errors import ApiError, MissingFilesError, PreflightError, UsageError
+from uploader._files import KINDS, TRAINING_VIDEO, FileKind, kind
+from uploader._journal import FileIdentity, Journal, default_state_dir
+from uploader._plan import PartPlan, plan_parts
+from uploader._settings import Settings
+from uploader._states import explain_state
+from uploader._transfer import TransferConfig
+from uploader.preflight import check_files
+from uploader.workflow.finish import SUBMIT_STEP, confirm_files, follow_review
+from uploader.workflow.finish import submit as submit_for_review
+from uploader.workflow.job import JobRequest, open_job
+from uploader.workflow.local import LocalFile
+from uploader.workflow.result import (
+    FileResult,
+    JobOutcome,
+    SubmitResult,
+    UploadResult,
+    outcome_of,
+)
+from uploader.workflow.send import Sender
+
+__all__ = ["FileResult", "SubmitResult", "UploadResult", "submit_job", "submit_job_sync",
+           "upload_video", "upload_video_sync"]
+
+log = logging.getLogger("uploader")
+
+Progress = Callable[[int, int], None]
+
+
+async def upload_video(
+    path: str | os.PathLike[str],
+    *,
+    job_id: str | None = None,
+    name: str | None = None,
+    parts: int | None = None,
+    part_size: int | None = None,
+    concurrency: int | None = None,
+    state_dir: str | os.PathLike[str] | None = None,
+    restart: bool = False,
+    submit: bool = False,
+    wait: bool = False,
+    wait_timeout: float = 1800.0,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    transfer: TransferConfig | None = None,
+    id_card_front: str | os.PathLike[str] | None = None,
+    id_card_back: str | os.PathLike[str] | None = None,
+    grant_file: str | os.PathLike[str] | None = None,
+    cover: str | os.PathLike[str] | None = None,
+    action_video: str | os.PathLike[str] | None = None,
+    audio: str | os.PathLike[str] | None = None,
+) -> UploadResult:
+    """Upload a training video, and the job's other files, to a job (`job_id`) or to a new
+    one (`name`), resuming any earlier attempt; confirm them and, with `submit`, submit the
+    job for review (`wait`: until the automatic review has its outcome).
+
+    `parts`/`part_size` cut the training video; `progress(done, total)` is called with byte
+    counts over all files; `concurrency` (pieces in flight, default 8) overrides the one in
+    `transfer`.
+    """
+    if (job_id is None) == (name is None):
+        raise UsageError("give exactly one of job_id (an existing job) or name (a new job)")
+    given = {"id_card_front": id_card_front, "id_card_back": id_card_back,
+             "grant_file": grant_file, "cover": cover, "action_video": action_video,
+             "audio": audio}
+    paths = {TRAINING_VIDEO: Path(path)} | {
+        kind(k): Path(v) for k, v in given.items() if v is not None}
+    reports = await check_files(paths)
+    refused = [report for report in reports if not report.ok]
+    if refused:
+        raise PreflightError(*refused)
+    files = [await _local_file(k, p, parts, part_size) for k, p in paths.items()]
+    config = transfer or TransferConfig()
+    if concurrency is not None:  # the plain argument wins over the one inside `transfer`
+        config = dataclasses.replace(config, concurrency=concurrency)
+    folder = Path(state_dir) if state_dir is not None else default_state_dir()
+    request = JobRequest(job_id=job_id, name=name, restart=restart, submit=submit,
+                         explicit_plan=parts is not None or part_size is not None)
+    settings = settings or Settings.from_env()
+    started = time.monotonic()
+    # One session for the API and the files: one TLS context, connections reused.
+    connector = aiohttp.TCPConnector(limit=config.concurrency + 2)
+    key = f"job:{job_id}" if job_id is not None else f"name:{name}"
+    with Journal(folder, key, Path(path)) as journal:
+        async with aiohttp.ClientSession(connector=connector) as session, MetaStudioClient(
+            settings, session=session
+        ) as client:
+            job, files = await open_job(request, files, journal=journal, client=client,
+                                        session=session)
+            sender = Sender(files=files, links=job.links, journal=journal, session=session,
+                            config=config, progress=progress)
+            if SUBMIT_STEP not in journal.steps or restart:
+                await sender.send_missing(restart=restart)
+                await confirm_files([f.kind for f in files], links=job.links,
+                                    journal=journal, client=client, backoff=config.backoff)
+                if submit:
+                    await submit_for_review(client, job.job_id, config.backoff)
+                    journal.record_step(SUBMIT_STEP)
+            submitted = SUBMIT_STEP in journal.steps
+            journal.remove()
+            seconds = round(time.monotonic() - started, 3)
+            outcome = await _outcome(client, job.job_id, wait=wait and submitted,
+                                     timeout=wait_timeout)
+    return _upload_result(job.job_id, files, sender, seconds, outcome, submitted)
+
+
+def upload_video_sync(path: str | os.PathLike[str], **options: Any) -> UploadResult:
+    """`upload_video` for synchronous callers: runs it in a new event loop."""
+    return asyncio.run(upload_video(path, **options))
+
+
+async def submit_job(job_id: str, *, wait: bool = False, wait_timeout: float = 1800.0,
+                     settings: Settings | None = None,
+                     transfer: TransferConfig | None = None) -> SubmitResult:
+    """Submit a job whose files are all stored already: confirm its authorization letter
+    (when it holds one), then SUBMITVERIFYING; with `wait`, follow the automatic review."""
+    if not job_id:
+        raise UsageError("job_id is empty")
+    backoff = (transfer or TransferConfig()).backoff
+    async with MetaStudioClient(settings or Settings.from_env()) as client:
+        job = await client.show_job(job_id)
+        if job.state != "WAIT_FILE_UPLOAD":
+            raise UsageError(f"job {job_id} is in state {job.state} ({explain_state(job.state)}"
+                             "): only a job waiting for its files (WAIT_FILE_UPLOAD) can be "
+                             "submitted", job_id=job_id)
+        missing = [k for k in KINDS if k.required and not job.raw.get(k.download_field)]
+        if missing:
+            names = ", ".join(f"the {k.title} ({k.name})" for k in missing)
+            raise MissingFilesError(f"job {job_id} lacks {names}: upload it first",
+                                    kinds=tuple(k.name for k in missing), job_id=job_id)
+        letter = kind("grant_file")
+        if letter.confirm_command is not None:
+            result = await client.command(job_id, letter.confirm_command)
+            if not result.succeeded:
+                log.warning("%s: %s", letter.confirm_command, result.excute_failed_msg)
+        await submit_for_review(client, job_id, backoff)
+        outcome = await _outcome(client, job_id, wait=wait, timeout=wait_timeout)
+    return SubmitResult(job_id, True, **dataclasses.asdict(outcome))
+
+
+def submit_job_sync(job_id: str, **options: Any) -> SubmitResult:
+    """`submit_job` for synchronous callers: runs it in a new event loop."""
+    return asyncio.run(submit_job(job_id, **options))
+
+
+async def _local_file(file: FileKind, path: Path, parts: int | None,
+                      part_size: int | None) -> LocalFile:
+    identity = await asyncio.to_thread(FileIdentity.of, path)
+    if file is TRAINING_VIDEO:
+        plan = plan_parts(identity.size, parts=parts, part_size=part_size)
+    elif file.multipart:
+        plan = plan_parts(identity.size)
+    else:
+        plan = PartPlan(identity.size, (identity.size,))
+    return LocalFile(file, path, identity, plan)
+
+
+async def _outcome(client: MetaStudioClient, job_id: str, *, wait: bool,
+                   timeout: float) -> JobOutcome:
+    """Where the job stands. The files are confirmed by now: failing to read the state does
+    not make the run a failure."""
+    try:
+        return outcome_of(await follow_review(client, job_id, wait=wait, timeout=timeout))
+    except ApiError as exc:
+        log.warning("the files are confirmed, but the job's state could not be read (%s); "
+                    "see: uploader status %s", exc, job_id)
+        return outcome_of(None)
+
+
+def _upload_result(job_id: str, files: list[LocalFile], sender: Sender, seconds: float,
+                   outcome: JobOutcome, submitted: bool) -> UploadResult:
+    tally = sender.tally
+    video = TRAINING_VIDEO.name
+    results = [FileResult(kind=f.kind.name, path=str(f.path),
+                          outcome="sent" if tally.sent_pieces.get(f.kind.name) else "skipped",
+                          size_bytes=f.size, bytes_uploaded=tally.sent_bytes.get(f.kind.name, 0))
+               for f in files]
+    return UploadResult(
+        job_id=job_id, parts_total=files[0].plan.count,
+        parts_skipped=tally.skipped_pieces.get(video, files[0].plan.count),
+        parts_uploaded=tally.sent_pieces.get(video, 0),
+        bytes_uploaded=sum(tally.sent_bytes.values()), bytes_sent=tally.wire_bytes,
+        seconds=seconds, submitted=submitted, files=results, **dataclasses.asdict(outcome))

@@ -1,0 +1,194 @@
+"""Recovery: which job this run works on, and what an earlier run already did for it.
+
+A journal from an earlier run names the job (and its files must still be the same files);
+without one, `--name` finds the job a killed run created before it could record it, or
+creates one; `--job-id` checks that the job can take files. Submitting refuses, before any
+link is spent, a job that would lack a file the review requires.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from uploader._api import MetaStudioClient
+from uploader._errors import FileChangedError, JobStateError, MissingFilesError, UsageError
+from uploader._files import KINDS, TRAINING_VIDEO
+from uploader._journal import Journal
+from uploader._models import JobDetail
+from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
+from uploader.workflow.links import Links
+from uploader.workflow.local import LocalFile
+
+__all__ = ["Job", "open_job"]
+
+log = logging.getLogger("uploader")
+
+#: How far the service's clock may be behind ours when looking for a job we created.
+CLOCK_SLACK = 600
+_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass
+class Job:
+    """The job this run works on: its links, and whether it was created by this run."""
+
+    job_id: str
+    links: Links
+    created: bool
+    detail: JobDetail | None  #: None for a job this run created
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRequest:
+    """What the caller asked for."""
+
+    job_id: str | None
+    name: str | None
+    restart: bool
+    submit: bool
+    explicit_plan: bool
+
+
+async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Journal,
+                   client: MetaStudioClient, session: aiohttp.ClientSession
+                   ) -> tuple[Job, list[LocalFile]]:
+    """The job and its links, and the files as this run will send them (a resumed training
+    video keeps the plan it was started with)."""
+    job_id = request.job_id
+    if journal.header is not None and not request.restart:
+        files = _check_journal(journal, files, request.explicit_plan)
+        job_id = journal.job_id
+    fields = _fields(files)
+
+    def links_for(job: str) -> Links:
+        return Links(client=client, session=session, journal=journal, job_id=job,
+                     kinds=[f.kind for f in files], fields=fields)
+
+    if job_id is None:
+        assert request.name is not None
+        job_id = await _job_an_earlier_run_created(request.name, files[0], journal, client)
+    if job_id is None:
+        assert request.name is not None
+        if request.submit:
+            _refuse_missing(files, stored=set(), job_id=None)
+        journal.record_intent(request.name, files[0].identity)
+        answer = await client.create_job(request.name, **fields)
+        journal.lock(f"job:{answer.job_id}")
+        journal.start(answer.job_id)
+        _record_files(journal, files)
+        links = links_for(answer.job_id)
+        links.adopt(answer)
+        log.info("created job %s", answer.job_id)
+        return Job(answer.job_id, links, True, None), files
+
+    journal.lock(f"job:{job_id}")
+    detail = await client.show_job(job_id)
+    resumable = journal.header is not None and not request.restart
+    links = links_for(job_id)
+    if resumable and "submit" in journal.steps:
+        return Job(job_id, links, False, detail), files  # an earlier run submitted it
+    if detail.state not in ACCEPTS_VIDEO:
+        raise JobStateError(
+            f"job {job_id} is in state {detail.state} ({explain_state(detail.state)}): it "
+            "cannot take files now; only WAIT_FILE_UPLOAD, AUTO_VERIFY_FAILED and "
+            "MANUAL_VERIFY_FAILED can", job_id=job_id, state=detail.state)
+    if request.submit:
+        _refuse_missing(files, stored=_stored_kinds(detail), job_id=job_id)
+    if not resumable:
+        journal.start(job_id)
+    _record_files(journal, files)
+    if detail.state in REVIEW_FAILED or not links.usable():
+        links.adopt(await client.update_job(job_id, **fields))
+    else:
+        log.info("reusing the links issued earlier")
+    return Job(job_id, links, False, detail), files
+
+
+def _fields(files: list[LocalFile]) -> dict[str, Any]:
+    """The create/update fields for these files: part counts, and what a kind needs."""
+    fields: dict[str, Any] = {}
+    for file in files:
+        if file.kind.count_field is not None:
+            fields[file.kind.count_field] = file.plan.count
+        fields.update(file.kind.create_fields)
+    return fields
+
+
+def _stored_kinds(detail: JobDetail) -> set[str]:
+    """The kinds of file the job holds, as show job tells; after a failed review, those
+    the review deletes are gone whatever show job still says."""
+    failed = detail.state in REVIEW_FAILED
+    return {k.name for k in KINDS if detail.raw.get(k.download_field)
+            and not (failed and (k.deleted_by_review or k is TRAINING_VIDEO))}
+
+
+def _refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | None) -> None:
+    given = {f.kind.name for f in files}
+    missing = [k for k in KINDS if k.required and k.name not in given | stored]
+    if missing:
+        names = ", ".join(f"the {k.title} ({k.name})" for k in missing)
+        raise MissingFilesError(
+            f"the review needs {names}: give it, or upload it to the job first; nothing was "
+            "sent", kinds=tuple(k.name for k in missing), job_id=job_id)
+
+
+def _record_files(journal: Journal, files: list[LocalFile]) -> None:
+    for file in files:
+        if journal.files.get(file.kind.name) != (file.identity, file.plan.sizes):
+            journal.record_file(file.kind.name, file.identity, file.plan.sizes)
+
+
+def _check_journal(journal: Journal, files: list[LocalFile],
+                   explicit_plan: bool) -> list[LocalFile]:
+    """The files, each checked against the journal; a resumed multipart file keeps the plan
+    it was started with unless the caller asked for another."""
+    checked = []
+    for file in files:
+        recorded = journal.files.get(file.kind.name)
+        if recorded is None:
+            checked.append(file)
+            continue
+        identity, sizes = recorded
+        if identity != file.identity:
+            raise FileChangedError(
+                f"{file.path} changed since its upload to job {journal.job_id} began (size, "
+                "time or content differ): run with --restart to upload it from the start",
+                job_id=journal.job_id)
+        if sizes != file.plan.sizes:
+            if explicit_plan and file.kind is TRAINING_VIDEO:
+                raise UsageError(
+                    f"an upload of this file to job {journal.job_id} is under way in "
+                    f"{len(sizes)} parts: resume it without --parts/--part-size, or run with "
+                    "--restart to start over with the new plan", job_id=journal.job_id)
+            file = LocalFile(file.kind, file.path, file.identity,
+                             type(file.plan)(file.plan.file_size, sizes))
+        checked.append(file)
+    return checked
+
+
+async def _job_an_earlier_run_created(name: str, video: LocalFile, journal: Journal,
+                                      client: MetaStudioClient) -> str | None:
+    """The job an earlier run of this command created but did not live to record.
+
+    That run noted its intent (name, file, time) before asking for the job; a job of that
+    name created since then, still waiting for its files, is the one it got.
+    """
+    intent = journal.intent
+    if intent is None or intent["name"] != name or intent["identity"] != asdict(video.identity):
+        return None
+    since = datetime.fromtimestamp(intent["at"] - CLOCK_SLACK, UTC)
+    page = await client.list_jobs(name=name, state="WAIT_FILE_UPLOAD",
+                                  create_since=since.strftime(_RFC3339), limit=10)
+    found = [job for job in page.jobs if job.name == name]
+    if not found:
+        return None
+    job = max(found, key=lambda j: j.create_time or "")
+    log.warning("continuing with job %s, created by an earlier run of this command that "
+                "stopped before it could record it", job.job_id)
+    return job.job_id
+

@@ -1,0 +1,107 @@
+"""The job's upload links: kept in the journal, checked, and refreshed by one update."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from uploader._api import MetaStudioClient
+from uploader._errors import ApiError
+from uploader._files import FileKind, kind
+from uploader._journal import Journal
+from uploader._models import JobDetail, JobUrls
+from uploader._plan import Piece
+from uploader._transfer import stored_object_etag
+
+__all__ = ["URL_REUSE_SECONDS", "Links"]
+
+#: Presigned links live about 24 h; links older than this are replaced before use.
+URL_REUSE_SECONDS = 20 * 3600
+
+
+class Links:
+    """The links of the files `kinds`, as the engine's `UrlSource`.
+
+    `fields` is the create/update body that keeps the job's uploads as they are (the same
+    part counts): an update with it issues fresh links without dropping stored parts.
+    """
+
+    def __init__(self, *, client: MetaStudioClient, session: aiohttp.ClientSession,
+                 journal: Journal, job_id: str, kinds: list[FileKind],
+                 fields: dict[str, Any]) -> None:
+        self._client, self._session, self._journal = client, session, journal
+        self.job_id, self.kinds, self.fields = job_id, kinds, fields
+        self.generation = 0
+        self._lock = asyncio.Lock()
+
+    def url(self, piece: Piece) -> str:
+        link = self._journal.urls[kind(piece.kind).link_field]
+        return str(link[piece.number - 1] if isinstance(link, list) else link)
+
+    def usable(self) -> bool:
+        """Whether the journal's links cover every file and are fresh enough to reuse."""
+        fresh = time.time() - self._journal.urls_issued_at < URL_REUSE_SECONDS
+        return fresh and all(self._fits(k, self._journal.urls.get(k.link_field))
+                             for k in self.kinds)
+
+    def adopt(self, answer: JobUrls) -> None:
+        """Take the links of a create/update answer, refusing a malformed one."""
+        links = {k.link_field: answer.raw.get(k.link_field) for k in self.kinds}
+        wrong = [k for k in self.kinds if not self._fits(k, links[k.link_field])]
+        if wrong:
+            raise ApiError(f"MetaStudio sent a malformed answer: {self._what(wrong[0], links)}",
+                           job_id=self.job_id)
+        self._journal.record_urls(links)
+        self.generation += 1
+
+    def _what(self, file: FileKind, links: dict[str, Any]) -> str:
+        link = links[file.link_field]
+        if file.count_field is not None and isinstance(link, list):
+            return (f"{len(link)} upload URLs for {self.fields[file.count_field]} parts of the "
+                    f"{file.title}")
+        return f"no valid {file.link_field} for the {file.title}"
+
+    def _fits(self, file: FileKind, link: Any) -> bool:
+        if file.count_field is None:
+            return isinstance(link, str) and bool(link)
+        return (isinstance(link, list) and len(link) == self.fields[file.count_field]
+                and all(isinstance(u, str) and u for u in link))
+
+    async def refresh(self, seen_generation: int) -> None:
+        """Fresh links for every file, once however many pieces ask at the same time."""
+        async with self._lock:
+            if self.generation == seen_generation:
+                self.adopt(await self._client.update_job(self.job_id, **self.fields))
+
+    async def stored_parts(self, file: FileKind) -> dict[int, str]:
+        """The parts of a multipart file the server holds, checked to be within 1..count."""
+        assert file.list_command is not None and file.count_field is not None
+        count = self.fields[file.count_field]
+        result = await self._client.command(self.job_id, file.list_command)
+        stored = {p.part_number: p.etag for p in result.multipart_data}
+        outside = sorted(n for n in stored if not 1 <= n <= count)
+        if not result.succeeded or outside:
+            what = f"part numbers {outside} outside 1..{count}" if outside else (
+                result.excute_failed_msg or f"{file.list_command} failed")
+            raise ApiError(f"MetaStudio sent a malformed answer: {what}", job_id=self.job_id)
+        return stored
+
+    async def job_detail(self) -> JobDetail:
+        """The job as show job tells it now (which files it holds, its state)."""
+        return await self._client.show_job(self.job_id)
+
+    async def stored_etag(self, piece: Piece) -> str | None:
+        file = kind(piece.kind)
+        if file.multipart:
+            return (await self.stored_parts(file)).get(piece.number)
+        detail = await self.job_detail()
+        return await self.file_etag(detail.raw.get(file.download_field))
+
+    async def file_etag(self, download_url: Any) -> str | None:
+        """The ETag of a stored single file, from its download link (None: not stored)."""
+        if not isinstance(download_url, str) or not download_url:
+            return None
+        return await stored_object_etag(self._session, download_url)

@@ -1,0 +1,85 @@
+"""What a run did: the results `upload_video` and `submit_job` return."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from uploader._models import JobDetail
+from uploader._states import REVIEW_FAILED, explain_error_code, explain_state
+
+__all__ = ["UNKNOWN_STATE", "FileResult", "JobOutcome", "SubmitResult", "UploadResult",
+           "outcome_of"]
+
+#: The state reported when the files are confirmed but the job's state cannot be read.
+UNKNOWN_STATE = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One file of the run: `outcome` is "sent" (some or all of it went out this run) or
+    "skipped" (the service held all of it already)."""
+
+    kind: str
+    path: str
+    outcome: str
+    size_bytes: int
+    bytes_uploaded: int
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """Where the job stands: its state, what it means, and any review error."""
+
+    state: str
+    state_meaning: str
+    review_error_code: str | None = None
+    review_error_meaning: str | None = None
+
+
+def outcome_of(job: JobDetail | None) -> JobOutcome:
+    """The outcome shown by `job` (None: its state could not be read)."""
+    if job is None:
+        return JobOutcome(UNKNOWN_STATE, "the files are confirmed, but the job's state could "
+                          "not be read")
+    code = next((e.error_code for e in reversed(job.operation_logs) if e.error_code), None)
+    code = code if job.state in REVIEW_FAILED else None
+    return JobOutcome(job.state, explain_state(job.state), code, explain_error_code(code))
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload did; `to_json()` is what `uploader upload --json` prints. The `parts_*`
+    counts are the training video's; `bytes_uploaded` counts every file."""
+
+    job_id: str
+    parts_total: int
+    parts_skipped: int
+    parts_uploaded: int
+    bytes_uploaded: int
+    bytes_sent: int
+    seconds: float
+    state: str
+    state_meaning: str
+    review_error_code: str | None = None
+    review_error_meaning: str | None = None
+    submitted: bool = False
+    files: list[FileResult] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What `submit_job` did; `to_json()` is what `uploader submit --json` prints."""
+
+    job_id: str
+    submitted: bool
+    state: str
+    state_meaning: str
+    review_error_code: str | None = None
+    review_error_meaning: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

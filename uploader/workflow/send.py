@@ -1,0 +1,155 @@
+"""Sending: what the server lacks of each file, sent through the one transfer engine.
+
+A multipart file's stored parts come from its list command and are checked against the
+journal's MD5s, or hashed from the file where the journal has none; a single file is stored
+when show job has its download link, and it is ours when that object's ETag is the file's
+MD5. Whatever is missing goes out in one `send_pieces` call, video parts and single files
+alike; then the server is asked again, up to MAX_ROUNDS times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from uploader._errors import FileChangedError, TransferError
+from uploader._files import kind
+from uploader._journal import Journal
+from uploader._plan import Piece
+from uploader._transfer import TransferConfig, etag_matches, pieces_md5, send_pieces
+from uploader.workflow.links import Links
+from uploader.workflow.local import LocalFile
+
+__all__ = ["MAX_ROUNDS", "Sender", "confirm_step"]
+
+log = logging.getLogger("uploader")
+
+#: After this many rounds of "send what is missing, then ask the server", give up.
+MAX_ROUNDS = 3
+
+Progress = Callable[[int, int], None]
+
+
+def confirm_step(kind: str) -> str:
+    """The journal's name for "the confirm of this file's upload is done"."""
+    return f"confirm:{kind}"
+
+
+@dataclass
+class Tally:
+    """What was sent, by file kind."""
+
+    sent_pieces: dict[str, int] = field(default_factory=dict)
+    sent_bytes: dict[str, int] = field(default_factory=dict)
+    skipped_pieces: dict[str, int] = field(default_factory=dict)
+    wire_bytes: int = 0
+
+
+class Sender:
+    """Sends the files' missing pieces and keeps the tally and the progress."""
+
+    def __init__(self, *, files: list[LocalFile], links: Links, journal: Journal,
+                 session: aiohttp.ClientSession, config: TransferConfig,
+                 progress: Progress | None) -> None:
+        self.files, self.links, self.journal = files, links, journal
+        self.session, self.config, self.progress = session, config, progress
+        self.total = sum(f.size for f in files)
+        self.done_bytes = 0
+        self.tally = Tally()
+
+    async def send_missing(self, *, restart: bool) -> None:
+        missing = await self._missing(trust_server=not restart)
+        for file in self.files:
+            ours = [p for p in missing if p.kind == file.kind.name]
+            self.tally.skipped_pieces[file.kind.name] = len(file.pieces) - len(ours)
+        for _ in range(MAX_ROUNDS):
+            # Counted from what the server lacks: pieces it lost since count as not done.
+            self.done_bytes = self.total - sum(p.size for p in missing)
+            self._report()
+            if not missing:
+                return
+            self.tally.wire_bytes += await send_pieces(
+                missing, session=self.session, urls=self.links, config=self.config,
+                on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id)
+            missing = await self._missing(trust_server=True)
+        if missing:
+            raise TransferError(f"the server still lacks {len(missing)} piece(s) after "
+                                f"{MAX_ROUNDS} rounds", job_id=self.links.job_id)
+
+    async def _missing(self, *, trust_server: bool) -> list[Piece]:
+        """The pieces to send: all on a restart's first round, else those the server lacks."""
+        pending = [f for f in self.files
+                   if confirm_step(f.kind.name) not in self.journal.steps or not trust_server]
+        if not trust_server:
+            return [piece for f in pending for piece in f.pieces]
+        stored: dict[tuple[str, int], str] = {}
+        singles = [f for f in pending if not f.kind.multipart]
+        detail = await self.links.job_detail() if singles else None
+        for file in pending:
+            if file.kind.multipart:
+                found = await self.links.stored_parts(file.kind)
+                stored.update({(file.kind.name, n): etag for n, etag in found.items()})
+            else:
+                assert detail is not None
+                etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
+                if etag is not None:
+                    stored[(file.kind.name, 1)] = etag
+        pieces = [piece for f in pending for piece in f.pieces]
+        self._forget_lost(pieces, stored)
+        # Pieces stored but not in the journal (it was lost, or is another machine's) are
+        # hashed from the file, several at once, to see whether they are this file's.
+        unknown = [p for p in pieces if p.key in stored and p.key not in self.journal.parts]
+        hashed = await pieces_md5(unknown, chunk_size=self.config.chunk_size,
+                                  concurrency=self.config.concurrency)
+        return [p for p in pieces
+                if p.key not in stored or not self._is_ours(p, stored[p.key], hashed)]
+
+    def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]) -> None:
+        lost = [p for p in pieces if p.key in self.journal.parts and p.key not in stored]
+        for name in sorted({p.kind for p in lost}):
+            numbers = [p.number for p in lost if p.kind == name]
+            log.warning("the server no longer holds %s sent earlier; sending again",
+                        _shorten([p.label for p in lost if p.kind == name]))
+            self.journal.forget_parts(name, numbers)
+
+    def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]) -> bool:
+        known = self.journal.parts.get(piece.key)
+        local = known or hashed[piece.key]
+        match = etag_matches(etag, local)
+        if match is None:
+            log.debug("%s: ETag %r is not a plain MD5; trusting the journal", piece.label, etag)
+            return known is not None
+        if not match:
+            if not kind(piece.kind).multipart:
+                return False  # another file stands where this one goes: replace it
+            raise FileChangedError(
+                f"{piece.label} on the server does not match {piece.path}: the file changed "
+                "since it was sent; run with --restart to upload it from the start",
+                job_id=self.links.job_id)
+        if known is None:
+            self.journal.record_part(piece.key, local)
+        return True
+
+    async def _piece_done(self, piece: Piece, md5_hex: str) -> None:
+        # The append is fsync'd: off the event loop, so a slow disk stalls no transfer.
+        await asyncio.to_thread(self.journal.record_part, piece.key, md5_hex)
+        self.tally.sent_pieces[piece.kind] = self.tally.sent_pieces.get(piece.kind, 0) + 1
+        self.tally.sent_bytes[piece.kind] = (self.tally.sent_bytes.get(piece.kind, 0)
+                                             + piece.size)
+
+    def _advance(self, delta: int) -> None:
+        self.done_bytes += delta
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done_bytes, self.total)
+
+
+def _shorten(labels: list[str]) -> str:
+    shown = ", ".join(labels[:10])
+    return shown + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
