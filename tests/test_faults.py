@@ -32,8 +32,8 @@ from tests.uploads import (
     wait_for_parts,
 )
 from uploader import Backoff, FileChangedError, Settings, TransferConfig, TransferError
-from uploader.workflow import upload_video
 from uploader.emulator import RunningEmulator, start_emulator
+from uploader.workflow import upload_video
 
 PARTS = 10
 PART = 200 * 1024
@@ -154,7 +154,8 @@ async def test_urls_expiring_mid_upload(tmp_path):
         emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
     try:
         job_id, _ = await _upload(running, tmp_path, concurrency=1)
-        assert running.emulator.faults.totals()["refused"] > 0, "no link expired: the case did not happen"
+        assert running.emulator.faults.totals()["refused"] > 0, (
+            "no link expired: the case did not happen")
         assert_sent_only_as_explained(running, job_id)
     finally:
         await running.stop()

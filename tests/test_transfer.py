@@ -161,8 +161,8 @@ async def test_parts_md5_hashes_many_parts_at_once(tmp_path):
              for n in range(11)]
     found = await pieces_md5([_piece(path, p) for p in parts], chunk_size=CHUNK,
                              concurrency=4)
-    assert found == {("training_video", p.number): hashlib.md5(data[p.offset:p.offset + p.size]).hexdigest()
-                     for p in parts}
+    assert found == {("training_video", p.number):
+                     hashlib.md5(data[p.offset:p.offset + p.size]).hexdigest() for p in parts}
 
 
 async def test_parts_md5_of_a_file_cut_short_is_a_clear_error(tmp_path):

@@ -36,8 +36,8 @@ from uploader import (
     UsageError,
 )
 from uploader._journal import FileIdentity, Journal
-from uploader.workflow import upload_video, upload_video_sync
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
+from uploader.workflow import upload_video, upload_video_sync
 
 JSON_FIELDS = {"job_id", "parts_total", "parts_skipped", "parts_uploaded", "bytes_uploaded",
                "seconds", "state"}
