@@ -35,12 +35,10 @@ _RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 @dataclass
 class Job:
-    """The job this run works on: its links, and whether it was created by this run."""
+    """The job this run works on, and its links."""
 
     job_id: str
     links: Links
-    created: bool
-    detail: JobDetail | None  #: None for a job this run created
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,14 +82,14 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         links = links_for(answer.job_id)
         links.adopt(answer)
         log.info("created job %s", answer.job_id)
-        return Job(answer.job_id, links, True, None), files
+        return Job(answer.job_id, links), files
 
     journal.lock(f"job:{job_id}")
     detail = await client.show_job(job_id)
     resumable = journal.header is not None and not request.restart
     links = links_for(job_id)
     if resumable and "submit" in journal.steps:
-        return Job(job_id, links, False, detail), files  # an earlier run submitted it
+        return Job(job_id, links), files  # an earlier run submitted it
     if detail.state not in ACCEPTS_VIDEO:
         raise JobStateError(
             f"job {job_id} is in state {detail.state} ({explain_state(detail.state)}): it "
@@ -106,7 +104,7 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         links.adopt(await client.update_job(job_id, **fields))
     else:
         log.info("reusing the links issued earlier")
-    return Job(job_id, links, False, detail), files
+    return Job(job_id, links), files
 
 
 def _fields(files: list[LocalFile]) -> dict[str, Any]:
