@@ -149,6 +149,8 @@ def test_sdk_drives_the_whole_job_flow(emulator_thread: RunningEmulator, tmp_pat
     assert _command(sdk, job_id, "CONFIRM_MULTIPART_UPLOADED").commond_result == "EXCUTE_SUCCESS"
     shown = sdk.show2d_model_training_job(Show2dModelTrainingJobRequest(job_id=job_id))
     assert shown.state == "WAIT_FILE_UPLOAD"  # the confirm does not start the review
+    again = _command(sdk, job_id, "CONFIRM_MULTIPART_UPLOADED")  # the upload is closed
+    assert again.commond_result == "EXCUTE_FAILED"
     assert _command(sdk, job_id, "GET_ACTION_VIDEO_MULTIPART_UPLOADED").multipart_data
     for command in ("CONFIRM_ACTION_VIDEO_MULTIPART_UPLOADED", "CONFIRM_AUTHORIZATION_LETTER",
                     "SUBMITVERIFYING"):

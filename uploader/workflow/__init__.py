@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 
 from uploader._api import MetaStudioClient
-from uploader._errors import ApiError, MissingFilesError, PreflightError, UsageError
-from uploader._files import KINDS, TRAINING_VIDEO, FileKind, kind
+from uploader._errors import ApiError, PreflightError, UsageError
+from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._journal import FileIdentity, Journal, default_state_dir
 from uploader._plan import PartPlan, plan_parts
 from uploader._settings import Settings
@@ -30,7 +30,7 @@ from uploader._transfer import TransferConfig
 from uploader.preflight import check_files
 from uploader.workflow.finish import SUBMIT_STEP, confirm_files, follow_review
 from uploader.workflow.finish import submit as submit_for_review
-from uploader.workflow.job import JobRequest, open_job
+from uploader.workflow.job import JobRequest, open_job, refuse_missing, stored_kinds
 from uploader.workflow.local import LocalFile
 from uploader.workflow.result import (
     FileResult,
@@ -117,7 +117,7 @@ async def upload_video(
                                     journal=journal, client=client, backoff=config.backoff)
                 if submit:
                     await submit_for_review(client, job.job_id, config.backoff)
-                    journal.record_step(SUBMIT_STEP)
+                    await asyncio.to_thread(journal.record_step, SUBMIT_STEP)
             submitted = SUBMIT_STEP in journal.steps
             journal.remove()
             seconds = round(time.monotonic() - started, 3)
@@ -145,11 +145,7 @@ async def submit_job(job_id: str, *, wait: bool = False, wait_timeout: float = 1
             raise UsageError(f"job {job_id} is in state {job.state} ({explain_state(job.state)}"
                              "): only a job waiting for its files (WAIT_FILE_UPLOAD) can be "
                              "submitted", job_id=job_id)
-        missing = [k for k in KINDS if k.required and not job.raw.get(k.download_field)]
-        if missing:
-            names = ", ".join(f"the {k.title} ({k.name})" for k in missing)
-            raise MissingFilesError(f"job {job_id} lacks {names}: upload it first",
-                                    kinds=tuple(k.name for k in missing), job_id=job_id)
+        refuse_missing([], stored=stored_kinds(job), job_id=job_id)
         letter = kind("grant_file")
         if letter.confirm_command is not None:
             result = await client.command(job_id, letter.confirm_command)

@@ -24,7 +24,7 @@ from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
-__all__ = ["Job", "open_job"]
+__all__ = ["Job", "open_job", "refuse_missing", "stored_kinds"]
 
 log = logging.getLogger("uploader")
 
@@ -73,7 +73,7 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     if job_id is None:
         assert request.name is not None
         if request.submit:
-            _refuse_missing(files, stored=set(), job_id=None)
+            refuse_missing(files, stored=set(), job_id=None)
         journal.record_intent(request.name, files[0].identity)
         answer = await client.create_job(request.name, **fields)
         journal.lock(f"job:{answer.job_id}")
@@ -96,7 +96,7 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
             "cannot take files now; only WAIT_FILE_UPLOAD, AUTO_VERIFY_FAILED and "
             "MANUAL_VERIFY_FAILED can", job_id=job_id, state=detail.state)
     if request.submit:
-        _refuse_missing(files, stored=_stored_kinds(detail), job_id=job_id)
+        refuse_missing(files, stored=stored_kinds(detail), job_id=job_id)
     if not resumable:
         journal.start(job_id)
     _record_files(journal, files)
@@ -117,7 +117,7 @@ def _fields(files: list[LocalFile]) -> dict[str, Any]:
     return fields
 
 
-def _stored_kinds(detail: JobDetail) -> set[str]:
+def stored_kinds(detail: JobDetail) -> set[str]:
     """The kinds of file the job holds, as show job tells; after a failed review, those
     the review deletes are gone whatever show job still says."""
     failed = detail.state in REVIEW_FAILED
@@ -125,7 +125,8 @@ def _stored_kinds(detail: JobDetail) -> set[str]:
             and not (failed and (k.deleted_by_review or k is TRAINING_VIDEO))}
 
 
-def _refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | None) -> None:
+def refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | None) -> None:
+    """MissingFilesError if a file the review requires is neither in `files` nor stored."""
     given = {f.kind.name for f in files}
     missing = [k for k in KINDS if k.required and k.name not in given | stored]
     if missing:
