@@ -1,5 +1,4 @@
-"""The part body's own contract: bytes, hash and buffer reuse, against a connection that holds
-unsent data by reference, as asyncio's socket transport does since Python 3.12.
+"""The part body's own contract: bytes, hash, memory, progress, and its errors.
 
 End-to-end behaviour (real sockets, the emulator) is in test_upload.py and test_faults.py;
 these tests pin down what those cannot show on the Python that runs them.
@@ -7,16 +6,16 @@ these tests pin down what those cannot show on the Python that runs them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from uploader._errors import FileChangedError
+from uploader._errors import FileChangedError, TransferError
 from uploader._hashing import Digest, LaneHasher, update_lanes
 from uploader._plan import Part, Piece
 from uploader._transfer import PartBody, piece_md5, pieces_md5
@@ -29,121 +28,91 @@ def _piece(path: Path, part: Part) -> Piece:
 CHUNK = 64 * 1024
 
 
-class HoldingTransport:
-    """Queues each write by reference and "sends" all but the newest `hold` bytes, like a
-    socket whose buffer is full; what is sent is copied out at once, as the kernel would."""
-
-    def __init__(self, hold: int) -> None:
-        self.hold = hold
-        self.queued: list[memoryview] = []
-        self.received = bytearray()
-
-    def get_write_buffer_size(self) -> int:
-        return sum(len(v) for v in self.queued)
-
-    def write(self, data: memoryview) -> None:
-        self.queued.append(data)
-        excess = self.get_write_buffer_size() - self.hold
-        while excess > 0:
-            sent = self.queued[0][:excess]
-            self.received += sent
-            self.queued[0] = self.queued[0][len(sent):]
-            if not self.queued[0]:
-                self.queued.pop(0)
-            excess -= len(sent)
-
-    def flush(self) -> bytes:
-        for view in self.queued:
-            self.received += view
-        self.queued.clear()
-        return bytes(self.received)
-
-
-class Writer:
-    """Just the part of aiohttp's stream writer a payload uses: write() and .transport."""
-
-    def __init__(self, transport: HoldingTransport) -> None:
-        self.transport = transport
-
-    async def write(self, chunk: memoryview) -> None:
-        self.transport.write(chunk)
-
-
 def file_of(tmp_path: Path, size: int) -> Path:
     path = tmp_path / "video.mp4"
     path.write_bytes(os.urandom(size))
     return path
 
 
-@pytest.mark.parametrize("hold", [0, 1000, CHUNK // 2, CHUNK, CHUNK + 1, 3 * CHUNK])
-async def test_a_buffer_still_queued_by_the_connection_is_never_refilled(tmp_path, hold):
+def body_of(path: Path, part: Part, **options: Any) -> PartBody:
+    return PartBody(_piece(path, part), chunk_size=CHUNK,
+                    **{"hasher": LaneHasher(), "on_chunk": lambda n: None, **options})
+
+
+async def test_every_chunk_stays_as_read_for_as_long_as_it_is_held(tmp_path):
+    # A connection may queue what it was given by reference (asyncio's transport does):
+    # every chunk is an object of its own that nothing refills, however long it is held.
     path = file_of(tmp_path, 10 * CHUNK + 123)
     part = Part(number=2, offset=CHUNK + 5, size=7 * CHUNK + 17)
-    body = PartBody(_piece(path, part), chunk_size=CHUNK, hasher=LaneHasher(),
-                    on_chunk=lambda n: None)
-    transport = HoldingTransport(hold)
-    await body.write(Writer(transport))  # type: ignore[arg-type]
+    body = body_of(path, part)
+    held = [chunk async for chunk in body]
     expected = path.read_bytes()[part.offset:part.offset + part.size]
-    assert transport.flush() == expected
+    assert all(isinstance(chunk, bytes) for chunk in held)
+    assert b"".join(held) == expected
     assert await body.md5_hex() == hashlib.md5(expected).hexdigest()
 
 
 def slow_kernel(digests: Sequence[Digest], chunks: Sequence[memoryview]) -> None:
-    time.sleep(0.01)  # hashing lags behind sending: buffers must wait for it
+    time.sleep(0.01)  # hashing lags behind sending
     update_lanes(digests, chunks)
 
 
-@pytest.mark.parametrize("hold", [0, 3 * CHUNK])
-async def test_a_buffer_is_never_refilled_before_it_is_hashed(tmp_path, hold):
+async def test_reading_waits_for_hashing_so_memory_stays_bounded(tmp_path):
     path = file_of(tmp_path, 9 * CHUNK)
-    part = Part(number=1, offset=0, size=9 * CHUNK)
-    body = PartBody(_piece(path, part), chunk_size=CHUNK, hasher=LaneHasher(kernel=slow_kernel),
-                    on_chunk=lambda n: None)
-    transport = HoldingTransport(hold)
-    await body.write(Writer(transport))  # type: ignore[arg-type]
-    assert transport.flush() == path.read_bytes()
+    hashed: list[int] = []
+
+    def kernel(digests: Sequence[Digest], chunks: Sequence[memoryview]) -> None:
+        slow_kernel(digests, chunks)
+        hashed.extend(len(c) for c in chunks)
+
+    body = body_of(path, Part(1, 0, 9 * CHUNK), hasher=LaneHasher(kernel=kernel))
+    read = 0
+    async for chunk in body:
+        read += len(chunk)
+        assert read - sum(hashed) <= 3 * CHUNK  # never more than two chunks ahead
     assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
 
 
-async def test_the_md5_counts_every_chunk_even_when_aiohttp_cancels_the_body_early(tmp_path):
-    # Once the storage answers, aiohttp cancels the body's task: the last chunks may have
-    # been sent but not yet hashed.
+async def test_the_md5_counts_every_chunk_even_when_aiohttp_stops_the_body_early(tmp_path):
+    # Once the storage answers, aiohttp may stop iterating the body: the last chunks may
+    # have been sent but not yet hashed.
     path = file_of(tmp_path, 4 * CHUNK)
-    body = PartBody(_piece(path, Part(1, 0, 4 * CHUNK)), chunk_size=CHUNK,
-                    hasher=LaneHasher(kernel=slow_kernel), on_chunk=lambda n: None)
-    transport = HoldingTransport(0)
-    sending = asyncio.create_task(body.write(Writer(transport)))  # type: ignore[arg-type]
-    while len(transport.received) < 4 * CHUNK:
-        await asyncio.sleep(0.001)
-    sending.cancel()
+    body = body_of(path, Part(1, 0, 4 * CHUNK), hasher=LaneHasher(kernel=slow_kernel))
+    chunks = aiter(body)
+    for _ in range(4):
+        await anext(chunks)
     assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
 
 
 async def test_progress_is_reported_chunk_by_chunk(tmp_path):
     path = file_of(tmp_path, 3 * CHUNK)
     seen: list[int] = []
-    body = PartBody(_piece(path, Part(1, 0, 3 * CHUNK - 10)), chunk_size=CHUNK, hasher=LaneHasher(),
-                    on_chunk=seen.append)
-    await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
+    body = body_of(path, Part(1, 0, 3 * CHUNK - 10), on_chunk=seen.append)
+    assert len([chunk async for chunk in body]) == 3
     assert seen == [CHUNK, CHUNK, CHUNK - 10]
 
 
 async def test_a_body_is_sent_once(tmp_path):
     path = file_of(tmp_path, CHUNK)
-    body = PartBody(_piece(path, Part(1, 0, CHUNK)), chunk_size=CHUNK, hasher=LaneHasher(),
-                    on_chunk=lambda n: None)
-    await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
-    assert body.consumed
+    body = body_of(path, Part(1, 0, CHUNK))
+    assert [chunk async for chunk in body]
     with pytest.raises(RuntimeError, match="sent once"):
-        await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
+        aiter(body)
 
 
 async def test_a_file_cut_short_while_sending_is_a_clear_error(tmp_path):
     path = file_of(tmp_path, 2 * CHUNK)
-    body = PartBody(_piece(path, Part(1, 0, 4 * CHUNK)), chunk_size=CHUNK, hasher=LaneHasher(),
-                    on_chunk=lambda n: None)
+    body = body_of(path, Part(1, 0, 4 * CHUNK))
     with pytest.raises(FileChangedError, match="became shorter"):
-        await body.write(Writer(HoldingTransport(0)))  # type: ignore[arg-type]
+        [chunk async for chunk in body]
+    assert isinstance(body.failure, FileChangedError)
+
+
+async def test_a_file_that_cannot_be_read_is_a_transfer_error(tmp_path):
+    path = tmp_path / "gone.mp4"
+    body = body_of(path, Part(1, 0, CHUNK))
+    with pytest.raises(TransferError, match="cannot read"):
+        [chunk async for chunk in body]
 
 
 @pytest.mark.parametrize("chunk", [4096, CHUNK, 10 * CHUNK])

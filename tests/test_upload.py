@@ -192,8 +192,9 @@ async def test_a_job_created_by_a_run_that_died_is_not_created_twice(settings, t
     state = tmp_path / "state"
     # A run noted its intent, the service created its job, and the run died before it
     # could record the job id.
-    with Journal(state, "name:orphan", video) as journal:
-        journal.record_intent("orphan", FileIdentity.of(video))
+    async with Journal(state, service=(settings.endpoint, settings.project_id),
+                       job_key="name:orphan", video=video) as journal:
+        await journal.record_intent("orphan", FileIdentity.of(video))
     async with MetaStudioClient(settings) as client:
         orphan = (await client.create_job("orphan", video_multipart_count=1)).job_id
         result = await upload_video(video, name="orphan", settings=settings, state_dir=state)
@@ -322,7 +323,7 @@ def test_journal_is_private(tmp_path: Path):
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     header, file = (json.loads(line) for line in journal.read_text().splitlines()[:2])
-    assert header["kind"] == "header" and header["version"] == 2
+    assert header["kind"] == "header" and header["version"] == 3
     assert file["kind"] == "file" and file["sizes"] == [524288] * 4
 
 

@@ -14,9 +14,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from uploader._errors import ApiError
+from uploader._errors import MalformedAnswerError, RefusedError, UnreachableError
 from uploader._models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
-from uploader._retry import Backoff
+from uploader._retry import Backoff, never_connected, retry, retry_after
 from uploader._settings import Settings
 from uploader._signing import DATE_FORMAT, authorization, canonical_query
 
@@ -37,9 +37,10 @@ class MetaStudioClient:
     """Async client of the MetaStudio training-job API.
 
     Give it a `session` to share connections, `clock` and `sleep` to control time in tests.
-    Idempotent calls (GET, update, GET_MULTIPART_UPLOADED) are retried on connection errors,
-    timeouts and 5xx with `backoff`; create and confirm are sent once, since a lost answer to
-    them cannot be told apart from a lost request.
+    Every call is retried with `backoff` on 429 (honouring Retry-After) and when it cannot
+    have reached the service (connection refused); idempotent calls (GET, update,
+    GET_MULTIPART_UPLOADED) also on 5xx, timeouts and lost answers. Create, confirm and
+    submit are not: a lost answer to them cannot be told from a lost request.
     """
 
     def __init__(
@@ -131,18 +132,17 @@ class MetaStudioClient:
         pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                  for k, v in (query or {}).items()]
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        failures = 0
-        while True:
-            try:
-                return await self._send(method, path, pairs, payload, job_id)
-            except ApiError as exc:
-                failures += 1
-                retryable = exc.status is None or exc.status >= 500
-                if not (idempotent and retryable) or failures >= self._backoff.attempts:
-                    raise
-                delay = self._backoff.delay(failures)
-                log.info("%s %s failed (%s); retrying in %.1f s", method, path, exc, delay)
-                await self._sleep(delay)
+
+        def retryable(exc: Exception) -> bool:
+            if isinstance(exc, RefusedError):  # 429: not carried out; 5xx: perhaps it was
+                return exc.status == 429 or (idempotent and (exc.status or 0) >= 500)
+            if isinstance(exc, UnreachableError):
+                return idempotent or not exc.may_have_arrived
+            return False  # a malformed answer is not a lost one
+
+        return await retry(lambda: self._send(method, path, pairs, payload, job_id),
+                           backoff=self._backoff, retryable=retryable,
+                           what=f"{method} {path}", sleep=self._sleep)
 
     async def _send(
         self, method: str, path: str, query: list[tuple[str, str]], payload: bytes,
@@ -160,10 +160,10 @@ class MetaStudioClient:
                 raw = await response.read()
                 return _decode(response, raw, job_id)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ApiError(
+            raise UnreachableError(
                 f"cannot reach MetaStudio at {self.settings.endpoint}: "
                 f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}",
-                job_id=job_id,
+                may_have_arrived=not never_connected(exc), job_id=job_id,
             ) from exc
 
     def _headers(
@@ -208,20 +208,22 @@ def _decode(response: aiohttp.ClientResponse, raw: bytes, job_id: str | None) ->
         data = None
     if response.status < 400:
         if not isinstance(data, dict):
-            raise ApiError(
+            raise MalformedAnswerError(
                 "MetaStudio sent a malformed answer: not a JSON object",
                 status=response.status, request_id=request_id, job_id=job_id,
             )
         return data
-    if not isinstance(data, dict):
+    if isinstance(data, dict):
+        code, msg = data.get("error_code"), data.get("error_msg")
+        error = RefusedError(
+            f"MetaStudio refused the request: {msg or 'no message'}",
+            status=response.status, error_code=str(code) if code else None,
+            error_msg=str(msg) if msg else None, request_id=request_id, job_id=job_id)
+    else:
         kind = response.content_type or "no content type"
-        raise ApiError(
+        error = RefusedError(
             f"MetaStudio answered HTTP {response.status} without a JSON error ({kind})",
-            status=response.status, request_id=request_id, job_id=job_id,
-        )
-    code, msg = data.get("error_code"), data.get("error_msg")
-    raise ApiError(
-        f"MetaStudio refused the request: {msg or 'no message'}",
-        status=response.status, error_code=str(code) if code else None,
-        error_msg=str(msg) if msg else None, request_id=request_id, job_id=job_id,
-    )
+            status=response.status, request_id=request_id, job_id=job_id)
+    error.retry_after = retry_after(response.headers.get("Retry-After"))
+    raise error
+

@@ -1,12 +1,15 @@
 """Every error the library raises, under one root.
 
     UploaderError
-    ├── UsageError            a request that cannot be carried out as asked (exit 2)
+    ├── UsageError            a value that cannot be used as given (exit 2)
     │   ├── PlanError         an impossible part plan
-    │   └── MissingFilesError a submit without a file the review requires
+    │   ├── MissingFilesError a submit without a file the review requires
+    │   └── SettingsError     a missing, malformed or contradictory setting (exit 4)
     ├── PreflightError        a file would fail review; nothing was sent (exit 3)
-    ├── SettingsError         a missing or contradictory setting (exit 4)
-    ├── ApiError              MetaStudio answered with an error, or could not be reached (exit 4)
+    ├── ApiError              an API call failed (exit 4)
+    │   ├── UnreachableError  MetaStudio could not be reached
+    │   ├── RefusedError      MetaStudio answered with an error (status, code, request id)
+    │   └── MalformedAnswerError  MetaStudio's answer is not what the API documents
     ├── JobStateError         the job cannot take a video in its current state (exit 4)
     ├── JournalError          the local journal forbids going on (exit 4)
     │   ├── JobLockedError    another run is uploading to the same job
@@ -32,11 +35,14 @@ __all__ = [
     "JobLockedError",
     "JobStateError",
     "JournalError",
+    "MalformedAnswerError",
     "MissingFilesError",
     "PlanError",
     "PreflightError",
+    "RefusedError",
     "SettingsError",
     "TransferError",
+    "UnreachableError",
     "UploaderError",
     "UsageError",
 ]
@@ -87,8 +93,9 @@ class PreflightError(UploaderError):
         self.report = report
 
 
-class SettingsError(UploaderError):
-    """A setting is missing, malformed, or contradicts another."""
+class SettingsError(UsageError):
+    """A setting is missing, malformed, or contradicts another (exit 4: the CLI's settings
+    come from the environment, not its arguments)."""
 
     exit_code = 4
 
@@ -98,7 +105,8 @@ class SettingsError(UploaderError):
 
 
 class ApiError(UploaderError):
-    """MetaStudio answered with an error, or could not be reached (`status` is then None)."""
+    """An API call failed: one of the three subclasses says how. `status` is None when no
+    answer came; `retry_after` is the wait (seconds) the service asked for, if any."""
 
     exit_code = 4
 
@@ -120,6 +128,25 @@ class ApiError(UploaderError):
         self.error_code = error_code
         self.error_msg = error_msg
         self.request_id = request_id
+        self.retry_after: float | None = None
+
+
+class UnreachableError(ApiError):
+    """No answer came. `may_have_arrived` is False when the request cannot have reached the
+    service (the connection was refused or never made, the host name did not resolve)."""
+
+    def __init__(self, message: str, *, may_have_arrived: bool, job_id: str | None = None
+                 ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.may_have_arrived = may_have_arrived
+
+
+class RefusedError(ApiError):
+    """MetaStudio answered with an error status (4xx, 5xx)."""
+
+
+class MalformedAnswerError(ApiError):
+    """MetaStudio answered, but not as the API documents (not JSON, fields missing...)."""
 
 
 class JobStateError(UploaderError):

@@ -1,19 +1,27 @@
 """The local journal of one upload: crash-safe, private, and locked against a second run.
 
-One append-only file of JSON lines per (job, training video), each line fsync'd before the
-write is trusted: a header with the job, then a `file` record per file of the job (its kind,
-identity and part sizes), `urls` records (the links of the create/update answer and when
-they were issued), `part` records (a piece sent, with its MD5) and `step` records (a confirm
-or the submit done).
-A crash can only cut the last line short, and a short last line is ignored. The folder is
-0700 and the file 0600: the URLs in it are credentials for as long as they are valid.
+One append-only file of JSON lines per (service, job or name, training video), each line
+fsync'd before the write is trusted: a header with the job, then a `file` record per file of
+the job (its kind, identity and part sizes), `urls` records (the links of the create/update
+answer and when they were issued), `part` records (a piece sent, with its MD5) and `step`
+records (a confirm or the submit done).
+
+A record is whole or ignored: a crash or a full disk can only cut the last line short, and
+that tail is cut off before anything is appended after it; a line that does not read as a
+record is skipped with a warning. A journal of another version is set aside (emptied): what
+the server holds is checked against the file anyway. The file itself is the lock of its
+(job or name, video); a run on a job also holds the job's lock file, so that two videos never
+go to one job at once. State files are private and never followed (`_statefile`).
+Every method that touches the disk runs in a worker thread: a slow disk stalls no transfer.
 """
 
 from __future__ import annotations
 
-import fcntl
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -22,11 +30,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from uploader._errors import JobLockedError, JournalError
+from uploader._errors import JournalError
+from uploader._statefile import StateFile, open_locked
 
 __all__ = ["FileIdentity", "Journal", "default_state_dir"]
 
-_VERSION = 2
+log = logging.getLogger("uploader")
+
+_VERSION = 3
 _EDGE = 1024 * 1024
 
 
@@ -50,7 +61,7 @@ class FileIdentity:
     def of(cls, path: Path) -> FileIdentity:
         resolved = path.resolve()
         info = resolved.stat()
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(usedforsecurity=False)
         with resolved.open("rb") as handle:
             digest.update(handle.read(_EDGE))
             handle.seek(max(0, info.st_size - _EDGE))
@@ -58,20 +69,17 @@ class FileIdentity:
         return cls(str(resolved), info.st_size, info.st_mtime_ns, digest.hexdigest())
 
 
-def _unusable(where: Path, exc: OSError) -> JournalError:
-    return JournalError(f"cannot use the journal at {where}: {exc.strerror or exc}; free some "
-                        "space or choose another --state-dir, then run the command again")
-
-
 def _digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    return hashlib.sha256("\0".join(parts).encode(), usedforsecurity=False).hexdigest()[:24]
 
 
 class Journal:
-    """The journal of uploading one file to one job (or to the job a name created).
+    """The journal of uploading one file to one job (or to the job a name created) of one
+    service (`service`: its endpoint and project id).
 
-    Use as a context manager: entering takes the lock (JobLockedError if another run holds
-    it) and reads what an earlier run recorded; leaving releases the lock and keeps the file.
+    Use as an async context manager: entering takes the lock (JobLockedError if another run
+    holds it) and reads what an earlier run recorded (nothing with `restart`); leaving
+    releases the locks, and deletes the file if it holds nothing worth keeping.
     """
 
     header: dict[str, Any] | None
@@ -82,130 +90,207 @@ class Journal:
     parts: dict[tuple[str, int], str]
     steps: set[str]
 
-    def __init__(self, state_dir: Path, job_key: str, video: Path) -> None:
+    def __init__(self, state_dir: Path, *, service: tuple[str, str], job_key: str,
+                 video: Path, restart: bool = False) -> None:
         self.folder = state_dir
-        self.path = state_dir / f"{_digest(job_key, str(video.resolve()))}.jsonl"
-        self._job_key = job_key
+        self._service = service
+        self.path = state_dir / f"{_digest(*service, job_key, str(video.resolve()))}.jsonl"
+        self._job_key, self._restart = job_key, restart
         self._forget()
-        self._fd: int | None = None
-        self._locks: dict[str, int] = {}
-        self._appending = threading.Lock()
+        self._file: StateFile | None = None
+        self._locks: dict[str, StateFile] = {}
+        self._size = 0
+        self._writing = threading.Lock()
 
-    def __enter__(self) -> Journal:
-        # A folder we create is private; one the user named is left as it is (it may be
-        # shared, like /tmp): the journal and lock files in it are 0600 either way.
-        try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.lock(self._job_key)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        except OSError as exc:
-            self.__exit__(None, None, None)
-            raise _unusable(self.folder, exc) from exc
-        self._replay()
+    # ---- opening and closing -------------------------------------------------------------
+
+    async def __aenter__(self) -> Journal:
+        await asyncio.to_thread(self._open)
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        for fd in self._locks.values():
-            os.close(fd)  # closing releases the lock
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _open(self) -> None:
+        busy = (f"another uploader run is uploading this file ({self._job_key}); wait for it "
+                "to finish, then run the command again")
+        try:
+            # A folder we create is private; one the user named is left as it is (it may be
+            # shared, like /tmp): the files in it are private either way.
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._file = open_locked(self.path, busy=busy)
+            data = b"" if self._restart else _read_all(self._file.fd)
+            whole = data[:data.rfind(b"\n") + 1]
+            if whole != data or self._restart:
+                os.ftruncate(self._file.fd, len(whole))
+        except OSError as exc:
+            self._close()
+            raise self._unusable(self.folder, exc) from exc
+        except BaseException:
+            self._close()
+            raise
+        if whole != data:
+            log.warning("the journal %s ended in a cut record (a crash, or a full disk); it "
+                        "was ignored", self.path)
+        self._size = len(whole)
+        self._replay(whole)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            if self.header is None and self.intent is None:
+                self._file.remove()  # nothing worth keeping
+            self._file.close()
+            self._file = None
+        for lock in self._locks.values():
+            lock.remove()
         self._locks.clear()
 
-    def lock(self, job_key: str) -> None:
-        """Hold the lock of `job_key` ("job:ID" or "name:NAME") until exit."""
-        if job_key in self._locks:
-            return
-        path = self.folder / f"{_digest(job_key)}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise JobLockedError(
-                f"another uploader run is uploading to this job ({job_key}); wait for it to "
-                "finish, then run the command again"
-            ) from None
-        self._locks[job_key] = fd
+    async def lock_job(self, job_id: str) -> None:
+        """Hold the lock of job `job_id` until exit: one video goes to a job at a time."""
+        if job_id not in self._locks:
+            busy = (f"another uploader run is uploading to job {job_id}; wait for it to "
+                    "finish, then run the command again")
+            path = self.folder / f"{_digest(*self._service, 'job', job_id)}.lock"
+            self._locks[job_id] = await asyncio.to_thread(
+                open_locked, path, busy=busy, job_id=job_id)
 
-    def _replay(self) -> None:
-        with open(self.path, encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-        records = []
-        for index, line in enumerate(lines):
-            if not line:
-                continue
+    # ---- reading -------------------------------------------------------------------------
+
+    def _replay(self, data: bytes) -> None:
+        skipped = 0
+        for line in data.splitlines():
             try:
-                records.append(json.loads(line))
-            except ValueError:
-                if index < len(lines) - 2:  # only a crash-cut last line is forgiven
-                    raise JournalError(f"the journal {self.path} is corrupt; delete it or "
-                                       "run with --restart") from None
-        if records and records[0].get("version") != _VERSION:
-            raise JournalError(f"the journal {self.path} was written by another version of "
-                               "uploader; run with --restart") from None
-        for record in records:
-            self._apply(record)
+                record = json.loads(line)
+                self._apply(record)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                skipped += 1
+        if skipped:
+            log.warning("the journal %s had %d unreadable record(s); they were ignored",
+                        self.path, skipped)
+        version = (self.header or self.intent or {}).get("version", _VERSION)
+        if version != _VERSION:
+            log.warning("the journal %s was written by another version of uploader; it was "
+                        "set aside (what the service holds is checked against the files)",
+                        self.path)
+            self._truncate()
 
     def _apply(self, record: dict[str, Any]) -> None:
-        kind = record.get("kind")
+        kind = record["kind"]
         if kind == "intent":
-            self.intent = record
+            self._forget()
+            self.intent = {"name": str(record["name"]), "identity": dict(record["identity"]),
+                           "at": float(record["at"]), "version": record["version"]}
         elif kind == "header":
             self._forget()
-            self.header = record
+            self.header = {"job_id": str(record["job_id"]), "version": record["version"]}
         elif kind == "file":
             self.files[record["file"]] = (FileIdentity(**record["identity"]),
-                                          tuple(record["sizes"]))
+                                          tuple(int(s) for s in record["sizes"]))
         elif kind == "urls":
-            self.urls, self.urls_issued_at = record["links"], record["issued_at"]
+            self.urls, self.urls_issued_at = dict(record["links"]), float(record["issued_at"])
         elif kind == "part":
-            self.parts[(record["file"], int(record["number"]))] = record["md5"]
+            self.parts[(str(record["file"]), int(record["number"]))] = str(record["md5"])
         elif kind == "drop":
             for number in record["numbers"]:
                 self.parts.pop((record["file"], int(number)), None)
         elif kind == "step":
-            self.steps.add(record["step"])
-
-    def _append(self, record: dict[str, Any]) -> None:
-        """Write one record durably; callable from worker threads, one at a time."""
-        assert self._fd is not None, "the journal is not open"
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-        with self._appending:
-            try:
-                os.write(self._fd, line)
-                os.fsync(self._fd)
-            except OSError as exc:
-                raise _unusable(self.path, exc) from exc
-            self._apply(record)
+            self.steps.add(str(record["step"]))
 
     @property
     def job_id(self) -> str | None:
         return None if self.header is None else str(self.header["job_id"])
 
-    def start(self, job_id: str) -> None:
-        """Begin anew: forget every earlier record (the file is truncated first)."""
-        self._truncate()
-        self._append({"kind": "header", "version": _VERSION, "job_id": job_id})
+    # ---- writing -------------------------------------------------------------------------
 
-    def record_file(self, kind: str, identity: FileIdentity, sizes: tuple[int, ...]) -> None:
-        """Note the file of `kind` being uploaded, and how it is cut into parts."""
-        self._append({"kind": "file", "file": kind, "identity": asdict(identity),
-                      "sizes": list(sizes)})
+    async def _append(self, record: dict[str, Any], *, fresh: bool = False) -> None:
+        """Write one record durably (after emptying the file, with `fresh`), then apply it."""
+        await asyncio.to_thread(self._write, record, fresh)
+        if fresh:
+            self._forget()
+        self._apply(record)
 
-    def record_intent(self, name: str, identity: FileIdentity) -> None:
-        """Note, before creating job `name`, that this run is about to: should it be cut
-        short after the service created the job, the next run can find that job."""
-        self._truncate()
-        self._append({"kind": "intent", "version": _VERSION, "name": name,
-                      "identity": asdict(identity), "at": time.time()})
+    def _write(self, record: dict[str, Any], fresh: bool) -> None:
+        assert self._file is not None, "the journal is not open"
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self._writing:
+            fd = self._file.fd
+            try:
+                if fresh:
+                    os.ftruncate(fd, 0)
+                    self._size = 0
+                written = 0
+                while written < len(line):  # O_APPEND: each write lands at the end
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except OSError as exc:
+                # Leave no partial record for the next one to be glued to (should this fail
+                # too, the next open cuts the partial record off).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._size)
+                raise self._unusable(self.path, exc) from exc
+            self._size += len(line)
+
+    def _unusable(self, where: Path, exc: OSError) -> JournalError:
+        job = f" (job {self.job_id})" if self.job_id else ""
+        return JournalError(
+            f"cannot use the journal at {where}{job}: {exc.strerror or exc}; free some space "
+            "or choose another state folder, then run the command again", job_id=self.job_id)
+
+    async def start(self, job_id: str) -> None:
+        """Begin anew on `job_id`: every earlier record is forgotten (and erased)."""
+        await self._append({"kind": "header", "version": _VERSION, "job_id": job_id},
+                           fresh=True)
+
+    async def set_aside(self, reason: str) -> None:
+        """Forget and erase what an earlier run recorded, saying why."""
+        log.warning("the journal of an earlier run was set aside: %s", reason)
+        await asyncio.to_thread(self._truncate)
 
     def _truncate(self) -> None:
-        assert self._fd is not None
-        os.ftruncate(self._fd, 0)
+        assert self._file is not None
+        with self._writing:
+            os.ftruncate(self._file.fd, 0)
+            self._size = 0
+        self._forget()
+
+    async def record_intent(self, name: str, identity: FileIdentity) -> None:
+        """Note, before creating job `name`, that this run is about to: should it be cut
+        short after the service created the job, the next run can find that job."""
+        await self._append({"kind": "intent", "version": _VERSION, "name": name,
+                            "identity": asdict(identity), "at": time.time()}, fresh=True)
+
+    async def drop_intent(self) -> None:
+        """The create was refused: no job can have come of the intent."""
+        await asyncio.to_thread(self._truncate)
+
+    async def record_file(self, kind: str, identity: FileIdentity,
+                          sizes: tuple[int, ...]) -> None:
+        """Note the file of `kind` being uploaded, and how it is cut into parts."""
+        await self._append({"kind": "file", "file": kind, "identity": asdict(identity),
+                            "sizes": list(sizes)})
+
+    async def record_urls(self, links: dict[str, Any], issued_at: float | None = None) -> None:
+        """Note the links of a create/update answer (link field: URL or list of URLs)."""
+        await self._append({"kind": "urls", "links": links,
+                            "issued_at": time.time() if issued_at is None else issued_at})
+
+    async def record_part(self, key: tuple[str, int], md5: str) -> None:
+        """Note piece `key` (file kind, part number) stored, with its MD5."""
+        await self._append({"kind": "part", "file": key[0], "number": key[1], "md5": md5})
+
+    async def forget_parts(self, kind: str, numbers: list[int]) -> None:
+        await self._append({"kind": "drop", "file": kind, "numbers": numbers})
+
+    async def record_step(self, step: str) -> None:
+        """Note a step done (a confirm command, the submit), so a re-run does not redo it."""
+        await self._append({"kind": "step", "step": step})
+
+    async def remove(self) -> None:
+        """Delete the journal: the job is done and nothing is left to resume."""
+        file, self._file = self._file, None
+        if file is not None:
+            await asyncio.to_thread(file.remove)
         self._forget()
 
     def _forget(self) -> None:
@@ -218,22 +303,11 @@ class Journal:
         self.parts = {}
         self.steps = set()
 
-    def record_urls(self, links: dict[str, Any], issued_at: float | None = None) -> None:
-        """Note the links of a create/update answer (link field: URL or list of URLs)."""
-        self._append({"kind": "urls", "links": links,
-                      "issued_at": time.time() if issued_at is None else issued_at})
 
-    def record_part(self, key: tuple[str, int], md5: str) -> None:
-        """Note piece `key` (file kind, part number) stored, with its MD5."""
-        self._append({"kind": "part", "file": key[0], "number": key[1], "md5": md5})
-
-    def forget_parts(self, kind: str, numbers: list[int]) -> None:
-        self._append({"kind": "drop", "file": kind, "numbers": numbers})
-
-    def record_step(self, step: str) -> None:
-        """Note a step done (a confirm command, the submit), so a re-run does not redo it."""
-        self._append({"kind": "step", "step": step})
-
-    def remove(self) -> None:
-        """Delete the journal: the upload is confirmed and nothing is left to resume."""
-        self.path.unlink(missing_ok=True)
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from uploader._errors import ApiError
+from uploader._errors import MalformedAnswerError
 
 __all__ = [
     "CommandResult",
@@ -22,8 +22,8 @@ __all__ = [
 Json = dict[str, Any]
 
 
-def _malformed(what: str) -> ApiError:
-    return ApiError(f"MetaStudio sent a malformed answer: {what}")
+def _malformed(what: str) -> MalformedAnswerError:
+    return MalformedAnswerError(f"MetaStudio sent a malformed answer: {what}")
 
 
 def _str(data: Json, key: str, *, required: bool = False) -> str | None:

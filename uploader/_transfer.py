@@ -13,21 +13,21 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import aiohttp
-import aiohttp.payload
-from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
-from uploader._errors import FileChangedError, TransferError, UploaderError
+from uploader import _checks as checks
+from uploader._errors import FileChangedError, TransferError, UploaderError, UsageError
 from uploader._hashing import Hashed, LaneHasher, new_md5
 from uploader._plan import Piece
 from uploader._redact import redact
-from uploader._retry import Backoff
+from uploader._retry import Backoff, never_connected, retry, retry_after
 
 __all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "piece_md5",
            "pieces_md5", "send_pieces", "stored_object_etag"]
@@ -64,10 +64,13 @@ class TransferConfig:
         return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.concurrency <= 64:
-            raise ValueError("concurrency must be from 1 to 64")
-        if self.chunk_size < 4096 or self.stall_timeout <= 0:
-            raise ValueError("chunk_size must be at least 4 KiB and stall_timeout positive")
+        checks.whole(self.concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY)
+        checks.whole(self.chunk_size, "chunk_size", low=4096)
+        checks.number(self.stall_timeout, "stall_timeout")
+        checks.number(self.connect_timeout, "connect_timeout")
+        checks.whole(self.max_refreshes, "max_refreshes", low=0)
+        if not isinstance(self.backoff, Backoff):
+            raise UsageError(f"backoff must be a Backoff, not {self.backoff!r}")
 
 
 class UrlSource(Protocol):
@@ -86,11 +89,12 @@ class PartFailure(Exception):
     """One attempt at one part failed; the fields say whether to retry and how."""
 
     def __init__(self, reason: str, *, retryable: bool, url_refused: bool = False,
-                 status: int | None = None) -> None:
+                 status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retryable = retryable
         self.url_refused = url_refused
         self.status = status
+        self.retry_after = retry_after
 
 
 def etag_matches(etag: str, md5_hex: str) -> bool | None:
@@ -140,12 +144,11 @@ def _checked(got: int, path: Path) -> int:
 
 
 class _PartReader:
-    """One part of the file, read chunk by chunk into two alternating buffers, each chunk
-    handed to the hasher as it is read: memory stays near two chunks whatever the part size.
-
-    A buffer is refilled only once its last chunk is hashed, and only if what the connection
-    still queues (`queued`) is no more than the chunk read since: asyncio since 3.12 queues
-    unsent data by reference, not by copy. Otherwise a fresh buffer takes its place.
+    """One part of the file, read chunk by chunk, each chunk handed to the hasher as it is
+    read. Every chunk is a new `bytes` object: whoever holds it (the connection's write
+    queue, the hasher) holds an immutable object that stays valid for as long as they keep
+    it, whatever asyncio or aiohttp do with it. At most two chunks are read ahead of the
+    hasher, so memory stays near two chunks per part.
     """
 
     def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher) -> None:
@@ -153,14 +156,15 @@ class _PartReader:
         self._chunk = min(chunk_size, part.size)
         self._hasher = hasher
         self._digest = new_md5()
-        self._buffers: list[bytearray | None] = [None, None]
-        self._hashed: list[Hashed | None] = [None, None]  # each buffer's last chunk
-        self._turn = self._last = 0  # `_last`: the length of the chunk read last
+        self._hashed: list[Hashed] = []
         self._position, self._end = part.offset, part.offset + part.size
         self._fd = -1
 
     async def __aenter__(self) -> _PartReader:
-        self._fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY)
+        try:
+            self._fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
         self._hasher.open()
         return self
 
@@ -168,80 +172,66 @@ class _PartReader:
         self._hasher.close()
         os.close(self._fd)
 
-    async def read(self, queued: Callable[[], int] = lambda: 0) -> memoryview | None:
+    async def read(self) -> bytes | None:
         """The next chunk, or None after the last."""
         if self._position >= self._end:
             return None
-        turn = self._turn
-        pending = self._hashed[turn]
-        if pending is not None:
-            await pending
-        # This buffer went out two chunks ago. What the connection still queues is the tail
-        # of what was written; if that is more than the last chunk, part of this buffer may
-        # be queued by reference: leave it be and take a fresh one.
-        buffer = self._buffers[turn]
-        if buffer is None or queued() > self._last:
-            buffer = self._buffers[turn] = bytearray(self._chunk)
-        view = memoryview(buffer)[:min(self._chunk, self._end - self._position)]
-        got = _checked(await asyncio.to_thread(os.preadv, self._fd, [view], self._position),
-                       self._path)
-        chunk = view[:got]
-        self._hashed[turn] = self._hasher.add(self._digest, chunk)
-        self._position += got
-        self._last, self._turn = got, 1 - turn
+        if len(self._hashed) >= 2:
+            await self._hashed.pop(0)
+        size = min(self._chunk, self._end - self._position)
+        try:
+            chunk = await asyncio.to_thread(os.pread, self._fd, size, self._position)
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
+        _checked(len(chunk), self._path)
+        self._hashed.append(self._hasher.add(self._digest, memoryview(chunk)))
+        self._position += len(chunk)
         return chunk
 
     async def md5_hex(self) -> str:
         """The MD5 of what was read, once the hasher is through with it."""
-        for pending in self._hashed:
-            if pending is not None:
-                await pending
+        while self._hashed:
+            await self._hashed.pop(0)
         return self._digest.hexdigest()
 
 
-class PartBody(aiohttp.payload.Payload):
-    """One part of the file as a request body, hashed on the way out.
+def _unreadable(path: Path, exc: OSError) -> TransferError:
+    return TransferError(f"cannot read {path}: {exc.strerror or exc}; what was sent so far "
+                         "is kept")
 
-    Chunks come from a `_PartReader` and go to the connection without a copy. The body is sent
-    once: aiohttp must not replay it on a dropped connection, since the engine counts and
-    retries attempts itself.
-    """
+
+class PartBody:
+    """A part as a request body: an async iterable of chunks (aiohttp streams those, per
+    its documentation), hashed on the way out. Iterable once: a second iteration (a replay)
+    fails rather than send a short body; the engine, not aiohttp, retries a part."""
 
     def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher,
                  on_chunk: Callable[[int], None]) -> None:
-        super().__init__(None, content_type=part.content_type)
-        self._size = part.size
         self._reader = _PartReader(part, chunk_size=chunk_size, hasher=hasher)
         self._on_chunk = on_chunk
-        self.file_changed: FileChangedError | None = None  # why the body stopped, if so
+        self._started = False
+        self.failure: UploaderError | None = None  # why the body stopped, if it did
 
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        raise TypeError("a part of a video has no text form")
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        if self._consumed:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._started:
             raise RuntimeError("a part body is sent once; the engine retries, not aiohttp")
-        self._consumed = True
+        self._started = True
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         try:
             async with self._reader as reader:
-                while (chunk := await reader.read(lambda: _queued(writer))) is not None:
-                    await writer.write(chunk)
+                while (chunk := await reader.read()) is not None:
+                    yield chunk
                     self._on_chunk(len(chunk))
-        except FileChangedError as exc:  # aiohttp reports it as a connection error
-            self.file_changed = exc
+        except UploaderError as exc:  # aiohttp reports it as a connection error
+            self.failure = exc
             raise
 
     async def md5_hex(self) -> str:
-        """The MD5 of what was sent. Asked after the answer: aiohttp cancels the body's task
-        once the storage has answered, which may be before the last chunks are hashed (they
-        are handed to the hasher as they are sent)."""
+        """The MD5 of what was sent. Asked after the answer: the storage may answer before
+        the last chunks are hashed (they are handed to the hasher as they are sent)."""
         return await self._reader.md5_hex()
-
-
-def _queued(writer: AbstractStreamWriter) -> int:
-    """Bytes written to the connection but not yet sent."""
-    transport = getattr(writer, "transport", None)
-    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 async def put_part(
@@ -264,12 +254,16 @@ async def put_part(
                 text = "" if response.status == 200 else (await response.text())[:2000]
                 etag = response.headers.get("ETag")
                 status = response.status
+                asked = retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientError as exc:
-            if body.file_changed is not None:
-                raise body.file_changed from None
-            raise PartFailure(redact(f"{type(exc).__name__}: {exc}"), retryable=True) from exc
+            if body.failure is not None:
+                raise body.failure from None
+            reason = redact(f"{type(exc).__name__}: {exc}")
+            if never_connected(exc):  # a host that is gone: as good as a spent link
+                raise PartFailure(reason, retryable=False, url_refused=True) from exc
+            raise PartFailure(reason, retryable=True) from exc
     if status != 200:
-        raise _failure_for(status, text)
+        raise _failure_for(status, text, asked)
     md5_hex = await body.md5_hex()
     match = etag_matches(etag or "", md5_hex)
     if match is None:
@@ -280,11 +274,11 @@ async def put_part(
     return md5_hex
 
 
-def _failure_for(status: int, text: str) -> PartFailure:
+def _failure_for(status: int, text: str, asked: float | None) -> PartFailure:
     code = re.search(r"<Code>([^<]*)</Code>", text)
     reason = f"HTTP {status}" + (f" {code[1]}" if code else "")
     if status in _RETRYABLE_STATUS or status >= 500:
-        return PartFailure(reason, retryable=True, status=status)
+        return PartFailure(reason, retryable=True, status=status, retry_after=asked)
     if status in (403, 404):
         return PartFailure(reason, retryable=False, url_refused=True, status=status)
     return PartFailure(reason, retryable=False, status=status)
@@ -296,14 +290,14 @@ async def send_pieces(
     on_done: Callable[[Piece, str], Awaitable[None]], job_id: str | None = None,
 ) -> int:
     """Send `parts` (of any files: video parts and single files alike) with
-    `config.concurrency` workers; return the bytes put on the wire.
+    `config.concurrency` workers in one task group; return the bytes put on the wire.
 
-    A piece that cannot be sent stops new pieces from starting; those in flight finish, then
-    the first failure is raised as TransferError.
+    The first piece that cannot be sent cancels the others in flight (their bytes are
+    wound back), and is raised: as the UploaderError it is, or, for anything unforeseen, as
+    a TransferError that says what happened. Nothing outlives the call.
     """
-    queue = list(reversed(parts))
+    queue = deque(parts)
     hasher = LaneHasher()
-    failures: list[BaseException] = []
     sent = 0
 
     def counted(delta: int) -> None:
@@ -312,21 +306,43 @@ async def send_pieces(
         on_bytes(delta)
 
     async def worker() -> None:
-        while queue and not failures:
-            part = queue.pop()
-            try:
-                md5_hex = await _send_one(part, session=session, urls=urls,
-                                          config=config, hasher=hasher, on_bytes=counted,
-                                          on_settled=on_bytes, job_id=job_id)
-                await on_done(part, md5_hex)
-            except UploaderError as exc:  # a part that cannot be sent, or a journal failure
-                failures.append(exc)
-                return
+        while queue:
+            part = queue.popleft()
+            md5_hex = await _send_one(part, session=session, urls=urls, config=config,
+                                      hasher=hasher, on_bytes=counted, on_settled=on_bytes,
+                                      job_id=job_id)
+            await on_done(part, md5_hex)
 
-    await asyncio.gather(*(worker() for _ in range(min(config.concurrency, len(parts)))))
-    if failures:
-        raise failures[0]
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(config.concurrency, len(parts))):
+                group.create_task(worker())
+    except ExceptionGroup as failed:
+        raise _first_failure(failed, job_id) from None
     return sent
+
+
+def _first_failure(failed: ExceptionGroup[Exception], job_id: str | None) -> UploaderError:
+    """The error to report for a task group that failed: its first UploaderError, else the
+    first unforeseen exception wrapped (logged with its traceback at debug level)."""
+    leaves: list[Exception] = []
+    pending: list[Exception] = [failed]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, ExceptionGroup):
+            pending[:0] = list(exc.exceptions)
+        else:
+            leaves.append(exc)
+    for exc in leaves:
+        if isinstance(exc, UploaderError):
+            if exc.job_id is None:
+                exc.job_id = job_id
+            return exc
+    exc = leaves[0]
+    log.debug("the transfer failed", exc_info=exc)
+    return TransferError(f"the transfer stopped on an unexpected error: {type(exc).__name__}: "
+                         f"{redact(str(exc))}; what was sent so far is kept",
+                         job_id=job_id)
 
 
 async def _send_one(
@@ -334,11 +350,15 @@ async def _send_one(
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
     on_settled: Callable[[int], None], job_id: str | None,
 ) -> str:
-    """Send one part until it is stored. `on_bytes` follows the bytes put on the wire (back
-    down when an attempt fails); `on_settled` is told of a part the server turned out to hold
-    already, which counts as done without being sent again."""
-    failures = refreshes = 0
-    while True:
+    """Send one part until it is stored, with the one retry policy. `on_bytes` follows the
+    bytes put on the wire (back down when an attempt fails); `on_settled` is told of a part
+    the server turned out to hold already, which counts as done without being sent again.
+    A refused link (spent, expired, its host gone) is settled by asking the server whether
+    it holds the part, else replaced by fresh links and tried again at once."""
+    refreshes = 0
+
+    async def attempt() -> str:
+        nonlocal refreshes
         generation = urls.generation
         sent = 0
 
@@ -354,26 +374,42 @@ async def _send_one(
             on_bytes(-sent)  # the bar winds back: these bytes must be sent again
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
                 f"no progress for {config.stall_timeout:g} s", retryable=True)
-        if failure.url_refused:
-            stored = await _stored_md5(part, urls=urls, config=config, hasher=hasher)
-            if stored is not None:
-                log.info("%s: the server already holds it", part.label)
-                on_settled(part.size)
-                return stored
-            refreshes += 1
-            if refreshes > config.max_refreshes:
-                raise TransferError(f"{part.label} was refused ({failure}) even with fresh "
-                                    "URLs", job_id=job_id, part_number=part.number)
-            log.info("%s: URL refused (%s); getting fresh URLs", part.label, failure)
-            await urls.refresh(generation)
-            continue
+        if not failure.url_refused:
+            raise failure
+        stored = await _stored_md5(part, urls=urls, config=config, hasher=hasher)
+        if stored is not None:
+            log.info("%s: the server already holds it", part.label)
+            on_settled(part.size)
+            return stored
+        refreshes += 1
+        if refreshes > config.max_refreshes:
+            raise TransferError(f"{part.label} was refused ({failure}) even with fresh URLs",
+                                job_id=job_id, part_number=part.number)
+        log.info("%s: URL refused (%s); getting fresh URLs", part.label, failure)
+        await urls.refresh(generation)
+        raise _Refreshed
+
+    failures = 0
+
+    def retryable(exc: Exception) -> bool:
+        nonlocal failures
         failures += 1
-        if not failure.retryable or failures >= config.backoff.attempts:
-            raise TransferError(f"{part.label} failed after {failures} attempt(s): "
-                                f"{failure}", job_id=job_id, part_number=part.number)
-        delay = config.backoff.delay(failures)
-        log.info("%s failed (%s); retry %d in %.1f s", part.label, failure, failures, delay)
-        await asyncio.sleep(delay)
+        return isinstance(exc, PartFailure) and exc.retryable
+
+    while True:
+        failures = 0
+        try:
+            return await retry(attempt, backoff=config.backoff, retryable=retryable,
+                               what=part.label)
+        except _Refreshed:
+            continue  # fresh links: the retries start over
+        except PartFailure as failure:
+            raise TransferError(f"{part.label} failed after {failures} attempt(s): {failure}",
+                                job_id=job_id, part_number=part.number) from None
+
+
+class _Refreshed(Exception):
+    """A part's link was refused and fresh links were issued: try again at once."""
 
 
 async def _stored_md5(part: Piece, *, urls: UrlSource, config: TransferConfig,
@@ -399,4 +435,7 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
                 return None
             raise TransferError(f"reading a stored file's ETag answered HTTP {response.status}")
     except (aiohttp.ClientError, TimeoutError) as exc:
+        if never_connected(exc):  # the link's host is gone: the file is as good as absent
+            log.info("%s", redact(f"cannot reach a stored file's link ({exc!r}); sending it"))
+            return None
         raise TransferError(redact(f"cannot read a stored file's ETag: {exc!r}")) from exc

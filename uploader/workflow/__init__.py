@@ -19,11 +19,12 @@ from typing import Any
 
 import aiohttp
 
+from uploader import _checks as checks
 from uploader._api import MetaStudioClient
 from uploader._errors import ApiError, PreflightError, UsageError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._journal import FileIdentity, Journal, default_state_dir
-from uploader._plan import PartPlan, plan_parts
+from uploader._plan import MAX_PARTS, PartPlan, plan_parts
 from uploader._settings import Settings
 from uploader._states import explain_state
 from uploader._transfer import TransferConfig
@@ -41,12 +42,17 @@ from uploader.workflow.result import (
 )
 from uploader.workflow.send import Sender
 
-__all__ = ["FileResult", "SubmitResult", "UploadResult", "submit_job", "submit_job_sync",
+__all__ = ["STEPS", "FileResult", "SubmitResult", "UploadResult", "submit_job", "submit_job_sync",
            "upload_video", "upload_video_sync"]
 
 log = logging.getLogger("uploader")
 
 Progress = Callable[[int, int], None]
+OnStep = Callable[[str, str], None]
+
+#: What `on_step` is told, in order: "sending" (the job is known, its files go out),
+#: "confirmed" (every file is the job's), "submitted", "waiting" (for the review).
+STEPS = ("sending", "confirmed", "submitted", "waiting")
 
 
 async def upload_video(
@@ -64,6 +70,7 @@ async def upload_video(
     wait_timeout: float = 1800.0,
     settings: Settings | None = None,
     progress: Progress | None = None,
+    on_step: OnStep | None = None,
     transfer: TransferConfig | None = None,
     id_card_front: str | os.PathLike[str] | None = None,
     id_card_back: str | os.PathLike[str] | None = None,
@@ -77,52 +84,61 @@ async def upload_video(
     job for review (`wait`: until the automatic review has its outcome).
 
     `parts`/`part_size` cut the training video; `progress(done, total)` is called with byte
-    counts over all files; `concurrency` (pieces in flight, default 8) overrides the one in
-    `transfer`.
+    counts over all files; `on_step(step, job_id)` as the run reaches each of STEPS (after
+    "confirmed", an interruption loses nothing: the files are the job's); `concurrency`
+    (pieces in flight, default 8) overrides the one in `transfer`. Every value is checked
+    before anything is read or sent: UsageError.
     """
-    if (job_id is None) == (name is None):
-        raise UsageError("give exactly one of job_id (an existing job) or name (a new job)")
     given = {"id_card_front": id_card_front, "id_card_back": id_card_back,
              "grant_file": grant_file, "cover": cover, "action_video": action_video,
              "audio": audio}
-    paths = {TRAINING_VIDEO: Path(path)} | {
-        kind(k): Path(v) for k, v in given.items() if v is not None}
+    paths = {TRAINING_VIDEO: checks.path(path, "the video's path")} | {
+        kind(k): checks.path(v, f"{k}'s path") for k, v in given.items() if v is not None}
+    request = _request(job_id, name, parts, part_size, restart, submit)
+    config = _transfer_config(transfer, concurrency)
+    wait_timeout = checks.number(wait_timeout, "wait_timeout")
+    folder = checks.path(state_dir, "state_dir") if state_dir is not None else (
+        default_state_dir())
+    settings = _settings(settings)
+    step = on_step or (lambda step, job: None)
     reports = await check_files(paths)
     refused = [report for report in reports if not report.ok]
     if refused:
         raise PreflightError(*refused)
     files = [await _local_file(k, p, parts, part_size) for k, p in paths.items()]
-    config = transfer or TransferConfig()
-    if concurrency is not None:  # the plain argument wins over the one inside `transfer`
-        config = dataclasses.replace(config, concurrency=concurrency)
-    folder = Path(state_dir) if state_dir is not None else default_state_dir()
-    request = JobRequest(job_id=job_id, name=name, restart=restart, submit=submit,
-                         explicit_plan=parts is not None or part_size is not None)
-    settings = settings or Settings.from_env()
-    started = time.monotonic()
     # One session for the API and the files: one TLS context, connections reused.
     connector = aiohttp.TCPConnector(limit=config.concurrency + 2)
     key = f"job:{job_id}" if job_id is not None else f"name:{name}"
-    with Journal(folder, key, Path(path)) as journal:
-        async with aiohttp.ClientSession(connector=connector) as session, MetaStudioClient(
-            settings, session=session
-        ) as client:
-            job, files = await open_job(request, files, journal=journal, client=client,
-                                        session=session)
-            sender = Sender(files=files, links=job.links, journal=journal, session=session,
-                            config=config, progress=progress)
-            if SUBMIT_STEP not in journal.steps or restart:
-                await sender.send_missing(restart=restart)
-                await confirm_files([f.kind for f in files], links=job.links,
-                                    journal=journal, client=client, backoff=config.backoff)
-                if submit:
-                    await submit_for_review(client, job.job_id, config.backoff)
-                    await asyncio.to_thread(journal.record_step, SUBMIT_STEP)
-            submitted = SUBMIT_STEP in journal.steps
-            journal.remove()
+    service = (settings.endpoint, settings.project_id)
+    async with Journal(folder, service=service, job_key=key, video=paths[TRAINING_VIDEO],
+                       restart=restart) as journal, \
+            aiohttp.ClientSession(connector=connector) as session, \
+            MetaStudioClient(settings, session=session) as client:
+        job, files = await open_job(request, files, journal=journal, client=client,
+                                    session=session)
+        step("sending", job.job_id)
+        sender = Sender(files=files, links=job.links, journal=journal, session=session,
+                        config=config, progress=progress)
+        started = time.monotonic()
+        if SUBMIT_STEP not in journal.steps:
+            await sender.send_missing(restart=restart)
             seconds = round(time.monotonic() - started, 3)
-            outcome = await _outcome(client, job.job_id, wait=wait and submitted,
-                                     timeout=wait_timeout)
+            await confirm_files([f.kind for f in files], links=job.links,
+                                journal=journal, client=client, backoff=config.backoff)
+            step("confirmed", job.job_id)
+            if submit:
+                await submit_for_review(client, job.job_id, config.backoff)
+                await journal.record_step(SUBMIT_STEP)
+        else:
+            seconds = 0.0
+        submitted = SUBMIT_STEP in journal.steps
+        if submitted:
+            step("submitted", job.job_id)
+        if wait and submitted:
+            step("waiting", job.job_id)
+        outcome = await _outcome(client, job.job_id, wait=wait and submitted,
+                                 timeout=wait_timeout)
+        await journal.remove()  # the last thing: until now, a re-run must know the job
     return _upload_result(job.job_id, files, sender, seconds, outcome, submitted)
 
 
@@ -136,10 +152,10 @@ async def submit_job(job_id: str, *, wait: bool = False, wait_timeout: float = 1
                      transfer: TransferConfig | None = None) -> SubmitResult:
     """Submit a job whose files are all stored already: confirm its authorization letter
     (when it holds one), then SUBMITVERIFYING; with `wait`, follow the automatic review."""
-    if not job_id:
-        raise UsageError("job_id is empty")
-    backoff = (transfer or TransferConfig()).backoff
-    async with MetaStudioClient(settings or Settings.from_env()) as client:
+    job_id = checks.job_id(job_id)
+    wait_timeout = checks.number(wait_timeout, "wait_timeout")
+    backoff = _transfer_config(transfer, None).backoff
+    async with MetaStudioClient(_settings(settings)) as client:
         job = await client.show_job(job_id)
         if job.state != "WAIT_FILE_UPLOAD":
             raise UsageError(f"job {job_id} is in state {job.state} ({explain_state(job.state)}"
@@ -159,6 +175,36 @@ async def submit_job(job_id: str, *, wait: bool = False, wait_timeout: float = 1
 def submit_job_sync(job_id: str, **options: Any) -> SubmitResult:
     """`submit_job` for synchronous callers: runs it in a new event loop."""
     return asyncio.run(submit_job(job_id, **options))
+
+
+def _request(job_id: object, name: object, parts: object, part_size: object, restart: bool,
+             submit: bool) -> JobRequest:
+    if (job_id is None) == (name is None):
+        raise UsageError("give exactly one of job_id (an existing job) or name (a new job)")
+    if parts is not None:
+        checks.whole(parts, "the number of parts", low=1, high=MAX_PARTS)
+    if part_size is not None:
+        checks.whole(part_size, "the part size (bytes)", low=1)
+    return JobRequest(job_id=checks.job_id(job_id) if job_id is not None else None,
+                      name=checks.name(name) if name is not None else None,
+                      restart=bool(restart), submit=bool(submit),
+                      explicit_plan=parts is not None or part_size is not None)
+
+
+def _transfer_config(transfer: object, concurrency: object) -> TransferConfig:
+    if transfer is not None and not isinstance(transfer, TransferConfig):
+        raise UsageError(f"transfer must be a TransferConfig, not {transfer!r}")
+    config = transfer or TransferConfig()
+    if concurrency is not None:  # the plain argument wins over the one inside `transfer`
+        config = dataclasses.replace(config, concurrency=checks.whole(
+            concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY))
+    return config
+
+
+def _settings(settings: object) -> Settings:
+    if settings is not None and not isinstance(settings, Settings):
+        raise UsageError(f"settings must be a Settings, not {settings!r}")
+    return settings or Settings.from_env()
 
 
 async def _local_file(file: FileKind, path: Path, parts: int | None,

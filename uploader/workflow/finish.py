@@ -14,11 +14,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 from uploader._api import MetaStudioClient
-from uploader._errors import ApiError, ConfirmError, TransferError
+from uploader._errors import (
+    ApiError,
+    ConfirmError,
+    RefusedError,
+    TransferError,
+    UnreachableError,
+)
 from uploader._files import FileKind
 from uploader._journal import Journal
-from uploader._models import JobDetail
-from uploader._retry import Backoff
+from uploader._models import CommandResult, JobDetail
+from uploader._retry import Backoff, retry
 from uploader.workflow.links import Links
 from uploader.workflow.send import confirm_step
 
@@ -27,7 +33,6 @@ __all__ = ["SUBMIT_STEP", "confirm_files", "follow_review", "submit"]
 log = logging.getLogger("uploader")
 
 SUBMIT_STEP = "submit"
-_ATTEMPTS = 3
 _Check = Callable[[], Awaitable[bool]]
 #: States a submitted job passes through before the automatic review has its outcome.
 _BEFORE_OUTCOME = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFYING"})
@@ -47,7 +52,7 @@ async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal
             return bool((await links.job_detail()).raw.get(file.download_field))
 
         await _command(client, links.job_id, file.confirm_command, took_effect, backoff)
-        await asyncio.to_thread(journal.record_step, step)
+        await journal.record_step(step)
 
 
 async def submit(client: MetaStudioClient, job_id: str, backoff: Backoff) -> None:
@@ -60,25 +65,33 @@ async def submit(client: MetaStudioClient, job_id: str, backoff: Backoff) -> Non
 
 async def _command(client: MetaStudioClient, job_id: str, command: str,
                    took_effect: _Check, backoff: Backoff) -> None:
-    for attempt in range(1, _ATTEMPTS + 1):
+    async def attempt() -> CommandResult | None:
         try:
-            result = await client.command(job_id, command)
+            return await client.command(job_id, command)
         except ApiError as exc:
-            if exc.status is not None and exc.status < 500:
-                raise
-            if await took_effect():
+            if _lost(exc) and await took_effect():
                 log.info("the answer to %s was lost, but it took effect", command)
-                return
-            log.info("%s failed (%s); attempt %d", command, exc, attempt)
-            await asyncio.sleep(backoff.delay(attempt))
-            continue
-        if not result.succeeded:
-            raise ConfirmError(f"MetaStudio refused {command}: "
-                               f"{result.excute_failed_msg or 'no reason given'}",
-                               job_id=job_id, command=command)
-        return
-    raise TransferError(f"{command} did not get through after {_ATTEMPTS} attempts",
-                        job_id=job_id)
+                return None
+            raise
+
+    try:
+        result = await retry(attempt, backoff=backoff, retryable=_lost, what=command)
+    except ApiError as exc:
+        if not _lost(exc):
+            raise
+        raise TransferError(f"{command} did not get through after {backoff.attempts} "
+                            f"attempts: {exc}", job_id=job_id) from exc
+    if result is not None and not result.succeeded:
+        raise ConfirmError(f"MetaStudio refused {command}: "
+                           f"{result.excute_failed_msg or 'no reason given'}",
+                           job_id=job_id, command=command)
+
+
+def _lost(exc: Exception) -> bool:
+    """Whether a command's fate is unknown: no answer, or a server error (the service then
+    tells what happened). A refusal or a malformed answer is an answer."""
+    return isinstance(exc, UnreachableError) or (
+        isinstance(exc, RefusedError) and (exc.status or 0) >= 500)
 
 
 async def follow_review(client: MetaStudioClient, job_id: str, *, wait: bool,

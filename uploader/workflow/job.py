@@ -16,7 +16,14 @@ from typing import Any
 import aiohttp
 
 from uploader._api import MetaStudioClient
-from uploader._errors import FileChangedError, JobStateError, MissingFilesError, UsageError
+from uploader._errors import (
+    ApiError,
+    FileChangedError,
+    JobStateError,
+    JournalError,
+    MissingFilesError,
+    UsageError,
+)
 from uploader._files import KINDS, TRAINING_VIDEO
 from uploader._journal import Journal
 from uploader._models import JobDetail
@@ -58,9 +65,12 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     """The job and its links, and the files as this run will send them (a resumed training
     video keeps the plan it was started with)."""
     job_id = request.job_id
-    if journal.header is not None and not request.restart:
-        files = _check_journal(journal, files, request.explicit_plan)
-        job_id = journal.job_id
+    detail: JobDetail | None = None
+    if journal.header is not None:
+        detail = await _job_of_journal(journal, client, request)
+        if detail is not None:
+            files = _check_journal(journal, files, request.explicit_plan)
+            job_id = detail.job_id
     fields = _fields(files)
 
     def links_for(job: str) -> Links:
@@ -74,19 +84,25 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         assert request.name is not None
         if request.submit:
             refuse_missing(files, stored=set(), job_id=None)
-        journal.record_intent(request.name, files[0].identity)
-        answer = await client.create_job(request.name, **fields)
-        journal.lock(f"job:{answer.job_id}")
-        journal.start(answer.job_id)
-        _record_files(journal, files)
+        await journal.record_intent(request.name, files[0].identity)
+        try:
+            answer = await client.create_job(request.name, **fields)
+        except ApiError as exc:
+            if exc.status is not None and exc.status < 500:  # refused: no job came of it
+                await journal.drop_intent()
+            raise
+        await journal.lock_job(answer.job_id)
+        await journal.start(answer.job_id)
+        await _record_files(journal, files)
         links = links_for(answer.job_id)
-        links.adopt(answer)
+        await links.adopt(answer)
         log.info("created job %s", answer.job_id)
         return Job(answer.job_id, links), files
 
-    journal.lock(f"job:{job_id}")
-    detail = await client.show_job(job_id)
-    resumable = journal.header is not None and not request.restart
+    await journal.lock_job(job_id)
+    if detail is None:
+        detail = await client.show_job(job_id)
+    resumable = journal.header is not None
     links = links_for(job_id)
     if resumable and "submit" in journal.steps:
         return Job(job_id, links), files  # an earlier run submitted it
@@ -98,10 +114,10 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     if request.submit:
         refuse_missing(files, stored=stored_kinds(detail), job_id=job_id)
     if not resumable:
-        journal.start(job_id)
-    _record_files(journal, files)
+        await journal.start(job_id)
+    await _record_files(journal, files)
     if detail.state in REVIEW_FAILED or not links.usable():
-        links.adopt(await client.update_job(job_id, **fields))
+        await links.adopt(await client.update_job(job_id, **fields))
     else:
         log.info("reusing the links issued earlier")
     return Job(job_id, links), files
@@ -136,10 +152,31 @@ def refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | No
             "sent", kinds=tuple(k.name for k in missing), job_id=job_id)
 
 
-def _record_files(journal: Journal, files: list[LocalFile]) -> None:
+async def _job_of_journal(journal: Journal, client: MetaStudioClient,
+                          request: JobRequest) -> JobDetail | None:
+    """The job an earlier run's journal names; None, the journal set aside, when the
+    service does not know it (the journal is another service's, or the job was deleted)."""
+    assert journal.job_id is not None
+    job_id = journal.job_id
+    await journal.lock_job(job_id)
+    try:
+        return await client.show_job(job_id)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        await journal.set_aside(f"{client.settings.endpoint} does not know job {job_id}")
+        if request.job_id is not None:
+            raise JournalError(f"job {job_id} is not known to {client.settings.endpoint} "
+                               f"(HTTP 404): check the job id and the endpoint and project "
+                               "settings", job_id=job_id) from exc
+        log.warning("uploading to a new job named %s", request.name)
+        return None
+
+
+async def _record_files(journal: Journal, files: list[LocalFile]) -> None:
     for file in files:
         if journal.files.get(file.kind.name) != (file.identity, file.plan.sizes):
-            journal.record_file(file.kind.name, file.identity, file.plan.sizes)
+            await journal.record_file(file.kind.name, file.identity, file.plan.sizes)
 
 
 def _check_journal(journal: Journal, files: list[LocalFile],

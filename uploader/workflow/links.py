@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from uploader._api import MetaStudioClient
-from uploader._errors import ApiError
+from uploader._errors import MalformedAnswerError
 from uploader._files import FileKind, kind
 from uploader._journal import Journal
 from uploader._models import JobDetail, JobUrls
@@ -47,14 +47,15 @@ class Links:
         return fresh and all(self._fits(k, self._journal.urls.get(k.link_field))
                              for k in self.kinds)
 
-    def adopt(self, answer: JobUrls) -> None:
+    async def adopt(self, answer: JobUrls) -> None:
         """Take the links of a create/update answer, refusing a malformed one."""
         links = {k.link_field: answer.raw.get(k.link_field) for k in self.kinds}
         wrong = [k for k in self.kinds if not self._fits(k, links[k.link_field])]
         if wrong:
-            raise ApiError(f"MetaStudio sent a malformed answer: {self._what(wrong[0], links)}",
-                           job_id=self.job_id)
-        self._journal.record_urls(links)
+            raise MalformedAnswerError(
+                f"MetaStudio sent a malformed answer: {self._what(wrong[0], links)}",
+                job_id=self.job_id)
+        await self._journal.record_urls(links)
         self.generation += 1
 
     def _what(self, file: FileKind, links: dict[str, Any]) -> str:
@@ -74,7 +75,7 @@ class Links:
         """Fresh links for every file, once however many pieces ask at the same time."""
         async with self._lock:
             if self.generation == seen_generation:
-                self.adopt(await self._client.update_job(self.job_id, **self.fields))
+                await self.adopt(await self._client.update_job(self.job_id, **self.fields))
 
     async def stored_parts(self, file: FileKind) -> dict[int, str]:
         """The parts of a multipart file the server holds, checked to be within 1..count."""
@@ -86,7 +87,8 @@ class Links:
         if not result.succeeded or outside:
             what = f"part numbers {outside} outside 1..{count}" if outside else (
                 result.excute_failed_msg or f"{file.list_command} failed")
-            raise ApiError(f"MetaStudio sent a malformed answer: {what}", job_id=self.job_id)
+            raise MalformedAnswerError(f"MetaStudio sent a malformed answer: {what}",
+                                       job_id=self.job_id)
         return stored
 
     async def job_detail(self) -> JobDetail:

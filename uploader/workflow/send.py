@@ -9,7 +9,6 @@ alike; then the server is asked again, up to MAX_ROUNDS times.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,24 +98,24 @@ class Sender:
                 if etag is not None:
                     stored[(file.kind.name, 1)] = etag
         pieces = [piece for f in pending for piece in f.pieces]
-        self._forget_lost(pieces, stored)
+        await self._forget_lost(pieces, stored)
         # Pieces stored but not in the journal (it was lost, or is another machine's) are
         # hashed from the file, several at once, to see whether they are this file's.
         unknown = [p for p in pieces if p.key in stored and p.key not in self.journal.parts]
         hashed = await pieces_md5(unknown, chunk_size=self.config.chunk_size,
                                   concurrency=self.config.concurrency)
         return [p for p in pieces
-                if p.key not in stored or not self._is_ours(p, stored[p.key], hashed)]
+                if p.key not in stored or not await self._is_ours(p, stored[p.key], hashed)]
 
-    def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]) -> None:
+    async def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]) -> None:
         lost = [p for p in pieces if p.key in self.journal.parts and p.key not in stored]
         for name in sorted({p.kind for p in lost}):
             numbers = [p.number for p in lost if p.kind == name]
             log.warning("the server no longer holds %s sent earlier; sending again",
                         _shorten([p.label for p in lost if p.kind == name]))
-            self.journal.forget_parts(name, numbers)
+            await self.journal.forget_parts(name, numbers)
 
-    def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]) -> bool:
+    async def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]) -> bool:
         known = self.journal.parts.get(piece.key)
         local = known or hashed[piece.key]
         match = etag_matches(etag, local)
@@ -131,12 +130,11 @@ class Sender:
                 "since it was sent; run with --restart to upload it from the start",
                 job_id=self.links.job_id)
         if known is None:
-            self.journal.record_part(piece.key, local)
+            await self.journal.record_part(piece.key, local)
         return True
 
     async def _piece_done(self, piece: Piece, md5_hex: str) -> None:
-        # The append is fsync'd: off the event loop, so a slow disk stalls no transfer.
-        await asyncio.to_thread(self.journal.record_part, piece.key, md5_hex)
+        await self.journal.record_part(piece.key, md5_hex)
         self.tally.sent_pieces[piece.kind] = self.tally.sent_pieces.get(piece.kind, 0) + 1
         self.tally.sent_bytes[piece.kind] = (self.tally.sent_bytes.get(piece.kind, 0)
                                              + piece.size)
