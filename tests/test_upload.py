@@ -276,8 +276,9 @@ async def test_changed_file_is_refused_then_restart_works(settings: Settings, tm
     data = bytearray(video.read_bytes())
     data[-5] ^= 0xFF  # change a byte inside the trailing free box: still a valid video
     video.write_bytes(bytes(data))
-    with pytest.raises(FileChangedError, match="--restart"):
+    with pytest.raises(FileChangedError, match="start the upload over") as changed:
         await upload_video(video, job_id=job_id, settings=settings, state_dir=state)
+    assert changed.value.remedy == "restart" and "--" not in str(changed.value)
     result = await upload_video(video, job_id=job_id, parts=4, settings=settings,
                                 state_dir=state, restart=True)
     assert (result.parts_skipped, result.parts_uploaded) == (0, 4)

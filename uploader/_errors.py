@@ -49,14 +49,18 @@ __all__ = [
 
 
 class UploaderError(Exception):
-    """Root of every error the library raises."""
+    """Root of every error the library raises. `remedy`, when set, names the option that
+    gets past it ("restart": start the upload over; "allow_http": accept plain http)."""
 
     exit_code = 1
+    remedy: str | None = None
 
-    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+    def __init__(self, message: str, *, job_id: str | None = None,
+                 remedy: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.job_id = job_id
+        self.remedy = remedy
 
 
 class UsageError(UploaderError):
@@ -99,8 +103,9 @@ class SettingsError(UsageError):
 
     exit_code = 4
 
-    def __init__(self, message: str, *, variable: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, variable: str | None = None,
+                 remedy: str | None = None) -> None:
+        super().__init__(message, remedy=remedy)
         self.variable = variable
 
 
@@ -170,7 +175,13 @@ class JobLockedError(JournalError):
 
 
 class FileChangedError(JournalError):
-    """The file is not the one whose upload the journal or server recorded."""
+    """The file is not the one whose upload the journal or server recorded; restarting
+    the upload sends it from the start."""
+
+    remedy = "restart"
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message, job_id=job_id, remedy="restart")
 
 
 class TransferError(UploaderError):

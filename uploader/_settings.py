@@ -44,6 +44,11 @@ class Settings:
     allow_http: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("project_id", "endpoint", "ak", "sk", "token", "app_user_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise SettingsError(f"the setting {name} must be text, not "
+                                    f"{type(value).__name__}")
         object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
         if not self.project_id:
             raise SettingsError(f"no project id: set {PROJECT_ID}", variable=PROJECT_ID)
@@ -78,11 +83,17 @@ class Settings:
                 f"https://metastudio.{DEFAULT_REGION}.myhuaweicloud.com, not {self.endpoint!r}",
                 variable=ENDPOINT,
             )
+        if parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+            raise SettingsError(
+                f"{ENDPOINT} must be the service's address alone (scheme, host and port), "
+                f"such as https://metastudio.{DEFAULT_REGION}.myhuaweicloud.com, without a "
+                f"path, query or user: {parts.scheme}://{parts.hostname}"
+                f"{parts.path or ''} ...", variable=ENDPOINT)
         if parts.scheme == "http" and not self.allow_http and not _is_loopback(parts.hostname):
             raise SettingsError(
                 f"{ENDPOINT} uses plain http on a non-loopback host ({parts.hostname}): use https,"
-                f" or set {ALLOW_HTTP}=1 (or pass --allow-http) if you really mean it",
-                variable=ENDPOINT,
+                f" or set {ALLOW_HTTP}=1 if you really mean it", variable=ENDPOINT,
+                remedy="allow_http",
             )
 
     @property

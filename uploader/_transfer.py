@@ -10,6 +10,7 @@ by asking the server whether it holds the part, else by fresh URLs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
@@ -29,8 +30,8 @@ from uploader._plan import Piece
 from uploader._redact import redact
 from uploader._retry import Backoff, never_connected, retry, retry_after
 
-__all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "piece_md5",
-           "pieces_md5", "send_pieces", "stored_object_etag"]
+__all__ = ["PartFailure", "TransferConfig", "UrlSource", "etag_matches", "multipart_etag",
+           "piece_md5", "pieces_md5", "send_pieces", "stored_object_etag"]
 
 log = logging.getLogger("uploader.transfer")
 
@@ -103,6 +104,13 @@ def etag_matches(etag: str, md5_hex: str) -> bool | None:
     if not _MD5_RE.match(plain):
         return None
     return plain == md5_hex.lower()
+
+
+def multipart_etag(md5s: list[str]) -> str:
+    """The ETag object storage gives an object assembled from parts with these MD5s: the MD5
+    of their binary digests, then "-" and their count."""
+    joined = b"".join(bytes.fromhex(md5) for md5 in md5s)
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(md5s)}"
 
 
 async def piece_md5(piece: Piece, chunk_size: int = 1024 * 1024,

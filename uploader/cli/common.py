@@ -18,7 +18,8 @@ from uploader._redact import redact
 from uploader._settings import Settings
 from uploader.preflight import Report
 
-__all__ = ["echo_problems", "fail", "flag_of", "print_json", "settings", "with_client"]
+__all__ = ["echo_problems", "fail", "flag_of", "interrupted", "print_json", "settings",
+           "with_client"]
 
 T = TypeVar("T")
 
@@ -28,8 +29,17 @@ def flag_of(kind_name: str) -> str:
     return "VIDEO" if kind_name == "training_video" else "--" + kind_name.replace("_", "-")
 
 
-def fail(error: UploaderError) -> NoReturn:
-    """Print what went wrong and what to do, then exit with the error's code."""
+#: What the CLI adds to an error whose `remedy` names an option.
+_REMEDIES = {"restart": "To start over, run the same command with --restart.",
+             "allow_http": "Or pass --allow-http."}
+
+
+def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
+    """Print what went wrong and what to do, then exit with the error's code; with
+    `as_json`, also one JSON object on stdout (error, message, exit_code, job_id)."""
+    if as_json:
+        print_json({"error": type(error).__name__, "message": redact(str(error)),
+                    "exit_code": error.exit_code, "job_id": error.job_id})
     if isinstance(error, PreflightError):
         for report in error.reports:
             click.echo(f"error: {report.path} ({kind(report.kind).title}) would be refused "
@@ -41,13 +51,25 @@ def fail(error: UploaderError) -> NoReturn:
         click.echo(f"To submit, give {flags} (or upload without --submit).", err=True)
     else:
         click.echo(redact(f"error: {error}"), err=True)
+    if error.remedy in _REMEDIES:
+        click.echo(_REMEDIES[error.remedy], err=True)
     if isinstance(error, TransferError):
         click.echo("What was sent so far is kept: run the same command again to resume.",
                    err=True)
     sys.exit(error.exit_code)
 
 
-def with_client(call: Callable[[MetaStudioClient], Awaitable[T]]) -> T:
+def interrupted(message: str, *, as_json: bool, job_id: str | None) -> NoReturn:
+    """Say what an interruption (Ctrl-C) left behind, then exit 130."""
+    if as_json:
+        print_json({"error": "Interrupted", "message": message, "exit_code": 130,
+                    "job_id": job_id})
+    click.echo(f"\ninterrupted: {message}", err=True)
+    sys.exit(130)
+
+
+def with_client(call: Callable[[MetaStudioClient], Awaitable[T]], *, as_json: bool = False
+                ) -> T:
     """Run `call` with a client of the configured service; fail as documented."""
     async def run() -> T:
         async with MetaStudioClient(settings()) as client:
@@ -56,7 +78,7 @@ def with_client(call: Callable[[MetaStudioClient], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except UploaderError as error:
-        fail(error)
+        fail(error, as_json=as_json)
 
 
 def settings() -> Settings:

@@ -15,7 +15,7 @@ from uploader._errors import UploaderError
 from uploader._files import KINDS, TRAINING_VIDEO
 from uploader._plan import parse_size
 from uploader._settings import Settings
-from uploader.cli.common import fail, print_json, settings
+from uploader.cli.common import fail, interrupted, print_json, settings
 from uploader.workflow import SubmitResult, UploadResult, submit_job, upload_video
 
 __all__ = ["submit", "upload"]
@@ -80,11 +80,13 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     if (options["job_id"] is None) == (options["name"] is None):
         raise click.UsageError("give exactly one of --job-id or --name")
     bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
+    reached = _Steps(bar)
     options |= {"wait": wait or use_emulator, "submit": submit_review,
-                "progress": bar.show if bar else None}
+                "progress": bar.show if bar else None, "on_step": reached.step}
     try:
         result = _run(lambda env: upload_video(video, settings=env, **options),
-                      use_emulator=use_emulator, quiet=quiet or as_json)
+                      use_emulator=use_emulator, quiet=quiet or as_json, as_json=as_json,
+                      interrupted_at=reached.interruption)
     finally:
         if bar:
             bar.close()
@@ -96,14 +98,18 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
 
 @click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs, or "
                "cannot be submitted in its state; 4 API or settings; 5 the submit did not "
-               "get through.")
+               "get through; 130 interrupted.")
 @click.argument("job_id")
 @click.option("--wait", is_flag=True, help="Wait for the automatic review's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 def submit(job_id: str, wait: bool, as_json: bool) -> None:
     """Submit JOB_ID, whose files are all uploaded, for review."""
+    def interruption() -> tuple[str, str | None]:
+        return (f"the submit of job {job_id} may or may not have reached the service; see: "
+                f"uploader status {job_id}"), job_id
+
     result = _run(lambda env: submit_job(job_id, wait=wait, settings=env),
-                  use_emulator=False, quiet=True)
+                  use_emulator=False, quiet=True, as_json=as_json, interrupted_at=interruption)
     if as_json:
         print_json(result.to_json())
     else:
@@ -111,7 +117,34 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
         _echo_outcome(result)
 
 
-def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool) -> T:
+class _Steps:
+    """Where the upload is (the library's `on_step`): shown on the bar, and told when the
+    run is interrupted, so that the advice fits (after the confirm, nothing is to resend)."""
+
+    def __init__(self, bar: _Bar | None) -> None:
+        self.bar = bar
+        self.last: str | None = None
+        self.job_id: str | None = None
+
+    def step(self, step: str, job_id: str) -> None:
+        self.last, self.job_id = step, job_id
+        if self.bar is not None and step == "waiting":
+            self.bar.say("waiting for the review")
+
+    def interruption(self) -> tuple[str, str | None]:
+        job = self.job_id
+        if self.last in (None, "sending"):
+            where = f"job {job}: " if job else ""
+            return (f"{where}what was sent so far is kept; run the same command again to "
+                    "resume.", job)
+        done = ("confirmed and submitted for review" if self.last in ("submitted", "waiting")
+                else "confirmed")
+        return (f"job {job}: every file is uploaded and {done}; nothing needs sending again. "
+                f"Follow the job with: uploader status {job}", job)
+
+
+def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool,
+         as_json: bool, interrupted_at: Callable[[], tuple[str, str | None]]) -> T:
     """Run `call` against the configured service, or an emulator of its own; exit as
     documented when it fails or is interrupted."""
     async def run() -> T:
@@ -133,11 +166,10 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
     try:
         return asyncio.run(run())
     except UploaderError as error:
-        fail(error)
+        fail(error, as_json=as_json)
     except KeyboardInterrupt:
-        click.echo("\ninterrupted: what was sent so far is kept; run the same command again "
-                   "to resume.", err=True)
-        sys.exit(130)
+        message, job_id = interrupted_at()
+        interrupted(message, as_json=as_json, job_id=job_id)
 
 
 def _human(size: float) -> str:
@@ -149,13 +181,19 @@ def _human(size: float) -> str:
 
 
 class _Bar:
-    """A tqdm bar of bytes that can wind back when a piece is retried."""
+    """A tqdm bar of bytes (KiB, MiB, GiB: powers of 1024, as everywhere in uploader) that
+    names the file and can wind back when a piece is retried."""
 
     def __init__(self, name: str) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+        self._name = name
+        self._bar = tqdm(desc=name, unit="iB", unit_scale=True, unit_divisor=1024,
                          dynamic_ncols=True, leave=False)
+
+    def say(self, what: str) -> None:
+        """Show what the run is doing besides sending (waiting for the review...)."""
+        self._bar.set_description(f"{self._name}: {what}")
 
     def show(self, done: int, total: int) -> None:
         if self._bar.total != total:
@@ -171,6 +209,7 @@ class _Bar:
 
 
 def _echo_upload(video: Path, result: UploadResult, *, waited: bool) -> None:
+    # `seconds` is the transfer's: confirming, submitting and the review wait are not in it.
     rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
     click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
                f" parts sent ({result.parts_skipped} already there), "

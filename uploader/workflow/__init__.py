@@ -118,7 +118,7 @@ async def upload_video(
                                     session=session)
         step("sending", job.job_id)
         sender = Sender(files=files, links=job.links, journal=journal, session=session,
-                        config=config, progress=progress)
+                        config=config, progress=progress, new_job=job.created)
         started = time.monotonic()
         if SUBMIT_STEP not in journal.steps:
             await sender.send_missing(restart=restart)

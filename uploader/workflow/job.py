@@ -1,8 +1,8 @@
 """Recovery: which job this run works on, and what an earlier run already did for it.
 
 A journal from an earlier run names the job (and its files must still be the same files);
-without one, `--name` finds the job a killed run created before it could record it, or
-creates one; `--job-id` checks that the job can take files. Submitting refuses, before any
+without one, a name finds the job a killed run created before it could record it, or
+creates one; a job id is checked to take files. Submitting refuses, before any
 link is spent, a job that would lack a file the review requires.
 """
 
@@ -46,6 +46,7 @@ class Job:
 
     job_id: str
     links: Links
+    created: bool = False  # by this run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +98,7 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         links = links_for(answer.job_id)
         await links.adopt(answer)
         log.info("created job %s", answer.job_id)
-        return Job(answer.job_id, links), files
+        return Job(answer.job_id, links, created=True), files
 
     await journal.lock_job(job_id)
     if detail is None:
@@ -193,14 +194,15 @@ def _check_journal(journal: Journal, files: list[LocalFile],
         if identity != file.identity:
             raise FileChangedError(
                 f"{file.path} changed since its upload to job {journal.job_id} began (size, "
-                "time or content differ): run with --restart to upload it from the start",
+                "time or content differ): start the upload over to send it from the start",
                 job_id=journal.job_id)
         if sizes != file.plan.sizes:
             if explicit_plan and file.kind is TRAINING_VIDEO:
                 raise UsageError(
                     f"an upload of this file to job {journal.job_id} is under way in "
-                    f"{len(sizes)} parts: resume it without --parts/--part-size, or run with "
-                    "--restart to start over with the new plan", job_id=journal.job_id)
+                    f"{len(sizes)} parts: resume it with the plan it began with (no number of "
+                    "parts or part size), or start it over with the new plan",
+                    job_id=journal.job_id, remedy="restart")
             file = LocalFile(file.kind, file.path, file.identity,
                              type(file.plan)(file.plan.file_size, sizes))
         checked.append(file)

@@ -50,7 +50,8 @@ def outcome_of(job: JobDetail | None) -> JobOutcome:
 @dataclass(frozen=True)
 class UploadResult:
     """What an upload did; `to_json()` is what `uploader upload --json` prints. The `parts_*`
-    counts are the training video's; `bytes_uploaded` counts every file."""
+    counts are the training video's; `bytes_uploaded` counts every file; `seconds` is the
+    time the transfer took (not the confirms, the submit or the review wait)."""
 
     job_id: str
     parts_total: int

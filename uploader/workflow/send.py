@@ -18,8 +18,16 @@ import aiohttp
 from uploader._errors import FileChangedError, TransferError
 from uploader._files import kind
 from uploader._journal import Journal
+from uploader._models import JobDetail
 from uploader._plan import Piece
-from uploader._transfer import TransferConfig, etag_matches, pieces_md5, send_pieces
+from uploader._states import REVIEW_FAILED
+from uploader._transfer import (
+    TransferConfig,
+    etag_matches,
+    multipart_etag,
+    pieces_md5,
+    send_pieces,
+)
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
@@ -53,8 +61,9 @@ class Sender:
 
     def __init__(self, *, files: list[LocalFile], links: Links, journal: Journal,
                  session: aiohttp.ClientSession, config: TransferConfig,
-                 progress: Progress | None) -> None:
+                 progress: Progress | None, new_job: bool = False) -> None:
         self.files, self.links, self.journal = files, links, journal
+        self.new_job = new_job  # created by this run: it holds nothing of an earlier one
         self.session, self.config, self.progress = session, config, progress
         self.total = sum(f.size for f in files)
         self.done_bytes = 0
@@ -80,17 +89,24 @@ class Sender:
                                 f"{MAX_ROUNDS} rounds", job_id=self.links.job_id)
 
     async def _missing(self, *, trust_server: bool) -> list[Piece]:
-        """The pieces to send: all on a restart's first round, else those the server lacks."""
+        """The pieces to send: all on a restart's first round, else those the server lacks.
+        Every piece the server holds is hashed from the file as it is now: the journal's
+        MD5s say what was sent, not what the file holds today."""
         pending = [f for f in self.files
                    if confirm_step(f.kind.name) not in self.journal.steps or not trust_server]
         if not trust_server:
             return [piece for f in pending for piece in f.pieces]
         stored: dict[tuple[str, int], str] = {}
-        singles = [f for f in pending if not f.kind.multipart]
-        detail = await self.links.job_detail() if singles else None
-        for file in pending:
+        detail: JobDetail | None = None
+        for file in list(pending):
+            # A job this run created holds nothing yet: show job need not be asked.
+            if (not file.kind.multipart or not self.new_job) and detail is None:
+                detail = await self.links.job_detail()
             if file.kind.multipart:
                 found = await self.links.stored_parts(file.kind)
+                if not found and detail is not None and await self._confirmed_before(
+                        file, detail):
+                    pending.remove(file)
                 stored.update({(file.kind.name, n): etag for n, etag in found.items()})
             else:
                 assert detail is not None
@@ -99,15 +115,34 @@ class Sender:
                     stored[(file.kind.name, 1)] = etag
         pieces = [piece for f in pending for piece in f.pieces]
         await self._forget_lost(pieces, stored)
-        # Pieces stored but not in the journal (it was lost, or is another machine's) are
-        # hashed from the file, several at once, to see whether they are this file's.
-        unknown = [p for p in pieces if p.key in stored and p.key not in self.journal.parts]
-        hashed = await pieces_md5(unknown, chunk_size=self.config.chunk_size,
+        hashed = await pieces_md5([p for p in pieces if p.key in stored],
+                                  chunk_size=self.config.chunk_size,
                                   concurrency=self.config.concurrency)
         return [p for p in pieces
                 if p.key not in stored or not await self._is_ours(p, stored[p.key], hashed)]
 
-    async def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]) -> None:
+    async def _confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
+        """Whether the job holds this very file, confirmed (by an earlier run whose confirm
+        answer was lost, or that stopped before it could record it): the stored object's
+        ETag is the multipart ETag of the file's parts as they are now."""
+        if detail.state in REVIEW_FAILED:
+            return False  # the review deleted it, whatever show job still says
+        etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
+        if etag is None:
+            return False
+        md5s = await pieces_md5(file.pieces, chunk_size=self.config.chunk_size,
+                                concurrency=self.config.concurrency)
+        ours = multipart_etag([md5s[p.key] for p in file.pieces])
+        if etag.strip('"').lower() != ours:
+            return False
+        log.info("job %s holds this %s, confirmed already: nothing to send", self.links.job_id,
+                 file.kind.title)
+        await self.journal.record_step(confirm_step(file.kind.name))
+        self.tally.skipped_pieces[file.kind.name] = len(file.pieces)
+        return True
+
+    async def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]
+                           ) -> None:
         lost = [p for p in pieces if p.key in self.journal.parts and p.key not in stored]
         for name in sorted({p.kind for p in lost}):
             numbers = [p.number for p in lost if p.kind == name]
@@ -115,9 +150,14 @@ class Sender:
                         _shorten([p.label for p in lost if p.kind == name]))
             await self.journal.forget_parts(name, numbers)
 
-    async def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]) -> bool:
-        known = self.journal.parts.get(piece.key)
-        local = known or hashed[piece.key]
+    async def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]
+                       ) -> bool:
+        known, local = self.journal.parts.get(piece.key), hashed[piece.key]
+        if known is not None and known != local:
+            raise FileChangedError(
+                f"{piece.path} changed since {piece.label} was sent (its bytes differ, though "
+                "its size and time may not): start the upload over to send it from the start",
+                job_id=self.links.job_id)
         match = etag_matches(etag, local)
         if match is None:
             log.debug("%s: ETag %r is not a plain MD5; trusting the journal", piece.label, etag)
@@ -127,7 +167,7 @@ class Sender:
                 return False  # another file stands where this one goes: replace it
             raise FileChangedError(
                 f"{piece.label} on the server does not match {piece.path}: the file changed "
-                "since it was sent; run with --restart to upload it from the start",
+                "since it was sent; start the upload over to send it from the start",
                 job_id=self.links.job_id)
         if known is None:
             await self.journal.record_part(piece.key, local)
