@@ -42,7 +42,14 @@ def _nothing_sent(emulator: RunningEmulator) -> None:
     (["--name", "x", "--part-size", "6GiB"], "5 GiB"),
     (["--name", "x", "--part-size", "50k"], "100 KiB"),
     (["--name", "x", "--parts", "2", "--part-size", "1M"], "not both"),
-    (["--name", "x", "--concurrency", "0"], "--concurrency"),
+    (["--name", "x", "--part-size", "0"], "part size (bytes) must be at least 1"),
+    (["--name", "x", "--part-size", "1.5"], "not a whole number of bytes"),
+    (["--name", ""], "the job name is empty"),
+    (["--name", "   "], "the job name is empty"),
+    (["--name", "n" * 65], "at most 64"),
+    (["--job-id", ""], "the job id is empty"),
+    (["--job-id", "a/b"], "is not a job id"),
+    (["--concurrency", "0", "--name", "x"], "--concurrency"),
     (["--name", "x", "--concurrency", "65"], "--concurrency"),
     (["--name", "x", "--bogus"], "No such option"),
     (["--name"], "requires an argument"),
@@ -285,12 +292,22 @@ def test_parts_that_cannot_be_sent_exit_5(emulator_thread, tmp_path):
     assert "run the same command again to resume" in output
 
 
-def test_json_output_of_a_failure_is_still_a_clear_message(emulator_thread, tmp_path):
-    code, output = _run(emulator_thread, tmp_path, "upload", str(SAMPLES / "too_long.mp4"),
-                        "--name", "x", "--json")
-    assert code == 3 and "too_long" in output
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(output)  # errors go to stderr as text, never as half a JSON object
+@pytest.mark.parametrize(("args", "kind", "code"), [
+    (["--name", "x"], "PreflightError", 3),
+    (["--job-id", "no-such-job"], "RefusedError", 4),
+])
+def test_json_output_of_a_failure_is_one_json_object(emulator_thread, tmp_path, args, kind,
+                                                     code):
+    video = SAMPLES / ("too_long.mp4" if kind == "PreflightError" else "landscape_1080p.mp4")
+    result = run_cli("upload", str(video), *args, "--json",
+                     env=cli_env(emulator_thread.client_env(), tmp_path / "state"))
+    assert result.returncode == code and "Traceback" not in result.stderr
+    failure = json.loads(result.stdout)  # the whole of stdout: one object
+    assert failure["error"] == kind and failure["exit_code"] == code
+    assert (failure["message"] and failure["message"] in result.stderr.replace("\n", " ")) or (
+        failure["message"].split(":")[0] in result.stderr)
+    if kind == "RefusedError":
+        assert failure["job_id"] == "no-such-job"
 
 
 def test_state_dir_that_cannot_be_written(emulator_thread, tmp_path):

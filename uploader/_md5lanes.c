@@ -448,6 +448,7 @@ release_all(Lane *lanes, Py_buffer *views, Py_ssize_t n)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         lanes[i].md5->busy = 0;
+        Py_DECREF(lanes[i].md5);
         PyBuffer_Release(&views[i]);
     }
 }
@@ -494,7 +495,8 @@ update_lanes(PyObject *Py_UNUSED(module), PyObject *args)
             PyBuffer_Release(&views[ready]);
             goto done;
         }
-        lanes[ready].md5 = (MD5Object *)d;
+        /* Owned until released: the GIL is let go while the lanes are hashed. */
+        lanes[ready].md5 = (MD5Object *)Py_NewRef(d);
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {

@@ -76,7 +76,10 @@ def parse_size(text: str) -> int:
     unit = match[2].lower() if match else None
     if match is None or unit not in _UNITS:
         raise PlanError(f"not a size: {text!r} (try 32MiB, 8M or 100k)")
-    return int(float(match[1]) * _UNITS[unit])
+    size = float(match[1]) * _UNITS[unit]
+    if size != int(size):
+        raise PlanError(f"not a whole number of bytes: {text!r}")
+    return int(size)
 
 
 def plan_parts(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import sys
 import tempfile
@@ -39,24 +40,35 @@ __all__ = ["emulator"]
               help="Seconds the automatic review takes.")
 @click.option("--seed", type=int, default=None, help="Seed the fault injection.")
 def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> None:
-    """Run a local MetaStudio emulator until interrupted."""
+    """Run a local MetaStudio emulator until interrupted (Ctrl-C or SIGTERM: it stops within
+    two seconds, uploads in flight cut, what is stored kept). Without --data-dir its data
+    live in a temporary folder, removed when it stops. Exit codes: 0 stopped; 1 it cannot
+    listen or cannot use its data folder."""
     from uploader.emulator import EmulatorConfig, start_emulator
 
-    folder = data_dir or Path(tempfile.mkdtemp(prefix="metastudio-emulator-"))
-    config = EmulatorConfig(data_dir=folder, **options)
-
-    async def serve() -> None:
+    async def serve(folder: Path) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        running = await start_emulator(config, host, port)
+        try:
+            running = await start_emulator(EmulatorConfig(data_dir=folder, **options), host,
+                                           port)
+        except OSError as exc:
+            where = f"{host}:{port}" if exc.errno == errno.EADDRINUSE else str(folder)
+            raise click.ClickException(f"cannot serve on {where}: {exc.strerror or exc}"
+                                       ) from None
         click.echo(f"MetaStudio emulator serving on {running.url} (data in {folder})")
         exports = " ".join(f"{k}={v}" for k, v in running.client_env().items())
         click.echo(f"export {exports}")
         sys.stdout.flush()
-        await stop.wait()
-        await running.stop()
+        try:
+            await stop.wait()
+        finally:
+            await running.stop()
 
-    asyncio.run(serve())
-
+    if data_dir is not None:
+        asyncio.run(serve(data_dir))
+        return
+    with tempfile.TemporaryDirectory(prefix="metastudio-emulator-") as folder:
+        asyncio.run(serve(Path(folder)))

@@ -46,10 +46,17 @@ async def start_emulator(
 ) -> RunningEmulator:
     """Serve an emulator on `host:port` (0 picks a free port) in the running loop."""
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    # Requests in flight when it stops are cancelled after at most a second: uploads are
+    # cut as a crash would cut them (what is stored stays stored), and it stops at once.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     bound = runner.addresses[0]
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     return RunningEmulator(f"http://{shown}:{bound[1]}", config, app[EMULATOR], runner)

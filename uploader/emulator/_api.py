@@ -24,6 +24,9 @@ from uploader.emulator._store import Store
 
 __all__ = ["FILES", "Api"]
 
+#: The command a command request carried (for `Faults.rewrite`, which sees the request).
+COMMAND = web.RequestKey("command", str)
+
 MIN_PART = 100 * 1024
 MAX_PARTS = 1000
 UPDATABLE = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFY_FAILED", "MANUAL_VERIFY_FAILED"})
@@ -257,6 +260,7 @@ class Api:
         command = body.get("command")
         if not isinstance(command, str) or not command:
             return _mss(400, "Invalid parameter: command is required")
+        request[COMMAND] = command  # for the fault middleware: which command this was
         if command in _BY_LIST:
             return web.json_response(self._uploaded(job, _BY_LIST[command]))
         if command in _BY_CONFIRM:

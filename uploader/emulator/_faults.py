@@ -22,7 +22,8 @@ class Faults:
     `reset_rate`: share cut off half-way through the body; `link_rate`: bytes a second each
     body is read at (None: as fast as it comes); `lose_confirms`: how many of the next
     confirm answers to cut off after the confirm took effect; `rewrite`: a function that
-    mangles API answers.
+    mangles API answers; `api_statuses`: statuses the next API requests are answered with,
+    one each, before they are carried out (with `Retry-After: api_retry_after` if set).
     """
 
     def __init__(self, *, fail_rate: float, drop_rate: float, reset_rate: float,
@@ -33,6 +34,8 @@ class Faults:
         self.fail_statuses: tuple[int, ...] = (500, 503)
         self.lose_confirms = 0
         self.rewrite: Callable[[web.Request, Any], Any] | None = None
+        self.api_statuses: list[int] = []
+        self.api_retry_after: float | None = None
         #: What happened to each PUT, by (job id, part number; 0 for a single file):
         #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator
         #: mid-body), cut (by the client mid-body), stored, dropped (stored, answer cut).
@@ -59,7 +62,14 @@ class Faults:
     @web.middleware
     async def rewrite_answers(self, request: web.Request,
                               handler: Callable[..., Any]) -> web.StreamResponse:
-        """Let a test mangle API answers (`self.rewrite`), to test clients against them."""
+        """Let a test refuse API requests (`api_statuses`) or mangle API answers (`rewrite`),
+        to test clients against them."""
+        if self.api_statuses and request.path.startswith("/v1/"):
+            headers = ({"Retry-After": f"{self.api_retry_after:g}"}
+                       if self.api_retry_after is not None else {})
+            return web.json_response(
+                {"error_code": "MSS.00000001", "error_msg": "injected by the emulator"},
+                status=self.api_statuses.pop(0), headers=headers)
         response: web.StreamResponse = await handler(request)
         if self.rewrite is None or not request.path.startswith("/v1/"):
             return response
