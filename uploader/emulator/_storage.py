@@ -172,7 +172,7 @@ class ObjectStorage:
         each read is stored before the next.
         """
         tmp = self.store.new_tmp()
-        digest = hashlib.md5()
+        digest = hashlib.md5(usedforsecurity=False)
         received = 0
         paced_from, paced_bytes = time.monotonic(), 0
         loop = asyncio.get_running_loop()
