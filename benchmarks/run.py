@@ -37,7 +37,7 @@ from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
 from uploader._hashing import KERNEL, new_md5, update_lanes  # noqa: E402
 from uploader._plan import Piece  # noqa: E402
-from uploader._transfer import pieces_md5  # noqa: E402
+from uploader._reading import pieces_md5  # noqa: E402
 
 MIB, GIB = 1024**2, 1024**3
 SOURCE = ROOT / "samples" / "landscape_1080p.mp4"

@@ -79,6 +79,7 @@ def test_public_names_are_pinned():
         "UploadResult", "UploadedPart", "UploaderError", "UsageError", "VoiceJob",
         "VoiceJobList", "check_video", "check_video_async", "upload_video",
         "upload_video_sync", "FileFacts", "FileResult", "MissingFilesError", "SubmitResult",
-        "submit_job", "submit_job_sync",
+        "submit_job", "submit_job_sync", "MalformedAnswerError", "RefusedError",
+        "UnreachableError",
     }
     assert all(hasattr(uploader, name) for name in uploader.__all__)

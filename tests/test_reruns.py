@@ -343,10 +343,10 @@ def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
     config = emulator_config(tmp_path / "emulator", link_rate=1024 * 1024)
     with EmulatorThread(config) as emulator:
         env = cli_env(emulator.client_env(), tmp_path / "state")
-        args = ("upload", str(video), "--name", "same", "--parts", "8")
+        args = ("upload", str(video), "--name", "same", "--parts", "8", "--concurrency", "1")
         with start_cli(*args, env=env) as first:
             wait_for_parts(emulator, 1)
-            second = run_cli(*args, env=env)
+            second = run_cli(*args, env=env, timeout=60)
             first.send_signal(signal.SIGINT)
             first.communicate(timeout=30)
         assert second.returncode == 4 and "another uploader run" in second.stderr

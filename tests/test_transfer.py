@@ -18,7 +18,7 @@ import pytest
 from uploader._errors import FileChangedError, TransferError
 from uploader._hashing import Digest, LaneHasher, update_lanes
 from uploader._plan import Part, Piece
-from uploader._transfer import PartBody, piece_md5, pieces_md5
+from uploader._reading import PartBody, piece_md5, pieces_md5
 
 
 def _piece(path: Path, part: Part) -> Piece:

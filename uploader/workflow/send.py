@@ -20,14 +20,9 @@ from uploader._files import kind
 from uploader._journal import Journal
 from uploader._models import JobDetail
 from uploader._plan import Piece
+from uploader._reading import etag_matches, multipart_etag, pieces_md5
 from uploader._states import REVIEW_FAILED
-from uploader._transfer import (
-    TransferConfig,
-    etag_matches,
-    multipart_etag,
-    pieces_md5,
-    send_pieces,
-)
+from uploader._transfer import TransferConfig, send_pieces
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
