@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import emulator_config
 from tests.uploads import (
+    REQUIRED,
     REQUIRED_FLAGS,
     assembled,
     cli_env,
@@ -126,6 +127,29 @@ def _on_command(command: str):  # type: ignore[no-untyped-def]
             return b"<html>bad gateway page</html>"
         return answer
     return rewrite
+
+
+async def test_cut_short_while_submitting_then_the_same_command(emulator, settings, tmp_path):
+    video = video_of(tmp_path, 4 * PART)
+    state = tmp_path / "state"
+    options = {"name": "submitting", "submit": True, "settings": settings, "state_dir": state,
+               **REQUIRED}
+    task: asyncio.Task[object] | None = None
+
+    def cut_at(step: str, job_id: str) -> None:
+        if step == "confirmed" and task is not None:
+            task.cancel()  # lands in the submit
+
+    task = asyncio.create_task(upload_video(video, on_step=cut_at, **options))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [job_id] = emulator.emulator.store.jobs
+    async with MetaStudioClient(settings) as client:  # the submit got through, in the end
+        if (await client.show_job(job_id)).state == "WAIT_FILE_UPLOAD":
+            assert (await client.command(job_id, "SUBMITVERIFYING")).succeeded
+    again = await upload_video(video, **options)
+    assert again.job_id == job_id and again.submitted and again.bytes_uploaded == 0
+    assert list(emulator.emulator.store.jobs) == [job_id]
 
 
 async def test_with_a_job_id_and_no_journal_a_confirmed_video_is_not_sent_again(

@@ -137,10 +137,13 @@ class _Steps:
             where = f"job {job}: " if job else ""
             return (f"{where}what was sent so far is kept; run the same command again to "
                     "resume.", job)
-        done = ("confirmed and submitted for review" if self.last in ("submitted", "waiting")
-                else "confirmed")
-        return (f"job {job}: every file is uploaded and {done}; nothing needs sending again. "
-                f"Follow the job with: uploader status {job}", job)
+        if self.last in ("submitted", "waiting"):
+            return (f"job {job}: every file is uploaded and confirmed, and the job is "
+                    "submitted for review; nothing needs sending again. Follow it with: "
+                    f"uploader status {job}", job)
+        return (f"job {job}: every file is uploaded and confirmed; nothing needs sending "
+                f"again. See where it stands with: uploader status {job} (if it still waits "
+                f"for its files, submit it with: uploader submit {job})", job)
 
 
 def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool,

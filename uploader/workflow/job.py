@@ -30,6 +30,7 @@ from uploader._models import JobDetail
 from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
+from uploader.workflow.send import confirm_step
 
 __all__ = ["Job", "open_job", "refuse_missing", "stored_kinds"]
 
@@ -107,6 +108,12 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     links = links_for(job_id)
     if resumable and "submit" in journal.steps:
         return Job(job_id, links), files  # an earlier run submitted it
+    if resumable and detail.state not in ACCEPTS_VIDEO and _all_confirmed(journal, files):
+        # An earlier run confirmed every file and was cut short while submitting: the job
+        # left WAIT_FILE_UPLOAD, so its submit took effect.
+        log.info("job %s was submitted by an earlier run (state %s)", job_id, detail.state)
+        await journal.record_step("submit")
+        return Job(job_id, links), files
     if detail.state not in ACCEPTS_VIDEO:
         raise JobStateError(
             f"job {job_id} is in state {detail.state} ({explain_state(detail.state)}): it "
@@ -122,6 +129,11 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     else:
         log.info("reusing the links issued earlier")
     return Job(job_id, links), files
+
+
+def _all_confirmed(journal: Journal, files: list[LocalFile]) -> bool:
+    return all(confirm_step(f.kind.name) in journal.steps
+               for f in files if f.kind.confirm_command is not None)
 
 
 def _fields(files: list[LocalFile]) -> dict[str, Any]:
