@@ -63,6 +63,7 @@ class Sender:
         self.total = sum(f.size for f in files)
         self.done_bytes = 0
         self.tally = Tally()
+        self._sent: dict[tuple[str, int], str] = {}  # pieces this run sent, with their MD5
 
     async def send_missing(self, *, restart: bool) -> None:
         missing = await self._missing(trust_server=not restart)
@@ -85,8 +86,8 @@ class Sender:
 
     async def _missing(self, *, trust_server: bool) -> list[Piece]:
         """The pieces to send: all on a restart's first round, else those the server lacks.
-        Every piece the server holds is hashed from the file as it is now: the journal's
-        MD5s say what was sent, not what the file holds today."""
+        Every piece the server holds from an earlier run is hashed from the file as it is
+        now: the journal's MD5s say what was sent, not what the file holds today."""
         pending = [f for f in self.files
                    if confirm_step(f.kind.name) not in self.journal.steps or not trust_server]
         if not trust_server:
@@ -110,9 +111,12 @@ class Sender:
                     stored[(file.kind.name, 1)] = etag
         pieces = [piece for f in pending for piece in f.pieces]
         await self._forget_lost(pieces, stored)
-        hashed = await pieces_md5([p for p in pieces if p.key in stored],
-                                  chunk_size=self.config.chunk_size,
-                                  concurrency=self.config.concurrency)
+        # Pieces this run sent were hashed as they went out and checked against their ETag:
+        # only those an earlier run sent are hashed again.
+        hashed = await pieces_md5(
+            [p for p in pieces if p.key in stored and p.key not in self._sent],
+            chunk_size=self.config.chunk_size, concurrency=self.config.concurrency)
+        hashed |= {key: md5 for key, md5 in self._sent.items() if key in stored}
         return [p for p in pieces
                 if p.key not in stored or not await self._is_ours(p, stored[p.key], hashed)]
 
@@ -169,6 +173,7 @@ class Sender:
         return True
 
     async def _piece_done(self, piece: Piece, md5_hex: str) -> None:
+        self._sent[piece.key] = md5_hex
         await self.journal.record_part(piece.key, md5_hex)
         self.tally.sent_pieces[piece.kind] = self.tally.sent_pieces.get(piece.kind, 0) + 1
         self.tally.sent_bytes[piece.kind] = (self.tally.sent_bytes.get(piece.kind, 0)
