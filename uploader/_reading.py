@@ -81,8 +81,8 @@ class _PartReader:
     """One part of the file, read chunk by chunk, each chunk handed to the hasher as it is
     read. Every chunk is a new `bytes` object: whoever holds it (the connection's write
     queue, the hasher) holds an immutable object that stays valid for as long as they keep
-    it, whatever asyncio or aiohttp do with it. At most two chunks are read ahead of the
-    hasher, so memory stays near two chunks per part.
+    it, whatever asyncio or aiohttp do with it. A chunk is read only once the one before it is
+    hashed, so memory stays near two chunks per part (one hashed, one on its way).
     """
 
     def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher) -> None:
@@ -110,7 +110,7 @@ class _PartReader:
         """The next chunk, or None after the last."""
         if self._position >= self._end:
             return None
-        if len(self._hashed) >= 2:
+        if len(self._hashed) >= 1:
             await self._hashed.pop(0)
         size = min(self._chunk, self._end - self._position)
         try:
