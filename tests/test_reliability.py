@@ -156,7 +156,7 @@ async def test_create_is_retried_when_it_cannot_have_reached_the_service(tmp_pat
            "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"}
     try:
         async with MetaStudioClient(Settings.from_env(env),
-                                    backoff=Backoff(attempts=8, base=0.2, cap=0.4)) as client:
+                                    backoff=Backoff(attempts=20, base=0.2, cap=0.4)) as client:
             await client.create_job("patient")
         await starting
         assert len(later[0].emulator.store.jobs) == 1
