@@ -89,7 +89,8 @@ def test_ctrl_c_during_the_review_wait_then_the_same_command(tmp_path: Path):
             first.send_signal(signal.SIGINT)
             _, stderr = first.communicate(timeout=30)
         assert first.returncode == 130
-        assert "confirmed and submitted" in stderr and f"uploader status {job_id}" in stderr
+        assert "confirmed, and the job is submitted" in stderr
+        assert f"uploader status {job_id}" in stderr
         assert "resume" not in stderr
         again = json_out(run_cli(*args, "--json", env=env))
         assert again["job_id"] == job_id and again["bytes_uploaded"] == 0
