@@ -64,7 +64,7 @@ async def _cut_short(settings: Settings, video: Path, state: Path, **options: ob
         if sent >= 3 * PART + PART // 2:
             parts.set()
 
-    options = {"name": "cut"} if "job_id" not in options else options
+    options = options if "job_id" in options else {"name": "cut", **options}
     task = asyncio.create_task(upload_video(
         video, parts=8, concurrency=1, settings=settings, state_dir=state,
         progress=progress, on_step=step, **options))  # type: ignore[arg-type]
@@ -232,7 +232,7 @@ async def test_restart_and_resume_get_past_a_bad_journal(settings, tmp_path, dam
     journal.write_bytes(b"".join(lines))
     result = await upload_video(video, name="cut", settings=settings, state_dir=state)
     assert await assembled(settings, result.job_id) == video.read_bytes()
-    await _cut_short(settings, video, state)
+    await _cut_short(settings, video, state, name="cut", restart=True)  # a second job
     journal.write_bytes(b"\xff" * 100 + b"\n" + b"{}" * 3)
     restarted = await upload_video(video, name="cut", settings=settings, state_dir=state,
                                    restart=True)
@@ -283,7 +283,7 @@ def test_a_full_disk_stops_the_run_with_the_job_id_and_the_next_run_resumes(tmp_
         assert asyncio.run(assembled(settings, str(result["job_id"]))) == video.read_bytes()
 
 
-async def test_no_lock_file_or_intent_only_journal_is_left_behind(emulator, settings,
+async def test_no_lock_file_or_empty_journal_is_left_behind(emulator, settings,
                                                                   tmp_path):
     video = video_of(tmp_path, 4 * PART)
     state = tmp_path / "state"
@@ -291,7 +291,7 @@ async def test_no_lock_file_or_intent_only_journal_is_left_behind(emulator, sett
     job_id = next(iter(emulator.emulator.store.jobs))
     await upload_video(video, job_id=job_id, restart=True, settings=settings,
                        state_dir=state)
-    emulator.emulator.faults.api_statuses = [400]  # the create is refused: no job
+    emulator.emulator.faults.api_statuses = [400]  # refused: no job
     with pytest.raises(RefusedError):
         await upload_video(video, name="refused", settings=settings, state_dir=state)
     assert list(state.iterdir()) == []
@@ -377,3 +377,13 @@ def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
         assert second.returncode == 4 and "another uploader run" in second.stderr
         assert first.returncode == 130
 
+
+
+def test_the_same_command_from_another_machine_finds_the_job(tmp_path: Path):
+    video = video_of(tmp_path, 4 * PART)
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        args = ("upload", str(video), "--name", "shared", "--json")
+        first = json_out(run_cli(*args, env=cli_env(emulator.client_env(), tmp_path / "a")))
+        second = json_out(run_cli(*args, env=cli_env(emulator.client_env(), tmp_path / "b")))
+        assert second["job_id"] == first["job_id"] and second["bytes_uploaded"] == 0
+        assert list(emulator.emulator.store.jobs) == [first["job_id"]]

@@ -35,9 +35,10 @@ from uploader import (
     Settings,
     UsageError,
 )
-from uploader._journal import FileIdentity, Journal
+from uploader._journal import FileIdentity
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 from uploader.workflow import upload_video, upload_video_sync
+from uploader.workflow.job import content_tag
 
 JSON_FIELDS = {"job_id", "parts_total", "parts_skipped", "parts_uploaded", "bytes_uploaded",
                "seconds", "state"}
@@ -190,19 +191,24 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
 async def test_a_job_created_by_a_run_that_died_is_not_created_twice(settings, tmp_path):
     video = video_of(tmp_path, 300_000)
     state = tmp_path / "state"
-    # A run noted its intent, the service created its job, and the run died before it
-    # could record the job id.
-    async with Journal(state, service=(settings.endpoint, settings.project_id),
-                       job_key="name:orphan", video=video) as journal:
-        await journal.record_intent("orphan", FileIdentity.of(video))
+    # A run (here or on another machine) created its job, tagged with the video's content
+    # and the name, and died before it could record the job id.
+    tag = content_tag("orphan", FileIdentity.of(video))
     async with MetaStudioClient(settings) as client:
-        orphan = (await client.create_job("orphan", video_multipart_count=1)).job_id
+        orphan = (await client.create_job("orphan", video_multipart_count=1,
+                                          tags=[tag])).job_id
+        lookalike = (await client.create_job("orphan", tags=["uploader-other"])).job_id
         result = await upload_video(video, name="orphan", settings=settings, state_dir=state)
-        assert result.job_id == orphan
-        assert (await client.list_jobs(name="orphan")).count == 1
-        # With no intent noted, a job that merely shares the name is not taken.
-        other = await upload_video(video, name="orphan", settings=settings, state_dir=state)
-        assert other.job_id != orphan
+        assert result.job_id == orphan != lookalike
+        assert (await client.list_jobs(name="orphan")).count == 2
+        # Run again once it is done: the job is found again, nothing is sent or created.
+        again = await upload_video(video, name="orphan", settings=settings, state_dir=state)
+        assert again.job_id == orphan and again.bytes_uploaded == 0
+        # Another name for the same video is another job; so is --restart.
+        other = await upload_video(video, name="orphan 2", settings=settings, state_dir=state)
+        fresh = await upload_video(video, name="orphan", settings=settings, state_dir=state,
+                                   restart=True)
+        assert len({orphan, other.job_id, fresh.job_id}) == 3
     assert await assembled(settings, orphan) == video.read_bytes()
 
 

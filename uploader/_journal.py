@@ -83,7 +83,6 @@ class Journal:
     """
 
     header: dict[str, Any] | None
-    intent: dict[str, Any] | None
     files: dict[str, tuple[FileIdentity, tuple[int, ...]]]
     urls: dict[str, Any]
     urls_issued_at: float
@@ -138,7 +137,7 @@ class Journal:
 
     def _close(self) -> None:
         if self._file is not None:
-            if self.header is None and self.intent is None:
+            if self.header is None:
                 self._file.remove()  # nothing worth keeping
             self._file.close()
             self._file = None
@@ -168,7 +167,7 @@ class Journal:
         if skipped:
             log.warning("the journal %s had %d unreadable record(s); they were ignored",
                         self.path, skipped)
-        version = (self.header or self.intent or {}).get("version", _VERSION)
+        version = (self.header or {}).get("version", _VERSION)
         if version != _VERSION:
             log.warning("the journal %s was written by another version of uploader; it was "
                         "set aside (what the service holds is checked against the files)",
@@ -177,11 +176,7 @@ class Journal:
 
     def _apply(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
-        if kind == "intent":
-            self._forget()
-            self.intent = {"name": str(record["name"]), "identity": dict(record["identity"]),
-                           "at": float(record["at"]), "version": record["version"]}
-        elif kind == "header":
+        if kind == "header":
             self._forget()
             self.header = {"job_id": str(record["job_id"]), "version": record["version"]}
         elif kind == "file":
@@ -254,16 +249,6 @@ class Journal:
             self._size = 0
         self._forget()
 
-    async def record_intent(self, name: str, identity: FileIdentity) -> None:
-        """Note, before creating job `name`, that this run is about to: should it be cut
-        short after the service created the job, the next run can find that job."""
-        await self._append({"kind": "intent", "version": _VERSION, "name": name,
-                            "identity": asdict(identity), "at": time.time()}, fresh=True)
-
-    async def drop_intent(self) -> None:
-        """The create was refused: no job can have come of the intent."""
-        await asyncio.to_thread(self._truncate)
-
     async def record_file(self, kind: str, identity: FileIdentity,
                           sizes: tuple[int, ...]) -> None:
         """Note the file of `kind` being uploaded, and how it is cut into parts."""
@@ -296,7 +281,6 @@ class Journal:
     def _forget(self) -> None:
         """Drop everything read or recorded (what the file held is gone or superseded)."""
         self.header = None
-        self.intent = None
         self.files = {}
         self.urls = {}
         self.urls_issued_at = 0.0

@@ -1,16 +1,17 @@
 """Recovery: which job this run works on, and what an earlier run already did for it.
 
 A journal from an earlier run names the job (and its files must still be the same files);
-without one, a name finds the job a killed run created before it could record it, or
-creates one; a job id is checked to take files. Submitting refuses, before any
-link is spent, a job that would lack a file the review requires.
+without one, a name finds the job an earlier run created for the same video (by its content
+tag: another machine's run, or one killed before it could record the job), or creates one;
+a job id is checked to take files. Submitting refuses, before any link is spent, a job that
+would lack a file the review requires.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,7 @@ from uploader._errors import (
     UsageError,
 )
 from uploader._files import KINDS, TRAINING_VIDEO
-from uploader._journal import Journal
+from uploader._journal import FileIdentity, Journal
 from uploader._models import JobDetail
 from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
 from uploader.workflow.links import Links
@@ -36,9 +37,6 @@ __all__ = ["Job", "open_job", "refuse_missing", "stored_kinds"]
 
 log = logging.getLogger("uploader")
 
-#: How far the service's clock may be behind ours when looking for a job we created.
-CLOCK_SLACK = 600
-_RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass
@@ -79,20 +77,18 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         return Links(client=client, session=session, journal=journal, job_id=job,
                      kinds=[f.kind for f in files], fields=fields)
 
+    adopted = False
     if job_id is None:
         assert request.name is not None
-        job_id = await _job_an_earlier_run_created(request.name, files[0], journal, client)
+        tag = content_tag(request.name, files[0].identity)
+        if not request.restart:
+            job_id = await _job_tagged(tag, client)
+            adopted = job_id is not None
     if job_id is None:
         assert request.name is not None
         if request.submit:
             refuse_missing(files, stored=set(), job_id=None)
-        await journal.record_intent(request.name, files[0].identity)
-        try:
-            answer = await client.create_job(request.name, **fields)
-        except ApiError as exc:
-            if exc.status is not None and exc.status < 500:  # refused: no job came of it
-                await journal.drop_intent()
-            raise
+        answer = await client.create_job(request.name, tags=[tag], **fields)
         await journal.lock_job(answer.job_id)
         await journal.start(answer.job_id)
         await _record_files(journal, files)
@@ -108,6 +104,15 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     links = links_for(job_id)
     if resumable and "submit" in journal.steps:
         return Job(job_id, links), files  # an earlier run submitted it
+    if adopted and detail.state not in ACCEPTS_VIDEO:
+        # The job a run of this command made for this video, submitted since: done.
+        log.info("job %s holds this video already and was submitted (state %s)", job_id,
+                 detail.state)
+        await journal.start(job_id)
+        for file in files:
+            await journal.record_step(confirm_step(file.kind.name))
+        await journal.record_step("submit")
+        return Job(job_id, links), files
     if resumable and detail.state not in ACCEPTS_VIDEO and _all_confirmed(journal, files):
         # An earlier run confirmed every file and was cut short while submitting: the job
         # left WAIT_FILE_UPLOAD, so its submit took effect.
@@ -221,24 +226,22 @@ def _check_journal(journal: Journal, files: list[LocalFile],
     return checked
 
 
-async def _job_an_earlier_run_created(name: str, video: LocalFile, journal: Journal,
-                                      client: MetaStudioClient) -> str | None:
-    """The job an earlier run of this command created but did not live to record.
+def content_tag(name: str, identity: FileIdentity) -> str:
+    """The tag of the job this tool creates for `name` and this video: the same on any
+    machine for the same content (its size and a hash of its first and last MiB) and name,
+    so that a later run, here or elsewhere, finds the job instead of creating another."""
+    row = f"{identity.size}\0{identity.edges_sha256}\0{name}".encode()
+    return "uploader-" + hashlib.sha256(row, usedforsecurity=False).hexdigest()[:24]
 
-    That run noted its intent (name, file, time) before asking for the job; a job of that
-    name created since then, still waiting for its files, is the one it got.
-    """
-    intent = journal.intent
-    if intent is None or intent["name"] != name or intent["identity"] != asdict(video.identity):
-        return None
-    since = datetime.fromtimestamp(intent["at"] - CLOCK_SLACK, UTC)
-    page = await client.list_jobs(name=name, state="WAIT_FILE_UPLOAD",
-                                  create_since=since.strftime(_RFC3339), limit=10)
-    found = [job for job in page.jobs if job.name == name]
+
+async def _job_tagged(tag: str, client: MetaStudioClient) -> str | None:
+    """The newest job carrying `tag` (exactly), if any: made by an earlier run of this
+    command, which may have stopped before it could record it."""
+    page = await client.list_jobs(tag=tag, limit=10)
+    found = [job for job in page.jobs if tag in (job.raw.get("tags") or [])]
     if not found:
         return None
     job = max(found, key=lambda j: j.create_time or "")
-    log.warning("continuing with job %s, created by an earlier run of this command that "
-                "stopped before it could record it", job.job_id)
+    log.warning("continuing with job %s, which an earlier run of this command created for "
+                "this video", job.job_id)
     return job.job_id
-
