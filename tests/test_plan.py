@@ -80,6 +80,6 @@ def test_public_names_are_pinned():
         "VoiceJobList", "check_video", "check_video_async", "upload_video",
         "upload_video_sync", "FileFacts", "FileResult", "MissingFilesError", "SubmitResult",
         "submit_job", "submit_job_sync", "MalformedAnswerError", "RefusedError",
-        "UnreachableError",
+        "UnreachableError", "TransferBudget",
     }
     assert all(hasattr(uploader, name) for name in uploader.__all__)

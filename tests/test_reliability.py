@@ -36,6 +36,7 @@ from uploader import (
     MetaStudioClient,
     RefusedError,
     Settings,
+    TransferBudget,
     TransferConfig,
     UnreachableError,
     UploaderError,
@@ -319,3 +320,35 @@ def test_library_errors_are_all_uploader_errors():
 
     errors = [getattr(uploader, name) for name in uploader.__all__ if name.endswith("Error")]
     assert all(issubclass(error, UploaderError) for error in errors)
+
+
+# ---- issue 13, in part: one budget for many uploads ----------------------------------------
+
+async def test_a_shared_budget_caps_pieces_in_flight_across_uploads(emulator, settings,
+                                                                   tmp_path):
+    emulator.emulator.faults.link_rate = 4 * 1024 * 1024  # slow enough to overlap
+    budget = TransferBudget(concurrency=3)
+    videos = [video_of(tmp_path, 8 * PART, f"v{n}.mp4") for n in range(3)]
+    results = await asyncio.gather(*(
+        upload_video(video, name=f"budget {n}", parts=8, concurrency=8, budget=budget,
+                     settings=settings, state_dir=tmp_path / "state")
+        for n, video in enumerate(videos)))
+    assert emulator.emulator.faults.most_in_flight == 3  # 24 wanted at once
+    for video, result in zip(videos, results, strict=True):
+        assert await assembled(settings, result.job_id) == video.read_bytes()
+
+
+def test_bwlimit_caps_the_bytes_a_second(tmp_path: Path):
+    video = video_of(tmp_path, 8 * PART)  # 4 MiB at 1 MiB/s: at least 3 s (1 MiB of burst)
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        started = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", "uploader", "upload", str(video),
+                                 "--name", "capped", "--bwlimit", "1M", "--json"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert took >= 2.9, f"4 MiB at 1 MiB/s took {took:.1f} s"
+    bad = subprocess.run([sys.executable, "-m", "uploader", "upload", str(video), "--name",
+                          "x", "--bwlimit", "1k"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "bandwidth limit" in bad.stderr

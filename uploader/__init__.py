@@ -1,6 +1,7 @@
 """Upload a training video and its job's files to Huawei Cloud MetaStudio, and submit the job."""
 
 from uploader._api import MetaStudioClient
+from uploader._budget import TransferBudget
 from uploader._errors import (
     ApiError,
     ConfirmError,
@@ -79,6 +80,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SubmitResult",
+    "TransferBudget",
     "TransferConfig",
     "TransferError",
     "UnreachableError",

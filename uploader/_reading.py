@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from uploader._errors import FileChangedError, TransferError, UploaderError
@@ -140,9 +140,11 @@ class PartBody:
     fails rather than send a short body; the engine, not aiohttp, retries a part."""
 
     def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher,
-                 on_chunk: Callable[[int], None]) -> None:
+                 on_chunk: Callable[[int], None],
+                 throttle: Callable[[int], Awaitable[None]] | None = None) -> None:
         self._reader = _PartReader(part, chunk_size=chunk_size, hasher=hasher)
         self._on_chunk = on_chunk
+        self._throttle = throttle  # waits until a chunk of this size may go out
         self._started = False
         self.failure: UploaderError | None = None  # why the body stopped, if it did
 
@@ -156,6 +158,8 @@ class PartBody:
         try:
             async with self._reader as reader:
                 while (chunk := await reader.read()) is not None:
+                    if self._throttle is not None:
+                        await self._throttle(len(chunk))
                     yield chunk
                     self._on_chunk(len(chunk))
         except UploaderError as exc:  # aiohttp reports it as a connection error

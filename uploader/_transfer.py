@@ -11,6 +11,7 @@ it holds the part, else by fresh URLs. The parts in flight run in one task group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections import deque
@@ -22,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from uploader import _checks as checks
+from uploader._budget import STEP, TransferBudget
 from uploader._errors import (
     TransferError,
     UnreachableError,
@@ -104,8 +106,11 @@ class PartFailure(Exception):
 async def put_part(
     session: aiohttp.ClientSession, url: str, part: Piece, *,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
+    budget: TransferBudget | None = None,
 ) -> str:
-    """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag."""
+    """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag.
+    With a `budget`, each chunk waits for its share of the bandwidth (waiting for it is not a
+    stall)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(config.stall_timeout) as deadline:
 
@@ -113,7 +118,14 @@ async def put_part(
             on_bytes(count)
             deadline.reschedule(loop.time() + config.stall_timeout)
 
-        body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed)
+        async def throttle(size: int) -> None:
+            assert budget is not None
+            for start in range(0, size, STEP):
+                await budget.spend(min(STEP, size - start))
+                deadline.reschedule(loop.time() + config.stall_timeout)
+
+        body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed,
+                        throttle=throttle if budget is not None else None)
         headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
             async with session.put(URL(url, encoded=True), data=body, headers=headers,
@@ -155,9 +167,11 @@ async def send_pieces(
     parts: list[Piece], *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
     on_done: Callable[[Piece, str], Awaitable[None]], job_id: str | None = None,
+    budget: TransferBudget | None = None,
 ) -> int:
     """Send `parts` (of any files: video parts and single files alike) with
-    `config.concurrency` workers in one task group; return the bytes put on the wire.
+    `config.concurrency` workers in one task group; return the bytes put on the wire. A
+    `budget` shared with other uploads caps the pieces in flight and the bandwidth of all.
 
     The first piece that cannot be sent cancels the others in flight (their bytes are
     wound back), and is raised: as the UploaderError it is, or, for anything unforeseen, as
@@ -175,9 +189,10 @@ async def send_pieces(
     async def worker() -> None:
         while queue:
             part = queue.popleft()
-            md5_hex = await _send_one(part, session=session, urls=urls, config=config,
-                                      hasher=hasher, on_bytes=counted, on_settled=on_bytes,
-                                      job_id=job_id)
+            async with budget.slot() if budget is not None else contextlib.nullcontext():
+                md5_hex = await _send_one(part, session=session, urls=urls, config=config,
+                                          hasher=hasher, on_bytes=counted,
+                                          on_settled=on_bytes, job_id=job_id, budget=budget)
             await on_done(part, md5_hex)
 
     try:
@@ -215,7 +230,7 @@ def _first_failure(failed: ExceptionGroup[Exception], job_id: str | None) -> Upl
 async def _send_one(
     part: Piece, *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
-    on_settled: Callable[[int], None], job_id: str | None,
+    on_settled: Callable[[int], None], job_id: str | None, budget: TransferBudget | None,
 ) -> str:
     """Send one part until it is stored, with the one retry policy. `on_bytes` follows the
     bytes put on the wire (back down when an attempt fails); `on_settled` is told of a part
@@ -236,7 +251,7 @@ async def _send_one(
 
         try:
             return await put_part(session, urls.url(part), part, config=config,
-                                  hasher=hasher, on_bytes=count)
+                                  hasher=hasher, on_bytes=count, budget=budget)
         except (PartFailure, TimeoutError) as exc:
             on_bytes(-sent)  # the bar winds back: these bytes must be sent again
             failure = exc if isinstance(exc, PartFailure) else PartFailure(

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
 from uploader._files import KINDS, TRAINING_VIDEO
 from uploader._plan import parse_size
@@ -64,6 +65,8 @@ def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--part-size", callback=_size, help="Cut the video into parts of SIZE (32MiB, 8M).")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Pieces in flight at once.")
+@click.option("--bwlimit", callback=_size, metavar="RATE",
+              help="At most RATE bytes a second on the wire (40M, 512k: powers of 1024).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the resume journal is kept [default: the user state folder].")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
@@ -81,10 +84,17 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
         raise click.UsageError("give exactly one of --job-id or --name")
     bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
     reached = _Steps(bar)
+    bwlimit = options.pop("bwlimit")
     options |= {"wait": wait or use_emulator, "submit": submit_review,
                 "progress": bar.show if bar else None, "on_step": reached.step}
+
+    async def call(env: Settings) -> UploadResult:
+        budget = None if bwlimit is None else TransferBudget(
+            concurrency=options["concurrency"], bwlimit=bwlimit)
+        return await upload_video(video, settings=env, budget=budget, **options)
+
     try:
-        result = _run(lambda env: upload_video(video, settings=env, **options),
+        result = _run(call,
                       use_emulator=use_emulator, quiet=quiet or as_json, as_json=as_json,
                       interrupted_at=reached.interruption)
     finally:

@@ -35,6 +35,8 @@ class Faults:
         self.lose_confirms = 0
         self.rewrite: Callable[[web.Request, Any], Any] | None = None
         self.api_statuses: list[int] = []
+        #: PUTs being served now, and the most served at once.
+        self.in_flight = self.most_in_flight = 0
         self.api_retry_after: float | None = None
         #: What happened to each PUT, by (job id, part number; 0 for a single file):
         #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator

@@ -103,6 +103,15 @@ class ObjectStorage:
     # ---- PUT: a part or a single file -------------------------------------------------
 
     async def put_object(self, request: web.Request) -> web.StreamResponse:
+        faults = self.faults
+        faults.in_flight += 1
+        faults.most_in_flight = max(faults.most_in_flight, faults.in_flight)
+        try:
+            return await self._put_object(request)
+        finally:
+            faults.in_flight -= 1
+
+    async def _put_object(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         faults = self.faults
         ledger = faults.ledger[(_job_of(key), _int_or_zero(request.query.get("partNumber")))]

@@ -21,6 +21,7 @@ import aiohttp
 
 from uploader import _checks as checks
 from uploader._api import MetaStudioClient
+from uploader._budget import TransferBudget
 from uploader._errors import ApiError, PreflightError, UsageError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._journal import FileIdentity, Journal, default_state_dir
@@ -72,6 +73,7 @@ async def upload_video(
     progress: Progress | None = None,
     on_step: OnStep | None = None,
     transfer: TransferConfig | None = None,
+    budget: TransferBudget | None = None,
     id_card_front: str | os.PathLike[str] | None = None,
     id_card_back: str | os.PathLike[str] | None = None,
     grant_file: str | os.PathLike[str] | None = None,
@@ -86,8 +88,9 @@ async def upload_video(
     `parts`/`part_size` cut the training video; `progress(done, total)` is called with byte
     counts over all files; `on_step(step, job_id)` as the run reaches each of STEPS (after
     "confirmed", an interruption loses nothing: the files are the job's); `concurrency`
-    (pieces in flight, default 8) overrides the one in `transfer`. Every value is checked
-    before anything is read or sent: UsageError.
+    (pieces in flight, default 8) overrides the one in `transfer`; a `budget` shared with
+    other concurrent calls (same event loop) caps their pieces in flight and bandwidth
+    together. Every value is checked before anything is read or sent: UsageError.
     """
     given = {"id_card_front": id_card_front, "id_card_back": id_card_back,
              "grant_file": grant_file, "cover": cover, "action_video": action_video,
@@ -100,6 +103,8 @@ async def upload_video(
     folder = checks.path(state_dir, "state_dir") if state_dir is not None else (
         default_state_dir())
     settings = _settings(settings)
+    if budget is not None and not isinstance(budget, TransferBudget):
+        raise UsageError(f"budget must be a TransferBudget, not {budget!r}")
     step = on_step or (lambda step, job: None)
     reports = await check_files(paths)
     refused = [report for report in reports if not report.ok]
@@ -118,7 +123,7 @@ async def upload_video(
                                     session=session)
         step("sending", job.job_id)
         sender = Sender(files=files, links=job.links, journal=journal, session=session,
-                        config=config, progress=progress, new_job=job.created)
+                        config=config, progress=progress, new_job=job.created, budget=budget)
         started = time.monotonic()
         if SUBMIT_STEP not in journal.steps:
             await sender.send_missing(restart=restart)

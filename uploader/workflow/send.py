@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from uploader._budget import TransferBudget
 from uploader._errors import FileChangedError, TransferError
 from uploader._files import kind
 from uploader._journal import Journal
@@ -56,9 +57,11 @@ class Sender:
 
     def __init__(self, *, files: list[LocalFile], links: Links, journal: Journal,
                  session: aiohttp.ClientSession, config: TransferConfig,
-                 progress: Progress | None, new_job: bool = False) -> None:
+                 progress: Progress | None, new_job: bool = False,
+                 budget: TransferBudget | None = None) -> None:
         self.files, self.links, self.journal = files, links, journal
         self.new_job = new_job  # created by this run: it holds nothing of an earlier one
+        self.budget = budget
         self.session, self.config, self.progress = session, config, progress
         self.total = sum(f.size for f in files)
         self.done_bytes = 0
@@ -78,7 +81,8 @@ class Sender:
                 return
             self.tally.wire_bytes += await send_pieces(
                 missing, session=self.session, urls=self.links, config=self.config,
-                on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id)
+                on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id,
+                budget=self.budget)
             missing = await self._missing(trust_server=True)
         if missing:
             raise TransferError(f"the server still lacks {len(missing)} piece(s) after "
