@@ -11,6 +11,7 @@ import logging
 import click
 
 from uploader._redact import RedactingFilter
+from uploader.cli.batch import batch
 from uploader.cli.emulator import emulator
 from uploader.cli.read import check, jobs, status, voices
 from uploader.cli.upload import submit, upload
@@ -37,5 +38,5 @@ def main(verbose: int, debug: bool, allow_http: bool) -> None:
 
 
 
-for _command in (upload, submit, check, jobs, status, voices, emulator):
+for _command in (upload, batch, submit, check, jobs, status, voices, emulator):
     main.add_command(_command)

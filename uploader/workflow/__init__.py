@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ async def upload_video(
     on_step: OnStep | None = None,
     transfer: TransferConfig | None = None,
     budget: TransferBudget | None = None,
+    tags: Sequence[str] = (),
+    batch_name: str | None = None,
+    contact: str | None = None,
     id_card_front: str | os.PathLike[str] | None = None,
     id_card_back: str | os.PathLike[str] | None = None,
     grant_file: str | os.PathLike[str] | None = None,
@@ -90,14 +93,16 @@ async def upload_video(
     "confirmed", an interruption loses nothing: the files are the job's); `concurrency`
     (pieces in flight, default 8) overrides the one in `transfer`; a `budget` shared with
     other concurrent calls (same event loop) caps their pieces in flight and bandwidth
-    together. Every value is checked before anything is read or sent: UsageError.
+    together. A job this call creates gets `tags` (besides its content tag), `batch_name`
+    and `contact`. Every value is checked before anything is read or sent: UsageError.
     """
     given = {"id_card_front": id_card_front, "id_card_back": id_card_back,
              "grant_file": grant_file, "cover": cover, "action_video": action_video,
              "audio": audio}
     paths = {TRAINING_VIDEO: checks.path(path, "the video's path")} | {
         kind(k): checks.path(v, f"{k}'s path") for k, v in given.items() if v is not None}
-    request = _request(job_id, name, parts, part_size, restart, submit)
+    request = dataclasses.replace(_request(job_id, name, parts, part_size, restart, submit),
+                                  labels=_labels(tags, batch_name, contact))
     config = _transfer_config(transfer, concurrency)
     wait_timeout = checks.number(wait_timeout, "wait_timeout")
     folder = checks.path(state_dir, "state_dir") if state_dir is not None else (
@@ -194,6 +199,18 @@ def _request(job_id: object, name: object, parts: object, part_size: object, res
                       name=checks.name(name) if name is not None else None,
                       restart=bool(restart), submit=bool(submit),
                       explicit_plan=parts is not None or part_size is not None)
+
+
+def _labels(tags: Sequence[str], batch_name: str | None, contact: str | None
+            ) -> dict[str, Any]:
+    if (isinstance(tags, str) or not isinstance(tags, Sequence)
+            or not all(isinstance(t, str) and t for t in tags)):
+        raise UsageError(f"tags must be a list of non-empty texts, not {tags!r}")
+    labels: dict[str, Any] = {"tags": list(tags)} if tags else {}
+    for key, value in (("batch_name", batch_name), ("contact", contact)):
+        if value is not None:
+            labels[key] = checks.text(value, key, longest=checks.MAX_NAME)
+    return labels
 
 
 def _transfer_config(transfer: object, concurrency: object) -> TransferConfig:

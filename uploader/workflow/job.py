@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -57,6 +57,7 @@ class JobRequest:
     restart: bool
     submit: bool
     explicit_plan: bool
+    labels: dict[str, Any] = field(default_factory=dict)  # tags, batch_name, contact
 
 
 async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Journal,
@@ -88,7 +89,9 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         assert request.name is not None
         if request.submit:
             refuse_missing(files, stored=set(), job_id=None)
-        answer = await client.create_job(request.name, tags=[tag], **fields)
+        labels = dict(request.labels)
+        labels["tags"] = [tag, *labels.get("tags", ())]
+        answer = await client.create_job(request.name, **labels, **fields)
         await journal.lock_job(answer.job_id)
         await journal.start(answer.job_id)
         await _record_files(journal, files)

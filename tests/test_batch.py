@@ -1,0 +1,145 @@
+"""`uploader batch` and `upload_batch` against the emulator: rows valid, invalid and missing,
+the report, re-runs, another machine, --fail-fast, --dry-run (issue 13, in part)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES, emulator_config
+from tests.uploads import assembled, cli_env, video_of
+from uploader import Settings
+from uploader.batch import Row, RowError, read_manifest, upload_batch
+from uploader.emulator import EmulatorThread, RunningEmulator
+
+PART = 512 * 1024
+
+
+def _manifest(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A CSV manifest: three good videos (relative paths), a missing one, one too long, and
+    a row with no name; the good videos."""
+    videos = [video_of(tmp_path, (4 + n) * PART, f"v{n}.mp4") for n in range(3)]
+    lines = ["path,name,tags,batch_name",
+             "v0.mp4,first,a;b,week 1",
+             "v1.mp4,second,,week 1",
+             "missing.mp4,third,,",
+             f"{SAMPLES / 'too_long.mp4'},fourth,,",
+             "v2.mp4,,,",
+             "v2.mp4,fifth,,week 1"]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest, videos
+
+
+def _batch(emulator: RunningEmulator, state: Path, *args: str
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "uploader", "batch", *args],
+                          env=cli_env(emulator.client_env(), state), capture_output=True,
+                          text=True, timeout=120)
+
+
+def _report(path: Path) -> dict[int, dict[str, object]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {int(row["line"]): row for row in rows}
+
+
+def test_a_manifest_of_good_bad_and_missing_rows(tmp_path: Path):
+    manifest, videos = _manifest(tmp_path)
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        report = tmp_path / "report.jsonl"
+        run = _batch(emulator, tmp_path / "state", str(manifest), "--report", str(report),
+                     "--json")
+        assert run.returncode == 6, run.stderr
+        assert "Traceback" not in run.stderr
+        rows = _report(report)
+        assert {n: r["outcome"] for n, r in rows.items()} == {
+            2: "ok", 3: "ok", 4: "invalid", 5: "invalid", 6: "invalid", 7: "ok"}
+        assert "exactly one of name and job_id" in str(rows[6]["message"])
+        summary = json.loads(run.stdout)
+        assert (summary["ok"], summary["invalid"], summary["failed"]) == (3, 3, 0)
+        settings = Settings.from_env(emulator.client_env())
+        for line, video in zip((2, 3, 7), videos, strict=True):
+            job_id = str(rows[line]["job_id"])
+            assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
+        jobs = emulator.emulator.store.jobs
+        first = jobs[str(rows[2]["job_id"])]
+        assert first["batch_name"] == "week 1" and {"a", "b"} <= set(first["tags"])
+
+        # The same manifest again: every good row skipped, no job created.
+        again = _batch(emulator, tmp_path / "state", str(manifest), "--report", str(report))
+        assert again.returncode == 6
+        assert [r["outcome"] for n, r in sorted(_report(report).items()) if n in (2, 3, 7)] \
+            == ["skipped"] * 3
+        # From another machine (an empty state folder): still no second job.
+        elsewhere = _batch(emulator, tmp_path / "other state", str(manifest), "--json")
+        assert json.loads(elsewhere.stdout)["skipped"] == 3
+        assert len(jobs) == 3
+
+
+def test_dry_run_and_fail_fast_send_nothing_when_a_row_is_bad(tmp_path: Path):
+    manifest, _ = _manifest(tmp_path)
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        for flag in ("--dry-run", "--fail-fast"):
+            run = _batch(emulator, tmp_path / "state", str(manifest), flag, "--json")
+            assert run.returncode == 6, run.stderr
+            assert json.loads(run.stdout)["invalid"] == 3
+        assert not emulator.emulator.store.jobs
+
+
+def test_a_clean_manifest_exits_0_and_reads_json_lines(tmp_path: Path):
+    videos = [video_of(tmp_path, 4 * PART, f"j{n}.mp4") for n in range(2)]
+    manifest = tmp_path / "rows.jsonl"
+    manifest.write_text("".join(json.dumps({"path": v.name, "name": v.stem, "parts": 2}) + "\n"
+                                for v in videos))
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        run = _batch(emulator, tmp_path / "state", str(manifest), "--files", "2",
+                     "--concurrency", "3", "--bwlimit", "64M", "--json")
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["ok"] == 2
+
+
+def test_a_bad_manifest_is_a_usage_error(tmp_path: Path):
+    wrong = tmp_path / "rows.csv"
+    wrong.write_text("file,name\nx.mp4,y\n")
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        run = _batch(emulator, tmp_path / "state", str(wrong))
+        assert run.returncode == 2 and "path" in run.stderr
+        run = _batch(emulator, tmp_path / "state", str(tmp_path / "rows.txt"))
+        assert run.returncode == 2 and ".csv" in run.stderr
+
+
+def test_manifest_rows_are_read_lazily(tmp_path: Path):
+    manifest = tmp_path / "many.csv"
+    manifest.write_text("path,name\n" + "".join(f"v{n}.mp4,n{n}\n" for n in range(10_000)))
+    rows = read_manifest(str(manifest))
+    first = next(rows)
+    assert isinstance(first, Row) and first.line == 2 and first.path == tmp_path / "v0.mp4"
+    bad = list(read_manifest(str(_write(tmp_path / "bad.jsonl", '{"path": 3, "x": 1}\nnope\n'))))
+    assert all(isinstance(row, RowError) for row in bad) and [r.line for r in bad] == [1, 2]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+async def test_upload_batch_from_code_yields_each_row_as_it_ends(emulator, settings, tmp_path):
+    videos = [video_of(tmp_path, 4 * PART, f"c{n}.mp4") for n in range(3)]
+    rows = [Row(line=n + 1, path=v, name=v.stem) for n, v in enumerate(videos)]
+    results = [r async for r in upload_batch(rows, files=2, settings=settings,
+                                             state_dir=tmp_path / "state")]
+    assert sorted(r.line for r in results) == [1, 2, 3]
+    assert {r.outcome for r in results} == {"ok"}
+
+
+@pytest.mark.parametrize("files", [0, "2", True])
+async def test_upload_batch_refuses_bad_values(settings, files):
+    from uploader import UsageError
+
+    with pytest.raises(UsageError):
+        [r async for r in upload_batch([], files=files, settings=settings)]

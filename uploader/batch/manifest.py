@@ -1,0 +1,147 @@
+"""The batch manifest: CSV with a header row, or JSON Lines, read one row at a time.
+
+Columns: `path` (required; relative paths are relative to the manifest's folder), `name` or
+`job_id`, and optionally `parts`, `part_size`, the job's other files (`id_card_front`,
+`id_card_back`, `grant_file`, `cover`, `action_video`, `audio`), `tags` (`;`-separated in
+CSV, a list in JSON), `batch_name`, `contact`. A row that cannot be used is a `RowError`
+with its line number; it does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uploader._errors import UploaderError, UsageError
+from uploader._plan import parse_size
+
+__all__ = ["FILE_COLUMNS", "Row", "RowError", "read_manifest"]
+
+FILE_COLUMNS = ("id_card_front", "id_card_back", "grant_file", "cover", "action_video",
+                "audio")
+_COLUMNS = {"path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
+            *FILE_COLUMNS}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One video of the batch, with its line in the manifest."""
+
+    line: int
+    path: Path
+    name: str | None = None
+    job_id: str | None = None
+    parts: int | None = None
+    part_size: int | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    batch_name: str | None = None
+    contact: str | None = None
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that cannot be used, and why."""
+
+    line: int
+    path: str
+    message: str
+
+
+def read_manifest(manifest: str) -> Iterator[Row | RowError]:
+    """The rows of `manifest` (a .csv, .jsonl or .ndjson file; "-": CSV on stdin), read
+    lazily. UsageError if the manifest itself cannot be read."""
+    if manifest == "-":
+        yield from _csv_rows(sys.stdin, Path.cwd())
+        return
+    path = Path(manifest)
+    if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+        raise UsageError(f"{manifest}: a manifest is .csv, .jsonl or .ndjson")
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise UsageError(f"cannot read the manifest {manifest}: {exc.strerror}") from None
+    with handle:
+        if path.suffix.lower() == ".csv":
+            yield from _csv_rows(handle, path.parent)
+        else:
+            yield from _json_rows(handle, path.parent)
+
+
+def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
+    reader = csv.DictReader(handle)
+    unknown = set(reader.fieldnames or ()) - _COLUMNS
+    if "path" not in (reader.fieldnames or ()) or unknown:
+        raise UsageError("the manifest's header row must name a `path` column, and only "
+                         f"known columns ({', '.join(sorted(_COLUMNS))}); unknown: "
+                         f"{', '.join(sorted(unknown)) or 'none'}")
+    for values in reader:
+        tags = (values.get("tags") or "").split(";")
+        values["tags"] = [t.strip() for t in tags if t.strip()]
+        yield _row(reader.line_num, values, base)
+
+
+def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
+    for number, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            values = json.loads(text)
+        except ValueError:
+            yield RowError(number, "", "not a JSON object")
+            continue
+        if not isinstance(values, dict):
+            yield RowError(number, "", "not a JSON object")
+            continue
+        unknown = set(values) - _COLUMNS
+        if unknown:
+            yield RowError(number, str(values.get("path", "")),
+                           f"unknown column(s): {', '.join(sorted(unknown))}")
+            continue
+        yield _row(number, values, base)
+
+
+def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
+    given = {k: v for k, v in values.items() if v not in (None, "", [])}
+    path = str(given.get("path", ""))
+    try:
+        if not path:
+            raise UsageError("no path")
+        if ("name" in given) == ("job_id" in given):
+            raise UsageError("give exactly one of name and job_id")
+        tags = given.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise UsageError("tags must be a list of text")
+        return Row(
+            line=line, path=base / path, name=_text(given.get("name")),
+            job_id=_text(given.get("job_id")), parts=_count(given.get("parts")),
+            part_size=_size(given.get("part_size")),
+            files={k: base / str(given[k]) for k in FILE_COLUMNS if k in given},
+            tags=tuple(tags), batch_name=_text(given.get("batch_name")),
+            contact=_text(given.get("contact")))
+    except UploaderError as exc:
+        return RowError(line, path, exc.message)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _count(value: Any) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise UsageError(f"parts must be a whole number, not {value!r}")
+
+
+def _size(value: Any) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    return parse_size(str(value))
