@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,34 @@ async def test_upload_batch_refuses_bad_values(settings, files):
 
     with pytest.raises(UsageError):
         [r async for r in upload_batch([], files=files, settings=settings)]
+
+
+def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
+    videos = [video_of(tmp_path, 8 * PART, f"k{n}.mp4") for n in range(3)]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,name,parts\n" + "".join(f"{v.name},{v.stem},8\n" for v in videos))
+    config = emulator_config(tmp_path / "emulator", link_rate=2 * 1024 * 1024)
+    with EmulatorThread(config) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        args = [sys.executable, "-m", "uploader", "batch", str(manifest), "--files", "2",
+                "--concurrency", "2", "--json"]
+        with subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as first:
+            deadline = time.monotonic() + 30
+            while emulator.emulator.faults.totals()["stored"] < 3:
+                assert time.monotonic() < deadline, "nothing was stored"
+                time.sleep(0.02)
+            first.send_signal(signal.SIGKILL)
+        emulator.emulator.faults.link_rate = None
+        made = set(emulator.emulator.store.jobs)
+        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        summary = json.loads(again.stdout)
+        assert summary["ok"] + summary["skipped"] == 3
+        assert summary["bytes_uploaded"] < sum(v.stat().st_size for v in videos)
+        jobs = emulator.emulator.store.jobs
+        assert made <= set(jobs) and len(jobs) == 3  # no second job for any row
+        settings = Settings.from_env(emulator.client_env())
+        for job_id, job in jobs.items():
+            video = tmp_path / f"{job['name']}.mp4"
+            assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
