@@ -94,15 +94,19 @@ def test_dry_run_and_fail_fast_send_nothing_when_a_row_is_bad(tmp_path: Path):
 
 
 def test_a_clean_manifest_exits_0_and_reads_json_lines(tmp_path: Path):
-    videos = [video_of(tmp_path, 4 * PART, f"j{n}.mp4") for n in range(2)]
+    videos = [video_of(tmp_path, 8 * PART, f"j{n}.mp4") for n in range(4)]
     manifest = tmp_path / "rows.jsonl"
-    manifest.write_text("".join(json.dumps({"path": v.name, "name": v.stem, "parts": 2}) + "\n"
+    manifest.write_text("".join(json.dumps({"path": v.name, "name": v.stem, "parts": 8}) + "\n"
                                 for v in videos))
-    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+    config = emulator_config(tmp_path / "emulator", link_rate=8 * 1024 * 1024)
+    with EmulatorThread(config) as emulator:
         run = _batch(emulator, tmp_path / "state", str(manifest), "--files", "2",
                      "--concurrency", "3", "--bwlimit", "64M", "--json")
         assert run.returncode == 0, run.stderr
-        assert json.loads(run.stdout)["ok"] == 2
+        assert json.loads(run.stdout)["ok"] == 4
+        faults = emulator.emulator.faults
+        # One session for the batch: K part PUTs, and an API call per row in flight.
+        assert faults.most_in_flight == 3 and faults.most_connections <= 3 + 2
 
 
 def test_a_bad_manifest_is_a_usage_error(tmp_path: Path):

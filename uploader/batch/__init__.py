@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import aiohttp
+
 from uploader._budget import TransferBudget
 from uploader._errors import PreflightError, UploaderError, UsageError
 from uploader._settings import Settings
@@ -69,14 +71,6 @@ async def upload_batch(
             stop.set()
         await results.put(result)
 
-    async def one(row: Row) -> None:
-        try:
-            result = await _upload_row(row, budget=budget, settings=settings,
-                                       state_dir=state_dir, submit=submit, wait=wait)
-        finally:
-            slots.release()
-        await ended(result)
-
     async def run() -> None:
         async with asyncio.TaskGroup() as group:
             for row in rows:
@@ -93,6 +87,19 @@ async def upload_batch(
                 group.create_task(one(row))
         await results.put(None)
 
+    # One session for every row: at most K part PUTs and one API call per row at once.
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=budget.concurrency + files))
+
+    async def one(row: Row) -> None:
+        try:
+            result = await _upload_row(row, budget=budget, settings=settings,
+                                       state_dir=state_dir, submit=submit, wait=wait,
+                                       session=session)
+        finally:
+            slots.release()
+        await ended(result)
+
     runner = asyncio.create_task(run())
     try:
         while (result := await results.get()) is not None:
@@ -103,6 +110,7 @@ async def upload_batch(
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
+        await session.close()
 
 
 def upload_batch_sync(rows: Iterable[Row | RowError], **options: Any) -> list[RowResult]:
@@ -115,13 +123,13 @@ def upload_batch_sync(rows: Iterable[Row | RowError], **options: Any) -> list[Ro
 
 async def _upload_row(row: Row, *, budget: TransferBudget, settings: Settings,
                       state_dir: str | os.PathLike[str] | None, submit: bool,
-                      wait: bool) -> RowResult:
+                      wait: bool, session: aiohttp.ClientSession) -> RowResult:
     started = time.monotonic()
     try:
         result = await upload_video(
             row.path, job_id=row.job_id, name=row.name, parts=row.parts,
             part_size=row.part_size, settings=settings, state_dir=state_dir, submit=submit,
-            wait=wait, budget=budget, tags=row.tags, batch_name=row.batch_name,
+            wait=wait, budget=budget, session=session, tags=row.tags, batch_name=row.batch_name,
             contact=row.contact, id_card_front=row.files.get("id_card_front"),
             id_card_back=row.files.get("id_card_back"), grant_file=row.files.get("grant_file"),
             cover=row.files.get("cover"), action_video=row.files.get("action_video"),

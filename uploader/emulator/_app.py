@@ -76,6 +76,7 @@ class Emulator:
 
     @web.middleware
     async def request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.faults.note_connection(request.transport)
         try:
             response = await handler(request)
         except web.HTTPException as exc:

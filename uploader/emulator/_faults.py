@@ -35,8 +35,10 @@ class Faults:
         self.lose_confirms = 0
         self.rewrite: Callable[[web.Request, Any], Any] | None = None
         self.api_statuses: list[int] = []
-        #: PUTs being served now, and the most served at once.
-        self.in_flight = self.most_in_flight = 0
+        #: PUTs being served now, and the most served at once; the most connections open
+        #: at once that made requests.
+        self.in_flight = self.most_in_flight = self.most_connections = 0
+        self._connections: set[asyncio.BaseTransport] = set()
         self.api_retry_after: float | None = None
         #: What happened to each PUT, by (job id, part number; 0 for a single file):
         #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator
@@ -53,6 +55,13 @@ class Faults:
     def totals(self) -> Counter[str]:
         """The ledger summed over all PUTs (attempts, refused, failed, stored, ...)."""
         return sum(self.ledger.values(), Counter())
+
+    def note_connection(self, transport: asyncio.BaseTransport | None) -> None:
+        """Count the connection a request came on (those closed since are forgotten)."""
+        if transport is not None:
+            self._connections = {t for t in self._connections if not t.is_closing()}
+            self._connections.add(transport)
+            self.most_connections = max(self.most_connections, len(self._connections))
 
     def take_lost_confirm(self) -> bool:
         """Whether this confirm's answer is to be lost (counts one down if so)."""

@@ -9,11 +9,12 @@ submit, review), `result` (what a run returns), `local` (the files on this machi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ async def upload_video(
     on_step: OnStep | None = None,
     transfer: TransferConfig | None = None,
     budget: TransferBudget | None = None,
+    session: aiohttp.ClientSession | None = None,
     tags: Sequence[str] = (),
     batch_name: str | None = None,
     contact: str | None = None,
@@ -93,7 +95,8 @@ async def upload_video(
     "confirmed", an interruption loses nothing: the files are the job's); `concurrency`
     (pieces in flight, default 8) overrides the one in `transfer`; a `budget` shared with
     other concurrent calls (same event loop) caps their pieces in flight and bandwidth
-    together. A job this call creates gets `tags` (besides its content tag), `batch_name`
+    together; a `session` shared with them (left open) shares their connections. A job
+    this call creates gets `tags` (besides its content tag), `batch_name`
     and `contact`. Every value is checked before anything is read or sent: UsageError.
     """
     given = {"id_card_front": id_card_front, "id_card_back": id_card_back,
@@ -116,13 +119,11 @@ async def upload_video(
     if refused:
         raise PreflightError(*refused)
     files = [await _local_file(k, p, parts, part_size) for k, p in paths.items()]
-    # One session for the API and the files: one TLS context, connections reused.
-    connector = aiohttp.TCPConnector(limit=config.concurrency + 2)
     key = f"job:{job_id}" if job_id is not None else f"name:{name}"
     service = (settings.endpoint, settings.project_id)
     async with Journal(folder, service=service, job_key=key, video=paths[TRAINING_VIDEO],
                        restart=restart) as journal, \
-            aiohttp.ClientSession(connector=connector) as session, \
+            _session(session, config) as session, \
             MetaStudioClient(settings, session=session) as client:
         job, files = await open_job(request, files, journal=journal, client=client,
                                     session=session)
@@ -199,6 +200,19 @@ def _request(job_id: object, name: object, parts: object, part_size: object, res
                       name=checks.name(name) if name is not None else None,
                       restart=bool(restart), submit=bool(submit),
                       explicit_plan=parts is not None or part_size is not None)
+
+
+@contextlib.asynccontextmanager
+async def _session(given: aiohttp.ClientSession | None, config: TransferConfig
+                   ) -> AsyncIterator[aiohttp.ClientSession]:
+    """The caller's session, left open; else one of this call's own for the API and the
+    files (one TLS context, connections reused), closed at the end."""
+    if given is not None:
+        yield given
+        return
+    connector = aiohttp.TCPConnector(limit=config.concurrency + 2)
+    async with aiohttp.ClientSession(connector=connector) as own:
+        yield own
 
 
 def _labels(tags: Sequence[str], batch_name: str | None, contact: str | None
