@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, emulator_config
-from tests.uploads import assembled, cli_env, video_of
-from uploader import Settings
+from tests.uploads import REQUIRED, assembled, cli_env, video_of
+from uploader import Settings, UsageError
 from uploader.batch import Row, RowError, read_manifest, upload_batch
-from uploader.emulator import EmulatorThread, RunningEmulator
+from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
 PART = 512 * 1024
 
@@ -145,8 +145,6 @@ async def test_upload_batch_from_code_yields_each_row_as_it_ends(emulator, setti
 
 @pytest.mark.parametrize("files", [0, "2", True])
 async def test_upload_batch_refuses_bad_values(settings, files):
-    from uploader import UsageError
-
     with pytest.raises(UsageError):
         [r async for r in upload_batch([], files=files, settings=settings)]
 
@@ -180,3 +178,20 @@ def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
         for job_id, job in jobs.items():
             video = tmp_path / f"{job['name']}.mp4"
             assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
+
+
+async def test_rows_waiting_for_their_review_hold_no_place(tmp_path):
+    running = await start_emulator(emulator_config(tmp_path / "emulator", review_delay=1.5))
+    try:
+        settings = Settings.from_env(running.client_env())
+        rows = [Row(line=n, path=video_of(tmp_path, 4 * PART, f"w{n}.mp4"), name=f"w{n}",
+                    files=dict(REQUIRED)) for n in range(3)]
+        started = time.monotonic()
+        results = [r async for r in upload_batch(rows, files=1, settings=settings,
+                                                 state_dir=tmp_path / "state", submit=True,
+                                                 wait=True)]
+        took = time.monotonic() - started
+    finally:
+        await running.stop()
+    assert [r.state for r in results] == ["MANUAL_VERIFYING"] * 3
+    assert took < 3 * 1.5  # the reviews overlapped: each row let the next start

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,7 +56,8 @@ async def upload_batch(
     settings: Settings | None = None, state_dir: str | os.PathLike[str] | None = None,
     submit: bool = False, wait: bool = False, fail_fast: bool = False,
 ) -> AsyncIterator[RowResult]:
-    """Upload every row, `files` at a time; yield each row's result as it ends. With
+    """Upload every row, `files` at a time; yield each row's result as it ends. A row that
+    waits for its review (`submit` and `wait`) gives its place to the next. With
     `fail_fast`, no row starts after one failed or was invalid."""
     if isinstance(files, bool) or not isinstance(files, int) or files < 1:
         raise UsageError(f"files must be a whole number of at least 1, not {files!r}")
@@ -92,12 +93,21 @@ async def upload_batch(
         connector=aiohttp.TCPConnector(limit=budget.concurrency + files))
 
     async def one(row: Row) -> None:
+        held = True
+
+        def on_step(step: str, job_id: str) -> None:
+            nonlocal held
+            if step == "waiting" and held:  # waiting for a review holds no place
+                held = False
+                slots.release()
+
         try:
             result = await _upload_row(row, budget=budget, settings=settings,
                                        state_dir=state_dir, submit=submit, wait=wait,
-                                       session=session)
+                                       session=session, on_step=on_step)
         finally:
-            slots.release()
+            if held:
+                slots.release()
         await ended(result)
 
     runner = asyncio.create_task(run())
@@ -123,13 +133,15 @@ def upload_batch_sync(rows: Iterable[Row | RowError], **options: Any) -> list[Ro
 
 async def _upload_row(row: Row, *, budget: TransferBudget, settings: Settings,
                       state_dir: str | os.PathLike[str] | None, submit: bool,
-                      wait: bool, session: aiohttp.ClientSession) -> RowResult:
+                      wait: bool, session: aiohttp.ClientSession,
+                      on_step: Callable[[str, str], None]) -> RowResult:
     started = time.monotonic()
     try:
         result = await upload_video(
             row.path, job_id=row.job_id, name=row.name, parts=row.parts,
             part_size=row.part_size, settings=settings, state_dir=state_dir, submit=submit,
-            wait=wait, budget=budget, session=session, tags=row.tags, batch_name=row.batch_name,
+            wait=wait, budget=budget, session=session, on_step=on_step, tags=row.tags,
+            batch_name=row.batch_name,
             contact=row.contact, id_card_front=row.files.get("id_card_front"),
             id_card_back=row.files.get("id_card_back"), grant_file=row.files.get("grant_file"),
             cover=row.files.get("cover"), action_video=row.files.get("action_video"),
