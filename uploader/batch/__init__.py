@@ -55,10 +55,12 @@ async def upload_batch(
     rows: Iterable[Row | RowError], *, files: int = 4, budget: TransferBudget | None = None,
     settings: Settings | None = None, state_dir: str | os.PathLike[str] | None = None,
     submit: bool = False, wait: bool = False, fail_fast: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> AsyncIterator[RowResult]:
     """Upload every row, `files` at a time; yield each row's result as it ends. A row that
     waits for its review (`submit` and `wait`) gives its place to the next. With
-    `fail_fast`, no row starts after one failed or was invalid."""
+    `fail_fast`, no row starts after one failed or was invalid. `progress(done_bytes)` follows
+    the bytes of every row in flight or ended."""
     if isinstance(files, bool) or not isinstance(files, int) or files < 1:
         raise UsageError(f"files must be a whole number of at least 1, not {files!r}")
     budget = budget or TransferBudget()
@@ -92,6 +94,15 @@ async def upload_batch(
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=budget.concurrency + files))
 
+    done: dict[int, int] = {}
+
+    def row_progress(line: int) -> Callable[[int, int], None]:
+        def report(sent: int, total: int) -> None:
+            done[line] = sent
+            if progress is not None:
+                progress(sum(done.values()))
+        return report
+
     async def one(row: Row) -> None:
         held = True
 
@@ -104,7 +115,8 @@ async def upload_batch(
         try:
             result = await _upload_row(row, budget=budget, settings=settings,
                                        state_dir=state_dir, submit=submit, wait=wait,
-                                       session=session, on_step=on_step)
+                                       session=session, on_step=on_step,
+                                       progress=row_progress(row.line))
         finally:
             if held:
                 slots.release()
@@ -134,13 +146,15 @@ def upload_batch_sync(rows: Iterable[Row | RowError], **options: Any) -> list[Ro
 async def _upload_row(row: Row, *, budget: TransferBudget, settings: Settings,
                       state_dir: str | os.PathLike[str] | None, submit: bool,
                       wait: bool, session: aiohttp.ClientSession,
-                      on_step: Callable[[str, str], None]) -> RowResult:
+                      on_step: Callable[[str, str], None],
+                      progress: Callable[[int, int], None]) -> RowResult:
     started = time.monotonic()
     try:
         result = await upload_video(
             row.path, job_id=row.job_id, name=row.name, parts=row.parts,
             part_size=row.part_size, settings=settings, state_dir=state_dir, submit=submit,
-            wait=wait, budget=budget, session=session, on_step=on_step, tags=row.tags,
+            wait=wait, budget=budget, session=session, on_step=on_step, progress=progress,
+            tags=row.tags,
             batch_name=row.batch_name,
             contact=row.contact, id_card_front=row.files.get("id_card_front"),
             id_card_back=row.files.get("id_card_back"), grant_file=row.files.get("grant_file"),

@@ -23,6 +23,8 @@ __all__ = ["batch"]
 
 #: Exit status when some rows failed or were invalid while the others were done.
 SOME_FAILED = 6
+#: Seconds between status lines where stderr is not a terminal.
+STATUS_EVERY = 5.0
 
 
 @click.command(epilog="Exit codes: 0 every row done or skipped; 6 some rows failed or were "
@@ -57,19 +59,23 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
 
     async def run(out: IO[str] | None) -> None:
         nonlocal sent
-        invalid = await _preflight(manifest)
+        invalid, valid, total = await _preflight(manifest)
+        status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
         for result in invalid.values():
-            _ended(result, out, counts, quiet)
+            status.ended(result, out)
         if dry_run or (fail_fast and invalid):
             return
         budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
         rows = (row for row in read_manifest(manifest) if row.line not in invalid)
-        async for result in upload_batch(rows, files=files, budget=budget,
-                                         settings=settings(), state_dir=state_dir,
-                                         submit=submit_review, wait=wait,
-                                         fail_fast=fail_fast):
-            sent += result.bytes_uploaded
-            _ended(result, out, counts, quiet)
+        try:
+            async for result in upload_batch(rows, files=files, budget=budget,
+                                             settings=settings(), state_dir=state_dir,
+                                             submit=submit_review, wait=wait,
+                                             fail_fast=fail_fast, progress=status.bytes):
+                sent += result.bytes_uploaded
+                status.ended(result, out)
+        finally:
+            status.close()
 
     try:
         with _opened(report) as out:
@@ -88,10 +94,11 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
         sys.exit(SOME_FAILED)
 
 
-async def _preflight(manifest: str) -> dict[int, RowResult]:
-    """The rows that cannot be uploaded, by line: every row and file is checked before any
-    link is spent (MediaInfo reads headers only: fast for any number of rows)."""
+async def _preflight(manifest: str) -> tuple[dict[int, RowResult], int, int]:
+    """The rows that cannot be uploaded, by line, and how many rows and bytes can: every
+    row and file is checked before any link is spent (MediaInfo reads headers only)."""
     invalid: dict[int, RowResult] = {}
+    valid = total = 0
     for row in read_manifest(manifest):
         if isinstance(row, RowError):
             invalid[row.line] = RowResult(row.line, row.path, "invalid", error="RowError",
@@ -99,26 +106,68 @@ async def _preflight(manifest: str) -> dict[int, RowResult]:
             continue
         refused = [r for r in await check_files(_paths(row)) if not r.ok]
         if refused:
-            message = "; ".join(f"{r.path}: {p.message}" for r in refused for p in r.problems)
+            message = "; ".join((f"{r.path}: " if r.path != row.path else "") + p.message
+                                for r in refused for p in r.problems)
             invalid[row.line] = RowResult(row.line, str(row.path), "invalid",
                                           error="PreflightError", message=message)
-    return invalid
+        else:
+            valid += 1
+            total += sum(p.stat().st_size for p in _paths(row).values())
+    return invalid, valid, total
 
 
 def _paths(row: Row) -> dict[FileKind, Path]:
     return {TRAINING_VIDEO: row.path} | {kind(k): p for k, p in row.files.items()}
 
 
-def _ended(result: RowResult, out: IO[str] | None, counts: dict[str, int],
-           quiet: bool) -> None:
-    counts[result.outcome] += 1
-    if out is not None:
-        out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-        out.flush()  # a crash leaves every line written so far whole
-    if not quiet:
+class _Status:
+    """What the batch shows: on a terminal a bar of bytes naming the rows done, failed and
+    pending; elsewhere a status line every STATUS_EVERY seconds; a line per row as it ends."""
+
+    def __init__(self, counts: dict[str, int], *, rows: int, total: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.counts, self.rows, self.total, self.quiet = counts, rows, total, quiet
+        self.done = 0
+        self.shown = time.monotonic()
+        self.bar = tqdm(total=total, unit="iB", unit_scale=True, unit_divisor=1024,
+                        dynamic_ncols=True, leave=False, desc=self._what()) \
+            if not quiet and sys.stderr.isatty() else None
+
+    def _what(self) -> str:
+        ended = self.counts["ok"] + self.counts["skipped"] + self.counts["failed"]
+        return (f"batch: {self.counts['ok'] + self.counts['skipped']} done, "
+                f"{self.counts['failed']} failed, {self.rows - ended} pending")
+
+    def bytes(self, done: int) -> None:
+        self.done = done
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.update(0)
+        elif not self.quiet and time.monotonic() - self.shown >= STATUS_EVERY:
+            self.shown = time.monotonic()
+            click.echo(f"{self._what()}; {done / 2**20:.1f} of {self.total / 2**20:.1f} MiB",
+                       err=True)
+
+    def ended(self, result: RowResult, out: IO[str] | None) -> None:
+        self.counts[result.outcome] += 1
+        if out is not None:
+            out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            out.flush()  # a crash leaves every line written so far whole
+        if self.quiet:
+            return
         job = f" job {result.job_id}" if result.job_id else ""
         why = f": {result.message}" if result.message else ""
-        click.echo(f"line {result.line}: {result.path}:{job} {result.outcome}{why}", err=True)
+        line = f"line {result.line}: {result.path}:{job} {result.outcome}{why}"
+        if self.bar is not None:
+            self.bar.set_description(self._what())
+            self.bar.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _opened:
