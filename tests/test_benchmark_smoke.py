@@ -24,3 +24,17 @@ def test_benchmark_smoke_prints_every_figure(tmp_path: Path):
                 "(f) preflight"):
         assert row in table, row
     assert list(tmp_path.iterdir()) == []  # it cleans up after itself
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the baseline needs curl")
+@pytest.mark.timeout(180)
+def test_batch_benchmark_smoke_prints_every_figure(tmp_path: Path):
+    result = subprocess.run([sys.executable, str(BENCHMARK.parent / "batch.py"), "--smoke",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=170)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("| what"):]
+    for row in ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
+                "(h) batch peak RSS, 256 videos", "(i) --bwlimit 32M"):
+        assert row in table, row
+    assert list(tmp_path.iterdir()) == []
