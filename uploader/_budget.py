@@ -34,7 +34,10 @@ class TransferBudget:
         self.bwlimit = None if bwlimit is None else checks.whole(
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
         self._slots = asyncio.Semaphore(self.concurrency)
-        self._bucket = None if self.bwlimit is None else AsyncLimiter(self.bwlimit, 1.0)
+        self._bucket = None
+        if self.bwlimit is not None:  # a bucket of a tenth of a second: bursts stay short
+            capacity = max(STEP, self.bwlimit // 10)
+            self._bucket = AsyncLimiter(capacity, capacity / self.bwlimit)
 
     def slot(self) -> AbstractAsyncContextManager[object]:
         """Hold one of the `concurrency` places while a piece is sent."""
