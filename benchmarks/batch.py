@@ -52,12 +52,17 @@ def copies(folder: Path, count: int, size: int, tag: str) -> list[Path]:
     return made
 
 
-def batch(env: dict[str, str], rows: Path, folder: Path, *args: str) -> tuple[float, int, dict]:
-    """Wall seconds, peak RSS and the summary of one `uploader batch` run."""
-    command = [sys.executable, "-m", "uploader", "batch", str(rows), "--json", "--quiet",
-               "--state-dir", str(folder / "state"), *args]
+def batch(env: dict[str, str], rows: Path, folder: Path, *args: str, log: Path | None = None
+          ) -> tuple[float, int, dict]:
+    """Wall seconds, peak RSS and the summary of one `uploader batch` run (with `log`, its
+    debug log goes there)."""
+    debug = ["--debug"] if log is not None else []
+    command = [sys.executable, "-m", "uploader", *debug, "batch", str(rows), "--json",
+               "--quiet", "--state-dir", str(folder / "state"), *args]
     started = time.perf_counter()
-    process = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.PIPE)
+    err = log.open("w") if log is not None else None
+    process = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.PIPE,
+                               stderr=err)
     peak = [0]
     watcher = threading.Thread(target=_watch_peak, args=(process.pid, peak), daemon=True)
     watcher.start()
@@ -65,6 +70,8 @@ def batch(env: dict[str, str], rows: Path, folder: Path, *args: str) -> tuple[fl
     output = process.stdout.read()
     watcher.join()
     process.wait()
+    if err is not None:
+        err.close()
     if process.returncode != 0:
         raise SystemExit(f"batch failed ({process.returncode})")
     return time.perf_counter() - started, peak[0], json.loads(output)
@@ -130,12 +137,16 @@ def main() -> None:
             for path in many:
                 path.unlink()
         with emulator(folder) as env:
-            capped = copies(folder, 8, 16 * MIB if not options.smoke else 2 * MIB, "i")
-            wall, _, summary = batch(env, manifest(folder, capped, 4, "i"), folder,
-                                     "--bwlimit", "32M")
-            rate = summary["bytes_uploaded"] / MIB / wall
-            table.add("(i) --bwlimit 32M: rate over the whole process",
-                      f"{rate:.1f} MiB/s ({rate / 32:.2f} of the cap)", "<= 1.00")
+            capped = copies(folder, 8, 32 * MIB if not options.smoke else 2 * MIB, "i")
+            log = folder / "debug.log"
+            _, _, summary = batch(env, manifest(folder, capped, 4, "i"), folder,
+                                  "--bwlimit", "32M", log=log)
+            rate = summary["bytes_uploaded"] / MIB / summary["seconds"]
+            calls = sum(" uploader.api: " in line for line in log.read_text().splitlines())
+            table.add("(i) --bwlimit 32M: rate over the batch (its own clock)",
+                      f"{rate:.1f} MiB/s ({rate / 32:.2f} of the cap)", "0.95-1.00")
+            table.add("(i) API calls per video (create or look-up, links, list, confirm...)",
+                      f"{calls / len(capped):.1f}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     table.print()
