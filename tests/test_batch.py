@@ -156,8 +156,9 @@ def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
     config = emulator_config(tmp_path / "emulator", link_rate=2 * 1024 * 1024)
     with EmulatorThread(config) as emulator:
         env = cli_env(emulator.client_env(), tmp_path / "state")
+        report = tmp_path / "report.jsonl"
         args = [sys.executable, "-m", "uploader", "batch", str(manifest), "--files", "2",
-                "--concurrency", "2", "--json"]
+                "--concurrency", "2", "--json", "--report", str(report)]
         with subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) as first:
             deadline = time.monotonic() + 30
@@ -165,6 +166,7 @@ def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
                 assert time.monotonic() < deadline, "nothing was stored"
                 time.sleep(0.02)
             first.send_signal(signal.SIGKILL)
+        assert all(json.loads(line) for line in report.read_text().splitlines())  # whole
         emulator.emulator.faults.link_rate = None
         made = set(emulator.emulator.store.jobs)
         again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
@@ -195,3 +197,18 @@ async def test_rows_waiting_for_their_review_hold_no_place(tmp_path):
         await running.stop()
     assert [r.state for r in results] == ["MANUAL_VERIFYING"] * 3
     assert took < 3 * 1.5  # the reviews overlapped: each row let the next start
+
+
+def test_a_manifest_on_stdin_and_a_batch_bandwidth_cap(tmp_path: Path):
+    videos = [video_of(tmp_path, 4 * PART, f"s{n}.mp4") for n in range(2)]
+    rows = "path,name\n" + "".join(f"{v.name},{v.stem}\n" for v in videos)
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        started = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "uploader", "batch", "-", "--bwlimit",
+                              "1M", "--json"], input=rows, cwd=tmp_path, text=True,
+                             capture_output=True, timeout=120,
+                             env=cli_env(emulator.client_env(), tmp_path / "state"))
+        took = time.monotonic() - started
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["ok"] == 2
+        assert took >= 3.5, f"4 MiB at 1 MiB/s over the batch took {took:.1f} s"

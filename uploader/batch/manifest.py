@@ -54,11 +54,12 @@ class RowError:
     message: str
 
 
-def read_manifest(manifest: str) -> Iterator[Row | RowError]:
+def read_manifest(manifest: str, *, base: Path | None = None) -> Iterator[Row | RowError]:
     """The rows of `manifest` (a .csv, .jsonl or .ndjson file; "-": CSV on stdin), read
-    lazily. UsageError if the manifest itself cannot be read."""
+    lazily; relative paths are relative to `base` (default: the manifest's folder, or the
+    current one for stdin). UsageError if the manifest itself cannot be read."""
     if manifest == "-":
-        yield from _csv_rows(sys.stdin, Path.cwd())
+        yield from _csv_rows(sys.stdin, base or Path.cwd())
         return
     path = Path(manifest)
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
@@ -69,9 +70,9 @@ def read_manifest(manifest: str) -> Iterator[Row | RowError]:
         raise UsageError(f"cannot read the manifest {manifest}: {exc.strerror}") from None
     with handle:
         if path.suffix.lower() == ".csv":
-            yield from _csv_rows(handle, path.parent)
+            yield from _csv_rows(handle, base or path.parent)
         else:
-            yield from _json_rows(handle, path.parent)
+            yield from _json_rows(handle, base or path.parent)
 
 
 def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -59,14 +63,15 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
 
     async def run(out: IO[str] | None) -> None:
         nonlocal sent
-        invalid, valid, total = await _preflight(manifest)
+        invalid, valid, total = await _preflight(manifest, base)
         status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
         for result in invalid.values():
             status.ended(result, out)
         if dry_run or (fail_fast and invalid):
             return
         budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
-        rows = (row for row in read_manifest(manifest) if row.line not in invalid)
+        rows = (row for row in read_manifest(manifest, base=base)
+                if row.line not in invalid)
         try:
             async for result in upload_batch(rows, files=files, budget=budget,
                                              settings=settings(), state_dir=state_dir,
@@ -78,7 +83,7 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
             status.close()
 
     try:
-        with _opened(report) as out:
+        with _opened(report) as out, _rereadable(manifest) as (manifest, base):
             asyncio.run(run(out))
     except UploaderError as error:
         fail(error, as_json=as_json)
@@ -94,12 +99,13 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
         sys.exit(SOME_FAILED)
 
 
-async def _preflight(manifest: str) -> tuple[dict[int, RowResult], int, int]:
+async def _preflight(manifest: str, base: Path | None
+                     ) -> tuple[dict[int, RowResult], int, int]:
     """The rows that cannot be uploaded, by line, and how many rows and bytes can: every
     row and file is checked before any link is spent (MediaInfo reads headers only)."""
     invalid: dict[int, RowResult] = {}
     valid = total = 0
-    for row in read_manifest(manifest):
+    for row in read_manifest(manifest, base=base):
         if isinstance(row, RowError):
             invalid[row.line] = RowResult(row.line, row.path, "invalid", error="RowError",
                                           message=row.message)
@@ -168,6 +174,20 @@ class _Status:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+@contextlib.contextmanager
+def _rereadable(manifest: str) -> Iterator[tuple[str, Path | None]]:
+    """The manifest as a file that can be read twice (stdin is copied to a temporary file,
+    its paths still relative to the current folder), and the folder paths are relative to."""
+    if manifest != "-":
+        yield manifest, None
+        return
+    with tempfile.TemporaryDirectory(prefix="uploader-manifest-") as folder:
+        copy = Path(folder) / "stdin.csv"
+        with copy.open("w", encoding="utf-8") as out:
+            shutil.copyfileobj(sys.stdin, out)
+        yield str(copy), Path.cwd()
 
 
 class _opened:
