@@ -224,9 +224,10 @@ class _Bar:
 def _echo_upload(video: Path, result: UploadResult, *, waited: bool) -> None:
     # `seconds` is the transfer's: confirming, submitting and the review wait are not in it.
     rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
+    took = f"{result.seconds:.2f}" if result.seconds < 10 else f"{result.seconds:.1f}"
     click.echo(f"{video}: job {result.job_id}: {result.parts_uploaded} of {result.parts_total}"
                f" parts sent ({result.parts_skipped} already there), "
-               f"{_human(result.bytes_uploaded)} in {result.seconds:.1f} s "
+               f"{_human(result.bytes_uploaded)} in {took} s "
                f"({_human(rate)}/s)")
     for file in result.files[1:]:
         click.echo(f"  {file.kind}: {file.path}: {file.outcome}")
