@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import MIB, Table, _default_workdir, _watch_peak, emulator, video
+from run import MIB, Table, _default_workdir, emulator, measure, video
 
 from uploader import MetaStudioClient, Settings
 
@@ -53,28 +51,14 @@ def copies(folder: Path, count: int, size: int, tag: str) -> list[Path]:
 
 
 def batch(env: dict[str, str], rows: Path, folder: Path, *args: str, log: Path | None = None
-          ) -> tuple[float, int, dict]:
+          ) -> tuple[float, int, dict[str, Any]]:
     """Wall seconds, peak RSS and the summary of one `uploader batch` run (with `log`, its
     debug log goes there)."""
     debug = ["--debug"] if log is not None else []
     command = [sys.executable, "-m", "uploader", *debug, "batch", str(rows), "--json",
                "--quiet", "--state-dir", str(folder / "state"), *args]
-    started = time.perf_counter()
-    err = log.open("w") if log is not None else None
-    process = subprocess.Popen(command, env=os.environ | env, stdout=subprocess.PIPE,
-                               stderr=err)
-    peak = [0]
-    watcher = threading.Thread(target=_watch_peak, args=(process.pid, peak), daemon=True)
-    watcher.start()
-    assert process.stdout is not None
-    output = process.stdout.read()
-    watcher.join()
-    process.wait()
-    if err is not None:
-        err.close()
-    if process.returncode != 0:
-        raise SystemExit(f"batch failed ({process.returncode})")
-    return time.perf_counter() - started, peak[0], json.loads(output)
+    run = measure(command, env, log=log)
+    return run.wall, run.max_rss, run.result
 
 
 def curl_parts(env: dict[str, str], videos: list[Path], folder: Path, parts: int,

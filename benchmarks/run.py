@@ -83,24 +83,39 @@ def emulator(folder: Path, *flags: str, cpus: set[int] | None = None
         shutil.rmtree(data, ignore_errors=True)
 
 
+def upload_command(video: Path, folder: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "uploader", "upload", str(video), "--name", "bench",
+            "--json", "--quiet", "--state-dir", str(folder / "state"), *args]
+
+
 def start_upload(env: dict[str, str], video: Path, folder: Path, *args: str,
                  err: object, cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "uploader", "upload", str(video), "--name", "bench",
-               "--json", "--quiet", "--state-dir", str(folder / "state"), *args]
+    return start(upload_command(video, folder, *args), env, err=err, cpus=cpus)
+
+
+def start(command: list[str], env: dict[str, str], *, err: object,
+          cpus: set[int] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=os.environ | env, stdout=subprocess.PIPE,
                             stderr=err, preexec_fn=pinned(cpus))  # type: ignore[arg-type]
 
 
 def upload(env: dict[str, str], video: Path, folder: Path, *args: str,
            cpus: set[int] | None = None) -> Run:
-    """Run `uploader upload VIDEO --name bench --json --quiet ARGS` and measure it.
+    """Run `uploader upload VIDEO --name bench --json --quiet ARGS` and measure it."""
+    return measure(upload_command(video, folder, *args), env, cpus=cpus)
+
+
+def measure(command: list[str], env: dict[str, str], *, cpus: set[int] | None = None,
+            log: Path | None = None) -> Run:
+    """Run `command` (one that prints a JSON object) and measure it; its stderr goes to
+    `log` if given.
 
     Peak memory is the child's VmHWM, polled while it runs: wait4's ru_maxrss would not do,
     since Linux carries the parent's high-water mark across fork and exec.
     """
-    with tempfile.TemporaryFile() as err:
+    with log.open("w+b") if log is not None else tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = start_upload(env, video, folder, *args, err=err, cpus=cpus)
+        process = start(command, env, err=err, cpus=cpus)
         peak = [0]
         watcher = threading.Thread(target=_watch_peak, args=(process.pid, peak), daemon=True)
         watcher.start()
@@ -113,7 +128,8 @@ def upload(env: dict[str, str], video: Path, folder: Path, *args: str,
         process.stdout.close()
         if process.returncode != 0:
             err.seek(0)
-            raise SystemExit(f"upload failed ({process.returncode}): {err.read()[-2000:]!r}")
+            raise SystemExit(f"{' '.join(command[1:5])} failed ({process.returncode}): "
+                             f"{err.read()[-2000:]!r}")
     return Run(wall, usage.ru_utime + usage.ru_stime, peak[0], json.loads(output))
 
 

@@ -304,10 +304,11 @@ def test_json_output_of_a_failure_is_one_json_object(emulator_thread, tmp_path, 
     assert result.returncode == code and "Traceback" not in result.stderr
     failure = json.loads(result.stdout)  # the whole of stdout: one object
     assert failure["error"] == kind and failure["exit_code"] == code
-    assert (failure["message"] and failure["message"] in result.stderr.replace("\n", " ")) or (
-        failure["message"].split(":")[0] in result.stderr)
-    if kind == "RefusedError":
-        assert failure["job_id"] == "no-such-job"
+    if kind == "RefusedError":  # the same words as on stderr
+        assert failure["message"] in result.stderr and failure["job_id"] == "no-such-job"
+    else:  # "PATH: problem; problem", each problem on a line of its own on stderr
+        path, problems = failure["message"].split(": ", 1)
+        assert path == str(video) and all(p in result.stderr for p in problems.split("; "))
 
 
 def test_state_dir_that_cannot_be_written(emulator_thread, tmp_path):

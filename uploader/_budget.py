@@ -11,6 +11,7 @@ the same code with fewer eyes on it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from aiolimiter import AsyncLimiter
@@ -43,11 +44,12 @@ class TransferBudget:
         """Hold one of the `concurrency` places while a piece is sent."""
         return self._slots
 
-    async def spend(self, size: int) -> None:
-        """Wait until `size` more bytes may go on the wire, a STEP at a time."""
+    async def spend(self, size: int, granted: Callable[[], None] | None = None) -> None:
+        """Wait until `size` more bytes may go on the wire, a STEP at a time; `granted()` is
+        called after each step (a part waiting its turn is moving, not stalled)."""
         if self._bucket is None:
             return
-        while size > 0:
-            step = min(size, STEP)
-            await self._bucket.acquire(step)
-            size -= step
+        for start in range(0, size, STEP):
+            await self._bucket.acquire(min(STEP, size - start))
+            if granted is not None:
+                granted()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from uploader._errors import UsageError
 
-__all__ = ["MAX_CONCURRENCY", "MAX_JOB_ID", "MAX_NAME", "job_id", "name", "number",
-           "path", "whole"]
+__all__ = ["MAX_CONCURRENCY", "MAX_JOB_ID", "MAX_NAME", "job_id", "name", "number", "path",
+           "text", "whole"]
 
 #: A job's name: 1 to 64 characters (the service's limit).
 MAX_NAME = 64

@@ -23,7 +23,7 @@ import aiohttp
 from yarl import URL
 
 from uploader import _checks as checks
-from uploader._budget import STEP, TransferBudget
+from uploader._budget import TransferBudget
 from uploader._errors import (
     TransferError,
     UnreachableError,
@@ -114,15 +114,16 @@ async def put_part(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(config.stall_timeout) as deadline:
 
+        def moving() -> None:
+            deadline.reschedule(loop.time() + config.stall_timeout)
+
         def progressed(count: int) -> None:
             on_bytes(count)
-            deadline.reschedule(loop.time() + config.stall_timeout)
+            moving()
 
         async def throttle(size: int) -> None:
             assert budget is not None
-            for start in range(0, size, STEP):
-                await budget.spend(min(STEP, size - start))
-                deadline.reschedule(loop.time() + config.stall_timeout)
+            await budget.spend(size, granted=moving)
 
         body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed,
                         throttle=throttle if budget is not None else None)

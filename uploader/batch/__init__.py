@@ -26,8 +26,8 @@ from uploader._settings import Settings
 from uploader.batch.manifest import FILE_COLUMNS, Row, RowError, read_manifest
 from uploader.workflow import upload_video
 
-__all__ = ["FILE_COLUMNS", "Row", "RowError", "RowResult", "read_manifest", "upload_batch",
-           "upload_batch_sync"]
+__all__ = ["FILE_COLUMNS", "OUTCOMES", "Row", "RowError", "RowResult", "read_manifest",
+           "upload_batch", "upload_batch_sync"]
 
 OUTCOMES = ("ok", "skipped", "failed", "invalid")
 
@@ -94,13 +94,17 @@ async def upload_batch(
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=budget.concurrency + files))
 
-    done: dict[int, int] = {}
+    done = 0  # bytes of every row, in flight or ended: a running sum, flat in the rows
 
-    def row_progress(line: int) -> Callable[[int, int], None]:
+    def row_progress() -> Callable[[int, int], None]:
+        row_done = 0
+
         def report(sent: int, total: int) -> None:
-            done[line] = sent
+            nonlocal done, row_done
+            done += sent - row_done
+            row_done = sent
             if progress is not None:
-                progress(sum(done.values()))
+                progress(done)
         return report
 
     async def one(row: Row) -> None:
@@ -116,7 +120,7 @@ async def upload_batch(
             result = await _upload_row(row, budget=budget, settings=settings,
                                        state_dir=state_dir, submit=submit, wait=wait,
                                        session=session, on_step=on_step,
-                                       progress=row_progress(row.line))
+                                       progress=row_progress())
         finally:
             if held:
                 slots.release()

@@ -18,7 +18,7 @@ import click
 from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
-from uploader.batch import Row, RowError, RowResult, read_manifest, upload_batch
+from uploader.batch import OUTCOMES, Row, RowError, RowResult, read_manifest, upload_batch
 from uploader.cli.common import fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
 from uploader.preflight import check_files
@@ -58,7 +58,7 @@ def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
     path, name or job_id, and optionally parts, part_size, id_card_front, id_card_back,
     grant_file, cover, action_video, audio, tags (;-separated), batch_name, contact."""
     started = time.monotonic()
-    counts = dict.fromkeys(("ok", "skipped", "failed", "invalid"), 0)
+    counts = dict.fromkeys(OUTCOMES, 0)
     sent = 0
 
     async def run(out: IO[str] | None) -> None:

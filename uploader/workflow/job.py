@@ -29,6 +29,7 @@ from uploader._files import KINDS, TRAINING_VIDEO
 from uploader._journal import FileIdentity, Journal
 from uploader._models import JobDetail
 from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
+from uploader.workflow.finish import SUBMIT_STEP
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 from uploader.workflow.send import confirm_step
@@ -105,22 +106,18 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
         detail = await client.show_job(job_id)
     resumable = journal.header is not None
     links = links_for(job_id)
-    if resumable and "submit" in journal.steps:
+    if resumable and SUBMIT_STEP in journal.steps:
         return Job(job_id, links), files  # an earlier run submitted it
-    if adopted and detail.state not in ACCEPTS_VIDEO:
-        # The job a run of this command made for this video, submitted since: done.
-        log.info("job %s holds this video already and was submitted (state %s)", job_id,
-                 detail.state)
-        await journal.start(job_id)
-        for file in files:
-            await journal.record_step(confirm_step(file.kind.name))
-        await journal.record_step("submit")
-        return Job(job_id, links), files
-    if resumable and detail.state not in ACCEPTS_VIDEO and _all_confirmed(journal, files):
-        # An earlier run confirmed every file and was cut short while submitting: the job
-        # left WAIT_FILE_UPLOAD, so its submit took effect.
+    confirmed = resumable and all(confirm_step(f.kind.name) in journal.steps
+                                  for f in files if f.kind.confirm_command is not None)
+    if detail.state not in ACCEPTS_VIDEO and (adopted or confirmed):
+        # The job a run of this command made for this video (found by its tag), or one whose
+        # files an earlier run confirmed before it was cut short in the submit: it left
+        # WAIT_FILE_UPLOAD, so it was submitted. Nothing is left to do but report it.
         log.info("job %s was submitted by an earlier run (state %s)", job_id, detail.state)
-        await journal.record_step("submit")
+        if not resumable:
+            await journal.start(job_id)
+        await journal.record_step(SUBMIT_STEP)
         return Job(job_id, links), files
     if detail.state not in ACCEPTS_VIDEO:
         raise JobStateError(
@@ -137,11 +134,6 @@ async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Jour
     else:
         log.info("reusing the links issued earlier")
     return Job(job_id, links), files
-
-
-def _all_confirmed(journal: Journal, files: list[LocalFile]) -> bool:
-    return all(confirm_step(f.kind.name) in journal.steps
-               for f in files if f.kind.confirm_command is not None)
 
 
 def _fields(files: list[LocalFile]) -> dict[str, Any]:
