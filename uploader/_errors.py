@@ -10,6 +10,7 @@
     │   ├── UnreachableError  MetaStudio could not be reached
     │   ├── RefusedError      MetaStudio answered with an error (status, code, request id)
     │   └── MalformedAnswerError  MetaStudio's answer is not what the API documents
+    ├── BrokerError           the task broker (RabbitMQ) could not be reached or refused (exit 4)
     ├── JobStateError         the job cannot take a video in its current state (exit 4)
     ├── JournalError          the local journal forbids going on (exit 4)
     │   ├── JobLockedError    another run is uploading to the same job
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiError",
+    "BrokerError",
     "ConfirmError",
     "FileChangedError",
     "JobLockedError",
@@ -152,6 +154,13 @@ class RefusedError(ApiError):
 
 class MalformedAnswerError(ApiError):
     """MetaStudio answered, but not as the API documents (not JSON, fields missing...)."""
+
+
+class BrokerError(UploaderError):
+    """The broker that carries a batch's rows to the workers could not be reached, or
+    refused what was asked of it (its address is named without its password)."""
+
+    exit_code = 4
 
 
 class JobStateError(UploaderError):

@@ -23,10 +23,11 @@ import aiohttp
 from uploader._budget import TransferBudget
 from uploader._errors import PreflightError, UploaderError, UsageError
 from uploader._settings import Settings
-from uploader.batch.manifest import FILE_COLUMNS, Row, RowError, read_manifest
+from uploader.batch.manifest import FILE_COLUMNS, Row, RowError, read_manifest, row_from_json
 from uploader.workflow import upload_video
 
 __all__ = ["FILE_COLUMNS", "OUTCOMES", "Row", "RowError", "RowResult", "read_manifest",
+           "row_from_json",
            "upload_batch", "upload_batch_sync"]
 
 OUTCOMES = ("ok", "skipped", "failed", "invalid")

@@ -21,7 +21,7 @@ from typing import Any
 from uploader._errors import UploaderError, UsageError
 from uploader._plan import parse_size
 
-__all__ = ["FILE_COLUMNS", "Row", "RowError", "read_manifest"]
+__all__ = ["FILE_COLUMNS", "Row", "RowError", "read_manifest", "row_from_json"]
 
 FILE_COLUMNS = ("id_card_front", "id_card_back", "grant_file", "cover", "action_video",
                 "audio")
@@ -43,6 +43,15 @@ class Row:
     tags: tuple[str, ...] = ()
     batch_name: str | None = None
     contact: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as a manifest's JSON line, its paths made absolute (see `row_from_json`)."""
+        values: dict[str, Any] = {
+            "path": str(self.path.absolute()), "name": self.name, "job_id": self.job_id,
+            "parts": self.parts, "part_size": self.part_size, "tags": list(self.tags),
+            "batch_name": self.batch_name, "contact": self.contact,
+            **{k: str(p.absolute()) for k, p in self.files.items()}}
+        return {k: v for k, v in values.items() if v not in (None, [])}
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,11 @@ def read_manifest(manifest: str, *, base: Path | None = None) -> Iterator[Row | 
             yield from _json_rows(handle, base or path.parent)
 
 
+def row_from_json(line: int, values: dict[str, Any]) -> Row | RowError:
+    """The row that `Row.to_json` gave, checked again as a manifest line is."""
+    return _known_row(line, values, Path.cwd())
+
+
 def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
     reader = csv.DictReader(handle)
     unknown = set(reader.fieldnames or ()) - _COLUMNS
@@ -100,12 +114,15 @@ def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowErr
         if not isinstance(values, dict):
             yield RowError(number, "", "not a JSON object")
             continue
-        unknown = set(values) - _COLUMNS
-        if unknown:
-            yield RowError(number, str(values.get("path", "")),
-                           f"unknown column(s): {', '.join(sorted(unknown))}")
-            continue
-        yield _row(number, values, base)
+        yield _known_row(number, values, base)
+
+
+def _known_row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
+    unknown = set(values) - _COLUMNS
+    if unknown:
+        return RowError(line, str(values.get("path", "")),
+                        f"unknown column(s): {', '.join(sorted(unknown))}")
+    return _row(line, values, base)
 
 
 def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:

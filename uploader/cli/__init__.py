@@ -1,7 +1,8 @@
 """The `uploader` command: parse, call the library, print, exit with the documented code.
 
 `read` holds the commands that only look (check, jobs, status, voices), `upload` those that
-send (upload, submit), `emulator` the local MetaStudio; `common` what they share.
+send (upload, submit), `batch` many videos (here or on workers), `worker` a Celery worker,
+`emulator` the local MetaStudio; `common` what they share.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from uploader.cli.batch import batch
 from uploader.cli.emulator import emulator
 from uploader.cli.read import check, jobs, status, voices
 from uploader.cli.upload import submit, upload
+from uploader.cli.worker import worker
 
 __all__ = ["main"]
 
@@ -38,5 +40,5 @@ def main(verbose: int, debug: bool, allow_http: bool) -> None:
 
 
 
-for _command in (upload, batch, submit, check, jobs, status, voices, emulator):
+for _command in (upload, batch, submit, check, jobs, status, voices, emulator, worker):
     main.add_command(_command)

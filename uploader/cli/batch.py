@@ -51,45 +51,70 @@ STATUS_EVERY = 5.0
 @click.option("--submit", "submit_review", is_flag=True, help="Submit each job for review.")
 @click.option("--wait", is_flag=True, help="With --submit: wait for each review's outcome.")
 @click.option("--quiet", is_flag=True, help="No line per row.")
-def batch(manifest: str, files: int, concurrency: int, bwlimit: int | None,
-          report: Path | None, fail_fast: bool, dry_run: bool, as_json: bool,
-          state_dir: Path | None, submit_review: bool, wait: bool, quiet: bool) -> None:
+@click.option("--broker", metavar="URL",
+              help="Send the rows to the workers on this broker (amqp://...) instead of "
+                   "uploading them here; see `uploader worker`.")
+@click.pass_context
+def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
+          bwlimit: int | None, report: Path | None, fail_fast: bool, dry_run: bool,
+          as_json: bool, state_dir: Path | None, submit_review: bool, wait: bool,
+          quiet: bool, broker: str | None) -> None:
     """Upload every video of MANIFEST (CSV with a header row, or JSON Lines): columns
     path, name or job_id, and optionally parts, part_size, id_card_front, id_card_back,
     grant_file, cover, action_video, audio, tags (;-separated), batch_name, contact."""
+    if broker is not None:
+        _refuse_local_options(ctx, "files", "concurrency", "bwlimit", "state_dir", "wait",
+                              "fail_fast")
     started = time.monotonic()
     counts = dict.fromkeys(OUTCOMES, 0)
     sent = 0
 
-    async def run(out: IO[str] | None) -> None:
+    def ended(result: RowResult, status: _Status, out: IO[str] | None) -> None:
         nonlocal sent
-        invalid, valid, total = await _preflight(manifest, base)
-        status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
-        for result in invalid.values():
-            status.ended(result, out)
-        if dry_run or (fail_fast and invalid):
-            return
+        sent += result.bytes_uploaded
+        status.ended(result, out)
+
+    async def run(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
         budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
-        rows = (row for row in read_manifest(manifest, base=base)
-                if row.line not in invalid)
-        try:
-            async for result in upload_batch(rows, files=files, budget=budget,
-                                             settings=settings(), state_dir=state_dir,
-                                             submit=submit_review, wait=wait,
-                                             fail_fast=fail_fast, progress=status.bytes):
-                sent += result.bytes_uploaded
-                status.ended(result, out)
-        finally:
-            status.close()
+        async for result in upload_batch(rows, files=files, budget=budget,
+                                         settings=settings(), state_dir=state_dir,
+                                         submit=submit_review, wait=wait,
+                                         fail_fast=fail_fast, progress=status.bytes):
+            ended(result, status, out)
+
+    def send(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
+        from uploader.cli.worker import celery
+
+        results = celery().send_batch(rows, submit=submit_review, broker=broker,
+                                      progress=status.bytes)
+        with contextlib.closing(results):  # stopped early: the rows not started are revoked
+            for result in results:
+                ended(result, status, out)
 
     try:
         with _opened(report) as out, _rereadable(manifest) as (manifest, base):
-            asyncio.run(run(out))
+            invalid, valid, total = asyncio.run(_preflight(manifest, base))
+            status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
+            for result in invalid.values():
+                status.ended(result, out)
+            if not (dry_run or (fail_fast and invalid)):
+                rows = (row for row in read_manifest(manifest, base=base)
+                        if isinstance(row, Row) and row.line not in invalid)
+                try:
+                    if broker is None:
+                        asyncio.run(run(out, status, rows))
+                    else:
+                        send(out, status, rows)
+                finally:
+                    status.close()
     except UploaderError as error:
         fail(error, as_json=as_json)
     except KeyboardInterrupt:
         interrupted("rows done so far are kept; run the same command again to resume the "
-                    "others.", as_json=as_json, job_id=None)
+                    "others." if broker is None else
+                    "rows not started were withdrawn, rows running end on their workers; "
+                    "run the same command again: rows done are skipped.",
+                    as_json=as_json, job_id=None)
     if as_json:
         print_json({"rows": sum(counts.values()), **counts, "bytes_uploaded": sent,
                     "seconds": round(time.monotonic() - started, 3)})
@@ -120,6 +145,16 @@ async def _preflight(manifest: str, base: Path | None
             valid += 1
             total += sum(p.stat().st_size for p in _paths(row).values())
     return invalid, valid, total
+
+
+def _refuse_local_options(ctx: click.Context, *names: str) -> None:
+    """With --broker the workers upload: options of a local run would be silently ignored."""
+    given = [n for n in names
+             if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise click.UsageError(f"{flags}: not with --broker; the workers upload, each with "
+                               "its own settings (uploader worker --help)")
 
 
 def _paths(row: Row) -> dict[FileKind, Path]:

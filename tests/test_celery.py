@@ -1,0 +1,220 @@
+"""Uploads as Celery tasks (issue 14): a real RabbitMQ, real worker processes (each a machine
+of its own: its own state folder), the emulator, and `uploader batch --broker` as a user
+runs it. Each test has its own queue on the module's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.broker import ROOT, RabbitMQ, Worker, have_rabbitmq
+from tests.conftest import emulator_config
+from tests.uploads import assembled, cli_env, video_of
+from uploader import Settings
+from uploader.emulator import EmulatorThread, RunningEmulator
+
+PART = 512 * 1024
+
+
+@pytest.fixture(scope="module")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
+    if not have_rabbitmq():
+        if os.environ.get("UPLOADER_REQUIRE_BROKER"):
+            pytest.fail("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+        pytest.skip("rabbitmq-server is not installed")
+    broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@dataclass
+class Cluster:
+    """The emulator, the broker, a queue of the test's own, and the workers started."""
+
+    folder: Path
+    emulator: RunningEmulator
+    broker: RabbitMQ
+    env: dict[str, str]
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, name: str, **options: object) -> Worker:
+        started = Worker(name, self.env, self.folder / "workers", **options)  # type: ignore[arg-type]
+        self.workers.append(started)
+        return started
+
+    def batch(self, manifest: Path, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "uploader", "batch", str(manifest), "--broker",
+             self.broker.url, "--report", str(self.folder / "report.jsonl"), "--json", *args],
+            env=self.env | {"XDG_STATE_HOME": str(self.folder / "sender-state")},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def report(self) -> dict[int, dict[str, object]]:
+        lines = (self.folder / "report.jsonl").read_text().splitlines()
+        return {int(row["line"]): row for row in map(json.loads, lines)}
+
+    def logs(self) -> str:
+        return "\n".join(w.log.read_text(errors="replace")[-3000:] for w in self.workers)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, rabbitmq: RabbitMQ) -> Iterator[Cluster]:
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state") | {
+            "UPLOADER_BROKER_URL": rabbitmq.url,
+            "UPLOADER_QUEUE": f"uploader-test-{uuid.uuid4().hex[:8]}",
+            "UPLOADER_DELIVERY_LIMIT": "2"}
+        running = Cluster(tmp_path, emulator, rabbitmq, env)
+        try:
+            yield running
+        finally:
+            for worker in running.workers:
+                worker.stop()
+
+
+def _manifest(folder: Path, rows: list[tuple[Path, str]]) -> Path:
+    manifest = folder / "rows.csv"
+    lines = ["path,name,part_size"] + [f"{path},{name},{PART}" for path, name in rows]
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def _finish(follower: subprocess.Popen[str], cluster: Cluster, timeout: float = 120
+            ) -> tuple[int, dict[str, object]]:
+    try:
+        out, err = follower.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        out, err = follower.communicate()
+        raise AssertionError(f"the batch did not end:\n{err}\n{cluster.logs()}") from None
+    assert "Traceback" not in err, err
+    return follower.returncode, json.loads(out or "{}")
+
+
+def _wait(condition: object, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.05)
+
+
+def _stored(emulator: RunningEmulator) -> dict[str, int]:
+    """Parts stored so far, by job."""
+    counts: dict[str, int] = {}
+    for (job, _part), happened in list(emulator.emulator.faults.ledger.items()):
+        counts[job] = counts.get(job, 0) + (happened["stored"] > 0)
+    return counts
+
+
+def _identical(cluster: Cluster, rows: dict[int, Path]) -> None:
+    """Every row's job holds its video, byte for byte, and each row has a job of its own."""
+    report = cluster.report()
+    settings = Settings.from_env(cluster.emulator.client_env())
+    jobs = {str(report[line]["job_id"]) for line in rows}
+    assert len(jobs) == len(rows) == len(cluster.emulator.emulator.store.jobs)
+    for line, video in rows.items():
+        job = str(report[line]["job_id"])
+        assert asyncio.run(assembled(settings, job)) == video.read_bytes()
+
+
+def test_a_worker_killed_mid_upload_loses_nothing_and_resends_nothing(cluster: Cluster):
+    videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
+    manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    faults = cluster.emulator.emulator.faults
+    faults.link_rate = 512 * 1024.0  # a part a second per link: each row takes seconds
+    first, second = cluster.worker("w1"), cluster.worker("w2")
+    first.wait_ready()
+    second.wait_ready()
+    follower = cluster.batch(manifest)
+
+    # Both workers mid-upload: two jobs with parts stored, neither done.
+    _wait(lambda: sum(n >= 2 for n in _stored(cluster.emulator).values()) >= 2,
+          "two rows mid-upload")
+    stored_before = {key for key, happened in list(faults.ledger.items())
+                     if happened["stored"]}
+    first.kill()
+    faults.link_rate = None
+
+    code, summary = _finish(follower, cluster)
+    assert code == 0, cluster.logs()
+    assert (summary["ok"], summary["failed"]) == (4, 0)
+    _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
+    # The row the killed worker held was taken by the other one, which sent only what the
+    # service lacked: every part stored before the kill was PUT once, ever.
+    assert len({job for job, _ in stored_before}) == 2
+    assert all(faults.ledger[key]["attempts"] == 1 for key in stored_before)
+    assert "upload_row" in second.log.read_text()
+
+
+def test_the_same_row_twice_at_once_uploads_once(cluster: Cluster):
+    video = video_of(cluster.folder, 8 * PART)
+    manifest = _manifest(cluster.folder, [(video, "twice"), (video, "twice")])
+    faults = cluster.emulator.emulator.faults
+    faults.link_rate = 2 * 1024 * 1024.0
+    for name in ("w1", "w2"):
+        cluster.worker(name).wait_ready()
+
+    code, summary = _finish(cluster.batch(manifest), cluster)
+
+    assert code == 0, cluster.logs()
+    report = cluster.report()
+    assert sorted(str(report[n]["outcome"]) for n in (2, 3)) == ["ok", "skipped"]
+    assert report[2]["job_id"] == report[3]["job_id"]
+    assert len(cluster.emulator.emulator.store.jobs) == 1
+    assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
+    assert summary["bytes_uploaded"] == video.stat().st_size
+    assert "another copy of this row is running" in cluster.logs()
+
+
+def test_a_row_that_kills_its_worker_every_time_ends_failed(cluster: Cluster):
+    good = video_of(cluster.folder, 4 * PART, "good.mp4")
+    bad = video_of(cluster.folder, 4 * PART, "bad.mp4")
+    manifest = _manifest(cluster.folder, [(bad, "crash me"), (good, "fine")])
+    worker = cluster.worker("w1", app="tests.crashing_app")
+    worker.wait_ready()
+
+    code, summary = _finish(cluster.batch(manifest), cluster)
+
+    assert code == 6, cluster.logs()
+    report = cluster.report()
+    assert report[3]["outcome"] == "ok"
+    assert report[2]["outcome"] == "failed"
+    assert report[2]["error"] == "DeliveryLimitReached"
+    assert "delivery limit" in str(report[2]["message"])
+    assert (summary["ok"], summary["failed"]) == (1, 1)
+    crashes = worker.log.read_text().count("crashing on")
+    assert crashes == 3, crashes  # the first delivery, and the two the limit allows after it
+    assert len(cluster.emulator.emulator.store.jobs) == 1
+
+
+def test_the_broker_restarted_mid_batch(cluster: Cluster):
+    videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
+    manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    faults = cluster.emulator.emulator.faults
+    faults.link_rate = 512 * 1024.0
+    for name in ("w1", "w2"):
+        cluster.worker(name).wait_ready()
+    follower = cluster.batch(manifest)
+    _wait(lambda: sum(_stored(cluster.emulator).values()) >= 2, "parts stored")
+
+    cluster.broker.restart()
+    faults.link_rate = None
+
+    code, summary = _finish(follower, cluster, timeout=150)
+    assert code == 0, cluster.logs()
+    assert (summary["ok"] + summary["skipped"], summary["failed"]) == (4, 0)
+    _identical(cluster, {n + 2: v for n, v in enumerate(videos)})

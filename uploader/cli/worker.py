@@ -1,0 +1,49 @@
+"""`uploader worker`: a Celery worker that uploads the rows sent by `batch --broker`."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import click
+
+__all__ = ["celery", "worker"]
+
+#: uploader.celery.PART_CONCURRENCY, named here so that --help needs no Celery.
+PART_CONCURRENCY = "UPLOADER_PART_CONCURRENCY"
+
+
+def celery() -> types.ModuleType:
+    """`uploader.celery`, imported only by the commands that need it (an optional extra)."""
+    try:
+        import uploader.celery as module
+    except ImportError as exc:
+        raise click.UsageError(f"{exc}: install the Celery extra: "
+                               "pip install 'uploader[celery]'") from None
+    return module
+
+
+@click.command(epilog="The same as: celery -A uploader.celery worker. The broker is "
+               "UPLOADER_BROKER_URL (default amqp://guest:guest@127.0.0.1:5672//), the queue "
+               "UPLOADER_QUEUE (default uploader); MetaStudio's settings come from this "
+               "machine's environment, as for upload.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Rows uploaded at once on this machine (one process each).")
+@click.option("--part-concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Part PUTs in flight at once for each row.")
+@click.option("--hostname", metavar="NAME",
+              help="This worker's name among the others (default celery@HOST).")
+@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                              case_sensitive=False),
+              default="INFO", show_default=True)
+def worker(concurrency: int, part_concurrency: int, hostname: str | None,
+           loglevel: str) -> None:
+    """Take rows from the broker and upload them, until stopped (Ctrl-C: the rows running
+    end first; a second Ctrl-C or kill -9: they go back to the queue and resume elsewhere)."""
+    os.environ[PART_CONCURRENCY] = str(part_concurrency)  # read by the pool's processes
+    module = celery()
+    argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
+            f"--queues={module.app.conf.task_default_queue}"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    module.app.worker_main(argv)
