@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -199,6 +200,49 @@ def test_a_row_that_kills_its_worker_every_time_ends_failed(cluster: Cluster):
     crashes = worker.log.read_text().count("crashing on")
     assert crashes == 3, crashes  # the first delivery, and the two the limit allows after it
     assert len(cluster.emulator.emulator.store.jobs) == 1
+
+
+def test_a_batch_stopped_and_run_again_finishes_every_row_once(cluster: Cluster):
+    videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
+    manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    faults = cluster.emulator.emulator.faults
+    faults.link_rate = 512 * 1024.0
+    for name in ("w1", "w2"):
+        cluster.worker(name).wait_ready()
+    follower = cluster.batch(manifest)
+    _wait(lambda: sum(_stored(cluster.emulator).values()) >= 2, "parts stored")
+
+    follower.send_signal(signal.SIGINT)
+    code, stopped = _finish(follower, cluster)
+    assert code == 130
+    assert stopped["error"] == "Interrupted" and "withdrawn" in str(stopped["message"])
+    faults.link_rate = None
+
+    code, summary = _finish(cluster.batch(manifest), cluster)
+    assert code == 0, cluster.logs()
+    assert (summary["ok"] + summary["skipped"], summary["failed"]) == (4, 0)
+    _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
+    assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
+
+
+def test_broker_options_and_an_unreachable_broker(tmp_path: Path):
+    video = video_of(tmp_path, 4 * PART)
+    manifest = _manifest(tmp_path, [(video, "one")])
+    env = cli_env({}, tmp_path / "state")
+    base = [sys.executable, "-m", "uploader", "batch", str(manifest), "--broker",
+            "amqp://guest:s3cret@127.0.0.1:1//"]
+    refused = subprocess.run([*base, "--bwlimit", "1M", "--wait"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "--bwlimit, --wait: not with --broker" in refused.stderr
+
+    unreachable = subprocess.run([*base, "--json"], env=env, capture_output=True, text=True,
+                                 timeout=60)
+    assert unreachable.returncode == 4, unreachable.stderr
+    assert json.loads(unreachable.stdout)["error"] == "BrokerError"
+    assert "amqp://guest:**@127.0.0.1:1//" in unreachable.stderr
+    assert "s3cret" not in unreachable.stdout + unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
 
 
 def test_the_broker_restarted_mid_batch(cluster: Cluster):

@@ -59,7 +59,7 @@ DEAD_LETTERS = Exchange("uploader.dead", type="headers", durable=True)
 app = Celery("uploader", broker=os.environ.get(BROKER) or DEFAULT_BROKER,
              backend=os.environ.get(RESULT_BACKEND) or None)
 app.conf.update(
-    task_queues=[Queue(_queue, Exchange(_queue, type="direct"), routing_key=_queue, durable=True,
+    task_queues=[Queue(_queue, Exchange(_queue, type="topic"), routing_key=_queue, durable=True,
                        queue_arguments={
                            # A quorum queue counts the deliveries of each message (a requeue
                            # after a lost worker included, which a classic queue does not)...

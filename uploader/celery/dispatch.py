@@ -67,6 +67,7 @@ class _Batch:
                            durable=True, auto_delete=False,
                            queue_arguments={"x-expires": _EXPIRES_MS},
                            binding_arguments={"x-match": "all", BATCH_HEADER: self.id})
+        self.declared = False
         self.pending: dict[str, Row] = {}
         self.sent: dict[str, int] = {}
         self.done = 0
@@ -78,7 +79,10 @@ class _Batch:
         connection = app.connection_for_write()
         try:
             with connection:
+                connection.ensure_connection(max_retries=3, interval_start=0.5,
+                                             interval_step=0.5, interval_max=1.0)
                 self.queue(connection.default_channel).declare()
+                self.declared = True
                 with app.producer_or_acquire() as producer:
                     for row in rows:
                         if isinstance(row, RowError):
@@ -137,11 +141,7 @@ class _Batch:
             self.ready.append(RowResult(**body["result"]))
         elif kind is None and task in self.pending:  # a dead letter: see the module's doc
             row = self.pending.pop(task)
-            self.ready.append(RowResult(
-                row.line, str(row.path), "failed", error="DeliveryLimitReached",
-                message=f"its worker ended while running it {_deliveries(headers)} times "
-                        "(the queue's delivery limit): see the workers' logs, then run "
-                        "again"))
+            self.ready.append(_given_up(row, str(headers.get("x-first-death-reason"))))
         message.ack()
 
     def _moved(self, task: str, sent: int) -> None:
@@ -152,6 +152,8 @@ class _Batch:
     def close(self) -> None:
         """Revoke the rows not ended, and delete the batch's queue (best effort: the broker
         may be gone; the queue expires anyway)."""
+        if not self.declared:
+            return
         try:
             if self.pending:
                 app.control.revoke(list(self.pending))
@@ -161,10 +163,15 @@ class _Batch:
             log.warning("could not clean up after the batch on the broker: %s", exc)
 
 
-def _deliveries(headers: dict[str, Any]) -> str:
-    deaths = headers.get("x-death") or [{}]
-    count = deaths[0].get("count")
-    return "more than the allowed" if count is None else str(count)
+def _given_up(row: Row, reason: str) -> RowResult:
+    """The result of a row RabbitMQ dead-lettered, for `reason` (x-first-death-reason)."""
+    if reason == "delivery_limit":
+        return RowResult(row.line, str(row.path), "failed", error="DeliveryLimitReached",
+                         message="its worker ended while running it, on every delivery the "
+                                 "queue's delivery limit allows: see the workers' logs, then "
+                                 "run again")
+    return RowResult(row.line, str(row.path), "failed", error="DeadLettered",
+                     message=f"the broker dropped its task ({reason}); run again")
 
 
 def _where() -> str:

@@ -7,6 +7,9 @@ import types
 
 import click
 
+from uploader._errors import UploaderError
+from uploader.cli.common import fail
+
 __all__ = ["celery", "worker"]
 
 #: uploader.celery.PART_CONCURRENCY, named here so that --help needs no Celery.
@@ -20,6 +23,8 @@ def celery() -> types.ModuleType:
     except ImportError as exc:
         raise click.UsageError(f"{exc}: install the Celery extra: "
                                "pip install 'uploader[celery]'") from None
+    except UploaderError as error:  # a malformed UPLOADER_* setting
+        fail(error, as_json=False)
     return module
 
 
