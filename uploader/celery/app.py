@@ -91,6 +91,11 @@ app.conf.update(
     # still, or it closes the worker's channel under a long upload (README).
     task_soft_time_limit=time_limit(),
     task_time_limit=time_limit() + 300,
+    # A row that ends in an exception (its result could not be told) or hits the hard limit
+    # is not acknowledged as if done: it is rejected, and so either runs again (the hard
+    # limit: requeued, counted against the delivery limit) or is dead-lettered to its batch
+    # (an exception): either way its batch hears of it instead of waiting for ever.
+    task_acks_on_failure_or_timeout=False,
     # A task published while the broker is busy or restarting must not be lost silently:
     # the publisher waits for the broker's confirm (quorum queues need it to be safe).
     broker_transport_options={"confirm_publish": True},
