@@ -13,6 +13,7 @@ their workers. Sent again, a row that was done is `skipped`, one that was cut sh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -96,10 +97,13 @@ class _Batch:
                             task_id=task_id, headers={BATCH_HEADER: self.id},
                             producer=producer)
                         self.pending[task_id] = row
-        except (OperationalError, *connection.connection_errors,
-                *connection.channel_errors) as exc:
+        except (OperationalError, *connection.connection_errors) as exc:
             raise BrokerError(f"cannot send the rows to the broker at {_where()}: {exc}; "
                               "is RabbitMQ running there?") from None
+        except connection.channel_errors as exc:  # e.g. the queue declared otherwise
+            raise BrokerError(f"the broker at {_where()} refused the batch: {exc}; a queue "
+                              "keeps the settings it was declared with (use the same "
+                              "UPLOADER_DELIVERY_LIMIT, or another UPLOADER_QUEUE)") from None
 
     def follow(self) -> Iterator[RowResult]:
         failures = 0
@@ -113,7 +117,7 @@ class _Batch:
                     failures = 0
                     while self.pending:
                         yield from self._drain(connection)
-            except (*connection.connection_errors, OSError) as exc:
+            except (OperationalError, *connection.connection_errors) as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("lost the broker at %s (%s): reconnecting", _where(), exc)
@@ -122,10 +126,9 @@ class _Batch:
             yield self.ready.popleft()
 
     def _drain(self, connection: Any) -> Iterator[RowResult]:
-        try:
+        with contextlib.suppress(TimeoutError):  # nothing for a second
             connection.drain_events(timeout=1.0)
-        except TimeoutError:  # nothing for a second: time to keep the connection alive
-            connection.heartbeat_check()
+        connection.heartbeat_check()  # keeps the connection alive; rate-limited by kombu
         while self.ready:
             yield self.ready.popleft()
 
