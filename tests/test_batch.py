@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import SAMPLES, emulator_config
 from tests.uploads import REQUIRED, assembled, cli_env, video_of
 from uploader import Settings, UsageError
-from uploader.batch import Row, RowError, read_manifest, upload_batch
+from uploader.batch import Row, RowError, read_manifest, row_from_json, upload_batch
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
 PART = 512 * 1024
@@ -127,6 +127,20 @@ def test_manifest_rows_are_read_lazily(tmp_path: Path):
     assert isinstance(first, Row) and first.line == 2 and first.path == tmp_path / "v0.mp4"
     bad = list(read_manifest(str(_write(tmp_path / "bad.jsonl", '{"path": 3, "x": 1}\nnope\n'))))
     assert all(isinstance(row, RowError) for row in bad) and [r.line for r in bad] == [1, 2]
+
+
+def test_a_row_sent_to_a_worker_reads_back_the_same(tmp_path: Path, monkeypatch):
+    manifest = _write(tmp_path / "rows.csv",
+                      "path,name,part_size,tags,cover,batch_name\n"
+                      "videos/a.mp4,Alice,8M,x;y,covers/a.jpg,week 1\n")
+    [row] = read_manifest(str(manifest))
+    assert isinstance(row, Row)
+    sent = json.loads(json.dumps(row.to_json()))  # as a task message carries it
+    assert sent["path"] == str(tmp_path / "videos" / "a.mp4")  # absolute: any folder
+    monkeypatch.chdir(tmp_path.parent)
+    assert row_from_json(row.line, sent) == row
+    assert isinstance(row_from_json(2, {**sent, "colour": "red"}), RowError)
+    assert isinstance(row_from_json(2, {**sent, "job_id": "j"}), RowError)
 
 
 def _write(path: Path, text: str) -> Path:
