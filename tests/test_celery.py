@@ -20,7 +20,7 @@ import pytest
 
 from tests.broker import ROOT, RabbitMQ, Worker, have_rabbitmq
 from tests.conftest import emulator_config
-from tests.uploads import assembled, cli_env, video_of
+from tests.uploads import REQUIRED, assembled, cli_env, video_of
 from uploader import Settings
 from uploader.emulator import EmulatorThread, RunningEmulator
 
@@ -86,9 +86,14 @@ def cluster(tmp_path: Path, rabbitmq: RabbitMQ) -> Iterator[Cluster]:
                 worker.stop()
 
 
-def _manifest(folder: Path, rows: list[tuple[Path, str]]) -> Path:
+def _manifest(folder: Path, rows: list[tuple[Path, str]], *, whole_job: bool = False
+              ) -> Path:
+    """A CSV manifest of (video, name) rows; with `whole_job`, each row also names the
+    files the review requires."""
     manifest = folder / "rows.csv"
-    lines = ["path,name,part_size"] + [f"{path},{name},{PART}" for path, name in rows]
+    extra = "".join(f",{path}" for path in REQUIRED.values()) if whole_job else ""
+    header = "path,name,part_size" + ("".join(f",{k}" for k in REQUIRED) if whole_job else "")
+    lines = [header] + [f"{path},{name},{PART}{extra}" for path, name in rows]
     manifest.write_text("\n".join(lines) + "\n")
     return manifest
 
@@ -163,21 +168,25 @@ def test_a_worker_killed_mid_upload_loses_nothing_and_resends_nothing(cluster: C
 
 def test_the_same_row_twice_at_once_uploads_once(cluster: Cluster):
     video = video_of(cluster.folder, 8 * PART)
-    manifest = _manifest(cluster.folder, [(video, "twice"), (video, "twice")])
+    manifest = _manifest(cluster.folder, [(video, "twice"), (video, "twice")], whole_job=True)
     faults = cluster.emulator.emulator.faults
     faults.link_rate = 2 * 1024 * 1024.0
     for name in ("w1", "w2"):
         cluster.worker(name).wait_ready()
 
-    code, summary = _finish(cluster.batch(manifest), cluster)
+    code, summary = _finish(cluster.batch(manifest, "--submit"), cluster)
 
     assert code == 0, cluster.logs()
     report = cluster.report()
     assert sorted(str(report[n]["outcome"]) for n in (2, 3)) == ["ok", "skipped"]
     assert report[2]["job_id"] == report[3]["job_id"]
-    assert len(cluster.emulator.emulator.store.jobs) == 1
-    assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
-    assert summary["bytes_uploaded"] == video.stat().st_size
+    [job] = cluster.emulator.emulator.store.jobs.values()
+    assert job["state"] != "WAIT_FILE_UPLOAD"  # submitted for review (--submit)
+    # Each video part PUT once; the three other files (all counted under part 0) once each.
+    assert {part: happened["attempts"] for (_, part), happened in faults.ledger.items()} \
+        == {0: 3} | dict.fromkeys(range(1, 9), 1)
+    assert summary["bytes_uploaded"] == video.stat().st_size + sum(
+        path.stat().st_size for path in REQUIRED.values())
     assert "another copy of this row is running" in cluster.logs()
 
 

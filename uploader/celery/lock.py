@@ -32,8 +32,9 @@ __all__ = ["RowLock", "row_key"]
 
 log = logging.getLogger("uploader")
 
-#: Waits between tries for a held lock: 0.5 s doubling to 5 s, jittered.
-_WAITS = Backoff(base=0.5, cap=5.0)
+#: Waits between tries for a held lock: 0.5 s doubling to 2 s, jittered (a try is one
+#: queue declaration: cheap for the broker).
+_WAITS = Backoff(base=0.5, cap=2.0)
 
 
 def row_key(settings: Settings, row: Row) -> str:
