@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from tests.broker import ROOT, RabbitMQ, Worker, have_rabbitmq
 from tests.conftest import emulator_config
 from tests.uploads import REQUIRED, assembled, cli_env, video_of
 from uploader import Settings
+from uploader.batch import Row, RowResult
 from uploader.emulator import EmulatorThread, RunningEmulator
 
 PART = 512 * 1024
@@ -232,6 +235,31 @@ def test_a_batch_stopped_and_run_again_finishes_every_row_once(cluster: Cluster)
     assert (summary["ok"] + summary["skipped"], summary["failed"]) == (4, 0)
     _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
     assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
+
+
+def test_send_batch_from_code_waits_for_a_worker(cluster: Cluster,
+                                                 caplog: pytest.LogCaptureFixture):
+    from uploader.celery import app, send_batch
+    from uploader.celery.app import delivery_limit
+
+    videos = [video_of(cluster.folder, 4 * PART, f"v{n}.mp4") for n in range(2)]
+    rows = [Row(line=n + 1, path=v, name=f"code {n}") for n, v in enumerate(videos)]
+    results: list[RowResult] = []
+    done: list[int] = []
+    follower = threading.Thread(target=lambda: results.extend(send_batch(
+        rows, broker=cluster.broker.url, progress=done.append, silence=0.5)))
+    with caplog.at_level(logging.WARNING, logger="uploader"):
+        follower.start()
+        _wait(lambda: "is `uploader worker` running" in caplog.text, "the warning", 20)
+    # This process's app has the queue its environment gave it at import: so must the worker.
+    cluster.env |= {"UPLOADER_QUEUE": app.conf.task_default_queue,
+                    "UPLOADER_DELIVERY_LIMIT": str(delivery_limit())}
+    cluster.worker("late")
+    follower.join(60)
+    assert not follower.is_alive(), cluster.logs()
+    assert sorted((r.line, r.outcome) for r in results) == [(1, "ok"), (2, "ok")]
+    assert done[-1] == sum(v.stat().st_size for v in videos)
+    assert len({r.job_id for r in results}) == 2 == len(cluster.emulator.emulator.store.jobs)
 
 
 def test_broker_options_and_an_unreachable_broker(tmp_path: Path):

@@ -42,18 +42,22 @@ _EXPIRES_MS = 7 * 24 * 3600 * 1000
 #: Waits between reconnections to a broker that went away: up to 10 s apart, for ever
 #: (the follower only waits; Ctrl-C stops it).
 _RECONNECT = Backoff(base=0.5, cap=10.0)
+#: Seconds without a word from any row before the batch asks whether workers are running.
+SILENCE = 30
 
 
 def send_batch(rows: Iterable[Row | RowError], *, submit: bool = False,
-               broker: str | None = None,
-               progress: Callable[[int], None] | None = None) -> Iterator[RowResult]:
+               broker: str | None = None, progress: Callable[[int], None] | None = None,
+               silence: float = SILENCE) -> Iterator[RowResult]:
     """Send every row to the workers (`broker`: default UPLOADER_BROKER_URL) and yield each
     row's result as it ends; an invalid row is yielded at once. `progress(done_bytes)`
-    follows the bytes of every row, as the workers tell them. BrokerError if the broker
-    cannot be reached to send the rows."""
+    follows the bytes of every row, as the workers tell them; after `silence` seconds
+    without a word from any row, a warning asks whether workers are running. BrokerError
+    if the broker cannot be reached to send the rows. Closing the generator early revokes
+    the rows not started."""
     if broker is not None:
         app.conf.broker_url = broker
-    batch = _Batch(progress, submit=submit)
+    batch = _Batch(progress, submit=submit, silence=silence)
     try:
         yield from batch.send(rows)
         yield from batch.follow()
@@ -62,13 +66,17 @@ def send_batch(rows: Iterable[Row | RowError], *, submit: bool = False,
 
 
 class _Batch:
-    def __init__(self, progress: Callable[[int], None] | None, *, submit: bool) -> None:
+    def __init__(self, progress: Callable[[int], None] | None, *, submit: bool,
+                 silence: float) -> None:
         self.id = uuid.uuid4().hex
         self.queue = Queue(f"uploader.batch.{self.id}", exchange=DEAD_LETTERS, routing_key="",
                            durable=True, auto_delete=False,
                            queue_arguments={"x-expires": _EXPIRES_MS},
                            binding_arguments={"x-match": "all", BATCH_HEADER: self.id})
         self.declared = False
+        self.started = time.monotonic()
+        self.heard = False  # from any task of the batch, or warned that nothing was
+        self.silence = silence
         self.pending: dict[str, Row] = {}
         self.sent: dict[str, int] = {}
         self.done = 0
@@ -129,10 +137,16 @@ class _Batch:
         with contextlib.suppress(TimeoutError):  # nothing for a second
             connection.drain_events(timeout=1.0)
         connection.heartbeat_check()  # keeps the connection alive; rate-limited by kombu
+        if not self.heard and time.monotonic() - self.started > self.silence:
+            self.heard = True  # said once
+            log.warning("no worker has told anything of this batch's rows for %g s: is "
+                        "`uploader worker` running against this broker, with the same "
+                        "UPLOADER_QUEUE (%s)?", self.silence, app.conf.task_default_queue)
         while self.ready:
             yield self.ready.popleft()
 
     def _heard(self, body: Any, message: Any) -> None:
+        self.heard = True
         headers = message.headers or {}
         kind = headers.get(KIND)
         task = body.get("task") if isinstance(body, dict) else headers.get("id")

@@ -61,13 +61,15 @@ class Reporter:
         self._sent = sent
 
     def result(self, result: RowResult) -> None:
-        """Tell the batch how the row ended (after the progress thread has stopped)."""
+        """Tell the batch how the row ended, and its bytes done at the end (after the
+        progress thread has stopped)."""
         self._stop.set()
         if self._connection is None:
             return
         self._thread.join()
-        self._publish("result", {"task": self._task, "result": result.to_json()},
-                      retry=True)
+        sent = self._sent if self._sent is not None else result.bytes_uploaded
+        self._publish("result", {"task": self._task, "sent": sent,
+                                 "result": result.to_json()}, retry=True)
 
     def _tell_progress(self) -> None:
         while not self._stop.wait(EVERY):
