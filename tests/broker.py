@@ -89,6 +89,13 @@ class RabbitMQ:
         except Exception:
             return False
 
+    def queues(self) -> set[str]:
+        """The names of the queues the broker holds now (rabbitmqctl, ~0.4 s)."""
+        listed = subprocess.run([str(SERVER.with_name("rabbitmqctl")), "-q", "list_queues",
+                                 "name"], env=self._env(), capture_output=True, text=True,
+                                check=True, timeout=60)
+        return {line.strip() for line in listed.stdout.splitlines()} - {"name", ""}
+
     def stop(self) -> None:
         """Stop the server (not epmd), its data kept."""
         if self._server is None:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -129,6 +130,12 @@ def _stored(emulator: RunningEmulator) -> dict[str, int]:
     return counts
 
 
+def _leftovers(cluster: Cluster) -> set[str]:
+    """Queues of batches or row locks still on the broker."""
+    return {q for q in cluster.broker.queues()
+            if q.startswith(("uploader.batch.", "uploader.lock."))}
+
+
 def _identical(cluster: Cluster, rows: dict[int, Path]) -> None:
     """Every row's job holds its video, byte for byte, and each row has a job of its own."""
     report = cluster.report()
@@ -140,15 +147,28 @@ def _identical(cluster: Cluster, rows: dict[int, Path]) -> None:
         assert asyncio.run(assembled(settings, job)) == video.read_bytes()
 
 
-def test_a_worker_killed_mid_upload_loses_nothing_and_resends_nothing(cluster: Cluster):
+class UnderWay(NamedTuple):
+    videos: list[Path]
+    manifest: Path
+    workers: list[Worker]
+    batch: subprocess.Popen[str]
+
+
+def _four_rows_under_way(cluster: Cluster) -> UnderWay:
+    """Four videos of 8 parts on a link slowed to a part a second, two workers ready, and
+    `uploader batch --broker` started on them."""
     videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
     manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    cluster.emulator.emulator.faults.link_rate = 512 * 1024.0
+    workers = [cluster.worker("w1"), cluster.worker("w2")]
+    for worker in workers:
+        worker.wait_ready()
+    return UnderWay(videos, manifest, workers, cluster.batch(manifest))
+
+
+def test_a_worker_killed_mid_upload_loses_nothing_and_resends_nothing(cluster: Cluster):
+    videos, _, (first, second), follower = _four_rows_under_way(cluster)
     faults = cluster.emulator.emulator.faults
-    faults.link_rate = 512 * 1024.0  # a part a second per link: each row takes seconds
-    first, second = cluster.worker("w1"), cluster.worker("w2")
-    first.wait_ready()
-    second.wait_ready()
-    follower = cluster.batch(manifest)
 
     # Both workers mid-upload: two jobs with parts stored, neither done.
     _wait(lambda: sum(n >= 2 for n in _stored(cluster.emulator).values()) >= 2,
@@ -167,6 +187,7 @@ def test_a_worker_killed_mid_upload_loses_nothing_and_resends_nothing(cluster: C
     assert len({job for job, _ in stored_before}) == 2
     assert all(faults.ledger[key]["attempts"] == 1 for key in stored_before)
     assert "upload_row" in second.log.read_text()
+    assert _leftovers(cluster) == set()  # the dead worker's lock went with it
 
 
 def test_the_same_row_twice_at_once_uploads_once(cluster: Cluster):
@@ -215,13 +236,9 @@ def test_a_row_that_kills_its_worker_every_time_ends_failed(cluster: Cluster):
 
 
 def test_a_batch_stopped_and_run_again_finishes_every_row_once(cluster: Cluster):
-    videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
-    manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    videos, manifest, _, follower = _four_rows_under_way(cluster)
     faults = cluster.emulator.emulator.faults
-    faults.link_rate = 512 * 1024.0
-    for name in ("w1", "w2"):
-        cluster.worker(name).wait_ready()
-    follower = cluster.batch(manifest)
+
     _wait(lambda: sum(_stored(cluster.emulator).values()) >= 2, "parts stored")
 
     follower.send_signal(signal.SIGINT)
@@ -260,6 +277,7 @@ def test_send_batch_from_code_waits_for_a_worker(cluster: Cluster,
     assert sorted((r.line, r.outcome) for r in results) == [(1, "ok"), (2, "ok")]
     assert done[-1] == sum(v.stat().st_size for v in videos)
     assert len({r.job_id for r in results}) == 2 == len(cluster.emulator.emulator.store.jobs)
+    assert _leftovers(cluster) == set()  # the batch's own queue deleted at its end
 
 
 def test_broker_options_and_an_unreachable_broker(tmp_path: Path):
@@ -281,15 +299,16 @@ def test_broker_options_and_an_unreachable_broker(tmp_path: Path):
     assert "s3cret" not in unreachable.stdout + unreachable.stderr
     assert "Traceback" not in unreachable.stderr
 
+    malformed = subprocess.run([*base, "--json"], env=env | {"UPLOADER_DELIVERY_LIMIT": "x"},
+                               capture_output=True, text=True, timeout=60)
+    assert malformed.returncode == 4
+    assert json.loads(malformed.stdout)["error"] == "SettingsError"
+
 
 def test_the_broker_restarted_mid_batch(cluster: Cluster):
-    videos = [video_of(cluster.folder, 8 * PART, f"v{n}.mp4") for n in range(4)]
-    manifest = _manifest(cluster.folder, [(v, f"row {n}") for n, v in enumerate(videos)])
+    videos, _, _, follower = _four_rows_under_way(cluster)
     faults = cluster.emulator.emulator.faults
-    faults.link_rate = 512 * 1024.0
-    for name in ("w1", "w2"):
-        cluster.worker(name).wait_ready()
-    follower = cluster.batch(manifest)
+
     _wait(lambda: sum(_stored(cluster.emulator).values()) >= 2, "parts stored")
 
     cluster.broker.restart()

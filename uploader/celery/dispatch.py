@@ -154,6 +154,7 @@ class _Batch:
             self._moved(task, body["sent"])
         elif kind == "result" and task in self.pending:
             self._moved(task, body.get("sent", self.sent.get(task, 0)))
+            self.sent.pop(task)  # its bytes stay in `done`
             self.pending.pop(task)
             self.ready.append(RowResult(**body["result"]))
         elif kind is None and task in self.pending:  # a dead letter: see the module's doc

@@ -19,7 +19,7 @@ from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader.batch import OUTCOMES, Row, RowError, RowResult, read_manifest, upload_batch
-from uploader.cli.common import fail, interrupted, print_json, settings
+from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
 from uploader.preflight import check_files
 
@@ -83,8 +83,6 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
             ended(result, status, out)
 
     def send(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
-        from uploader.cli.worker import celery
-
         results = celery().send_batch(rows, submit=submit_review, broker=broker,
                                       progress=status.bytes)
         with contextlib.closing(results):  # stopped early: the rows not started are revoked

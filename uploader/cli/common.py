@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -18,10 +19,21 @@ from uploader._redact import redact
 from uploader._settings import Settings
 from uploader.preflight import Report
 
-__all__ = ["echo_problems", "fail", "flag_of", "interrupted", "print_json", "settings",
-           "with_client"]
+__all__ = ["celery", "echo_problems", "fail", "flag_of", "interrupted", "print_json",
+           "settings", "with_client"]
 
 T = TypeVar("T")
+
+
+def celery() -> types.ModuleType:
+    """`uploader.celery`, imported only by the commands that need it (an optional extra).
+    A malformed UPLOADER_* setting raises its SettingsError, for the command to `fail` with."""
+    try:
+        import uploader.celery as module
+    except ImportError as exc:
+        raise click.UsageError(f"{exc}: install the Celery extra: "
+                               "pip install 'uploader[celery]'") from None
+    return module
 
 
 def flag_of(kind_name: str) -> str:

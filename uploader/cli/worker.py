@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import os
-import types
 
 import click
 
 from uploader._errors import UploaderError
-from uploader.cli.common import fail
+from uploader.cli.common import celery, fail
 
-__all__ = ["celery", "worker"]
-
-#: uploader.celery.PART_CONCURRENCY, named here so that --help needs no Celery.
-PART_CONCURRENCY = "UPLOADER_PART_CONCURRENCY"
-
-
-def celery() -> types.ModuleType:
-    """`uploader.celery`, imported only by the commands that need it (an optional extra)."""
-    try:
-        import uploader.celery as module
-    except ImportError as exc:
-        raise click.UsageError(f"{exc}: install the Celery extra: "
-                               "pip install 'uploader[celery]'") from None
-    except UploaderError as error:  # a malformed UPLOADER_* setting
-        fail(error, as_json=False)
-    return module
+__all__ = ["worker"]
 
 
 @click.command(epilog="The same as: celery -A uploader.celery worker. The broker is "
@@ -45,8 +29,11 @@ def worker(concurrency: int, part_concurrency: int, hostname: str | None,
            loglevel: str) -> None:
     """Take rows from the broker and upload them, until stopped (Ctrl-C: the rows running
     end first; a second Ctrl-C or kill -9: they go back to the queue and resume elsewhere)."""
-    os.environ[PART_CONCURRENCY] = str(part_concurrency)  # read by the pool's processes
-    module = celery()
+    try:
+        module = celery()
+    except UploaderError as error:  # a malformed UPLOADER_* setting
+        fail(error)
+    os.environ[module.PART_CONCURRENCY] = str(part_concurrency)  # read by the pool's processes
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
             f"--queues={module.app.conf.task_default_queue}"]
     if hostname:
