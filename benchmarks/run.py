@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
-from uploader._hashing import KERNEL, new_md5, update_lanes  # noqa: E402
-from uploader._plan import Piece  # noqa: E402
-from uploader._reading import pieces_md5  # noqa: E402
+from uploader.transfer.hashing import KERNEL, new_md5, update_lanes  # noqa: E402
+from uploader.transfer.plan import Piece  # noqa: E402
+from uploader.transfer.reading import pieces_md5  # noqa: E402
 
 MIB, GIB = 1024**2, 1024**3
 SOURCE = ROOT / "samples" / "landscape_1080p.mp4"

@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests.uploads import assembled, cli_env, json_out, run_cli, video_of
-from uploader import Settings, _hashing
-from uploader._hashing import Digest, LaneHasher
+from uploader import Settings
 from uploader.emulator import RunningEmulator
+from uploader.transfer import hashing as _hashing
+from uploader.transfer.hashing import Digest, LaneHasher
 
 try:
-    from uploader import _md5lanes
+    from uploader.transfer import _md5lanes
 except ImportError:  # not built: the tests of the extension itself say so below
     _md5lanes = None  # type: ignore[assignment]
 
@@ -41,7 +42,7 @@ def kernels() -> list[tuple[str, Callable[[], Digest], _hashing.Kernel]]:
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="no C compiler here: the extension could not have been built")
 def test_the_lanes_extension_is_built_where_a_compiler_is():
-    assert _md5lanes is not None, "pip install -e . should have compiled uploader/_md5lanes.c"
+    assert _md5lanes is not None, "pip install -e . should have built transfer/_md5lanes.c"
     assert _md5lanes.KERNEL in ("avx2x8", "scalar")
 
 
@@ -169,7 +170,7 @@ def test_an_upload_with_either_md5(emulator_thread: RunningEmulator, tmp_path: P
     env = cli_env(emulator_thread.client_env(), tmp_path / "state")
     env["UPLOADER_NO_EXTENSIONS"] = no_extensions
     kernel = subprocess.run(
-        [sys.executable, "-c", "from uploader._hashing import KERNEL; print(KERNEL)"],
+        [sys.executable, "-c", "from uploader.transfer.hashing import KERNEL; print(KERNEL)"],
         env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert (kernel == "hashlib") == bool(no_extensions or _md5lanes is None)
     video = video_of(tmp_path, 3_000_000)

@@ -8,7 +8,7 @@ import pytest
 
 import uploader
 from uploader import PlanError
-from uploader._plan import DEFAULT_PART_SIZE, MAX_PART, MIN_PART, parse_size, plan_parts
+from uploader.transfer.plan import DEFAULT_PART_SIZE, MAX_PART, MIN_PART, parse_size, plan_parts
 
 MIB, GIB = 1024**2, 1024**3
 

@@ -11,7 +11,7 @@ from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 from multidict import CIMultiDict
 
-from uploader._signing import authorization, canonical_query
+from uploader.api.signing import authorization, canonical_query
 from uploader.emulator._auth import AuthFailure, verify_api_request
 
 AK, SK, PROJECT = "HPUAEXAMPLEAK0001", "sk-example-1234567890", "p0123456789abcdef"

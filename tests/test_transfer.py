@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from uploader._errors import FileChangedError, TransferError
-from uploader._hashing import Digest, LaneHasher, update_lanes
-from uploader._plan import Part, Piece
-from uploader._reading import PartBody, piece_md5, pieces_md5
+from uploader.transfer.hashing import Digest, LaneHasher, update_lanes
+from uploader.transfer.plan import Part, Piece
+from uploader.transfer.reading import PartBody, piece_md5, pieces_md5
 
 
 def _piece(path: Path, part: Part) -> Piece:

@@ -14,8 +14,8 @@ from pathlib import Path
 from samples.make_samples import grow
 from tests.conftest import GOOD_VIDEO, SAMPLES
 from uploader import Backoff, MetaStudioClient, Settings
-from uploader._transfer import TransferConfig
 from uploader.emulator import RunningEmulator
+from uploader.transfer.engine import TransferConfig
 
 #: The files the review requires besides the video: as `upload_video` keywords, as flags.
 REQUIRED = {"id_card_front": SAMPLES / "id_card_front.jpg",

@@ -1,7 +1,5 @@
 """Upload a training video and its job's files to Huawei Cloud MetaStudio, and submit the job."""
 
-from uploader._api import MetaStudioClient
-from uploader._budget import TransferBudget
 from uploader._errors import (
     ApiError,
     ConfirmError,
@@ -20,7 +18,9 @@ from uploader._errors import (
     UploaderError,
     UsageError,
 )
-from uploader._models import (
+from uploader._retry import Backoff
+from uploader.api.client import MetaStudioClient
+from uploader.api.models import (
     CommandResult,
     JobDetail,
     JobList,
@@ -31,9 +31,7 @@ from uploader._models import (
     VoiceJob,
     VoiceJobList,
 )
-from uploader._retry import Backoff
-from uploader._settings import Settings
-from uploader._transfer import TransferConfig
+from uploader.api.settings import Settings
 from uploader.preflight import (
     Facts,
     FileFacts,
@@ -42,6 +40,8 @@ from uploader.preflight import (
     check_video,
     check_video_async,
 )
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.engine import TransferConfig
 from uploader.workflow import (
     FileResult,
     SubmitResult,

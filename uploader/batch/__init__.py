@@ -20,10 +20,10 @@ from typing import Any
 
 import aiohttp
 
-from uploader._budget import TransferBudget
 from uploader._errors import PreflightError, UploaderError, UsageError
-from uploader._settings import Settings
+from uploader.api.settings import Settings
 from uploader.batch.manifest import FILE_COLUMNS, Row, RowError, read_manifest, row_from_json
+from uploader.transfer.budget import TransferBudget
 from uploader.workflow import upload_video
 
 __all__ = ["FILE_COLUMNS", "OUTCOMES", "Row", "RowError", "RowResult", "read_manifest",

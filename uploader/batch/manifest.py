@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uploader._errors import UploaderError, UsageError
-from uploader._plan import parse_size
+from uploader.transfer.plan import parse_size
 
 __all__ = ["FILE_COLUMNS", "Row", "RowError", "read_manifest", "row_from_json"]
 

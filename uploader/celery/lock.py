@@ -24,7 +24,7 @@ from kombu.entity import Queue
 from uploader._errors import BrokerError
 from uploader._journal import FileIdentity
 from uploader._retry import Backoff
-from uploader._settings import Settings
+from uploader.api.settings import Settings
 from uploader.batch import Row
 from uploader.workflow.job import content_tag
 

@@ -8,13 +8,13 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
-from uploader._settings import Settings
+from uploader.api.settings import Settings
 from uploader.batch import Row, RowError, RowResult, row_from_json, upload_batch_sync
 from uploader.celery.app import app, part_concurrency
 from uploader.celery.lock import RowLock, row_key
 from uploader.celery.report import Reporter
+from uploader.transfer.budget import TransferBudget
 
 __all__ = ["upload_row"]
 

@@ -15,13 +15,13 @@ from typing import IO
 
 import click
 
-from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader.batch import OUTCOMES, Row, RowError, RowResult, read_manifest, upload_batch
 from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
 from uploader.preflight import check_files
+from uploader.transfer.budget import TransferBudget
 
 __all__ = ["batch"]
 

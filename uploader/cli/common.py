@@ -12,11 +12,11 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from uploader._api import MetaStudioClient
 from uploader._errors import MissingFilesError, PreflightError, TransferError, UploaderError
 from uploader._files import kind
 from uploader._redact import redact
-from uploader._settings import Settings
+from uploader.api.client import MetaStudioClient
+from uploader.api.settings import Settings
 from uploader.preflight import Report
 
 __all__ = ["celery", "echo_problems", "fail", "flag_of", "interrupted", "print_json",

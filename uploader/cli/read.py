@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from uploader._states import explain_error_code, explain_state
+from uploader.api.states import explain_error_code, explain_state
 from uploader.cli.common import echo_problems, print_json, with_client
 from uploader.preflight import Facts, Report, check_video
 

@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 
 import click
 
-from uploader._budget import TransferBudget
 from uploader._errors import UploaderError
 from uploader._files import KINDS, TRAINING_VIDEO
-from uploader._plan import parse_size
-from uploader._settings import Settings
+from uploader.api.settings import Settings
 from uploader.cli.common import fail, interrupted, print_json, settings
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.plan import parse_size
 from uploader.workflow import SubmitResult, UploadResult, submit_job, upload_video
 
 __all__ = ["submit", "upload"]

@@ -1,6 +1,6 @@
 """The emulator's own checks of API signatures and OBS presigned URLs.
 
-Deliberately independent of `uploader._signing`: if both sides shared one signer, a bug in it
+Deliberately independent of `uploader.api.signing`: if both sides shared one signer, a bug in it
 would pass every test. Known-answer vectors from the official SDK pin this code.
 """
 

@@ -21,16 +21,16 @@ from typing import Any
 import aiohttp
 
 from uploader import _checks as checks
-from uploader._api import MetaStudioClient
-from uploader._budget import TransferBudget
 from uploader._errors import ApiError, PreflightError, UsageError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._journal import FileIdentity, Journal, default_state_dir
-from uploader._plan import MAX_PARTS, PartPlan, plan_parts
-from uploader._settings import Settings
-from uploader._states import explain_state
-from uploader._transfer import TransferConfig
+from uploader.api.client import MetaStudioClient
+from uploader.api.settings import Settings
+from uploader.api.states import explain_state
 from uploader.preflight import check_files
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.engine import TransferConfig
+from uploader.transfer.plan import MAX_PARTS, PartPlan, plan_parts
 from uploader.workflow.finish import SUBMIT_STEP, confirm_files, follow_review
 from uploader.workflow.finish import submit as submit_for_review
 from uploader.workflow.job import JobRequest, open_job, refuse_missing, stored_kinds

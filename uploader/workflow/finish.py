@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from uploader._api import MetaStudioClient
 from uploader._errors import (
     ApiError,
     ConfirmError,
@@ -23,8 +22,9 @@ from uploader._errors import (
 )
 from uploader._files import FileKind
 from uploader._journal import Journal
-from uploader._models import CommandResult, JobDetail
 from uploader._retry import Backoff, retry
+from uploader.api.client import MetaStudioClient
+from uploader.api.models import CommandResult, JobDetail
 from uploader.workflow.links import Links
 from uploader.workflow.send import confirm_step
 

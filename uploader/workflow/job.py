@@ -16,7 +16,6 @@ from typing import Any
 
 import aiohttp
 
-from uploader._api import MetaStudioClient
 from uploader._errors import (
     ApiError,
     FileChangedError,
@@ -27,8 +26,9 @@ from uploader._errors import (
 )
 from uploader._files import KINDS, TRAINING_VIDEO
 from uploader._journal import FileIdentity, Journal
-from uploader._models import JobDetail
-from uploader._states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
+from uploader.api.client import MetaStudioClient
+from uploader.api.models import JobDetail
+from uploader.api.states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
 from uploader.workflow.finish import SUBMIT_STEP
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile

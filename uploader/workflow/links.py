@@ -8,13 +8,13 @@ from typing import Any
 
 import aiohttp
 
-from uploader._api import MetaStudioClient
 from uploader._errors import MalformedAnswerError
 from uploader._files import FileKind, kind
 from uploader._journal import Journal
-from uploader._models import JobDetail, JobUrls
-from uploader._plan import Piece
-from uploader._transfer import stored_object_etag
+from uploader.api.client import MetaStudioClient
+from uploader.api.models import JobDetail, JobUrls
+from uploader.transfer.engine import stored_object_etag
+from uploader.transfer.plan import Piece
 
 __all__ = ["URL_REUSE_SECONDS", "Links"]
 

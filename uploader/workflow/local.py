@@ -7,7 +7,7 @@ from pathlib import Path
 
 from uploader._files import FileKind
 from uploader._journal import FileIdentity
-from uploader._plan import PartPlan, Piece
+from uploader.transfer.plan import PartPlan, Piece
 
 __all__ = ["LocalFile"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from uploader._models import JobDetail
-from uploader._states import REVIEW_FAILED, explain_error_code, explain_state
+from uploader.api.models import JobDetail
+from uploader.api.states import REVIEW_FAILED, explain_error_code, explain_state
 
 __all__ = ["UNKNOWN_STATE", "FileResult", "JobOutcome", "SubmitResult", "UploadResult",
            "outcome_of"]

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from uploader._budget import TransferBudget
 from uploader._errors import FileChangedError, TransferError
 from uploader._files import kind
 from uploader._journal import Journal
-from uploader._models import JobDetail
-from uploader._plan import Piece
-from uploader._reading import etag_matches, multipart_etag, pieces_md5
-from uploader._states import REVIEW_FAILED
-from uploader._transfer import TransferConfig, send_pieces
+from uploader.api.models import JobDetail
+from uploader.api.states import REVIEW_FAILED
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.engine import TransferConfig, send_pieces
+from uploader.transfer.plan import Piece
+from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from uploader._errors import FileChangedError, TransferError, UploaderError
-from uploader._hashing import Hashed, LaneHasher, new_md5
-from uploader._plan import Piece
+from uploader.transfer.hashing import Hashed, LaneHasher, new_md5
+from uploader.transfer.plan import Piece
 
 __all__ = ["PartBody", "etag_matches", "multipart_etag", "piece_md5", "pieces_md5"]
 

@@ -3,7 +3,7 @@
 Every part needs its own MD5 (the storage's ETag is checked against it), and MD5 is serial
 within a part: one core hashes about 0.6 GiB/s. The parts in flight are independent, though,
 so `LaneHasher` gathers the chunks they have just sent and hashes eight parts in one call,
-one part per SIMD lane (`uploader/_md5lanes.c`, about 4.5 times hashlib's speed on
+one part per SIMD lane (`uploader/transfer/_md5lanes.c`, about 4.5 times hashlib's speed on
 AVX2). Where that extension was not built (or `UPLOADER_NO_EXTENSIONS` is set), hashlib does
 the same work chunk by chunk; so does it where the extension measures no faster (it is timed
 against hashlib once, at import: a few milliseconds).
@@ -48,7 +48,7 @@ def _pick() -> tuple[str, Callable[[], Digest], Kernel]:
     if os.environ.get("UPLOADER_NO_EXTENSIONS"):
         return plain
     try:
-        from uploader import _md5lanes
+        from uploader.transfer import _md5lanes
     except ImportError:
         return plain
     lanes: tuple[str, Callable[[], Digest], Kernel] = (

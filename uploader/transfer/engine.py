@@ -23,18 +23,18 @@ import aiohttp
 from yarl import URL
 
 from uploader import _checks as checks
-from uploader._budget import TransferBudget
 from uploader._errors import (
     TransferError,
     UnreachableError,
     UploaderError,
     UsageError,
 )
-from uploader._hashing import LaneHasher
-from uploader._plan import Piece
-from uploader._reading import PartBody, etag_matches, piece_md5
 from uploader._redact import redact
 from uploader._retry import Backoff, never_connected, retry, retry_after
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.hashing import LaneHasher
+from uploader.transfer.plan import Piece
+from uploader.transfer.reading import PartBody, etag_matches, piece_md5
 
 __all__ = ["PartFailure", "TransferConfig", "UrlSource", "put_part", "send_pieces",
            "stored_object_etag"]

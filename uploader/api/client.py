@@ -15,10 +15,10 @@ import aiohttp
 from yarl import URL
 
 from uploader._errors import MalformedAnswerError, RefusedError, UnreachableError
-from uploader._models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
 from uploader._retry import Backoff, never_connected, retry, retry_after
-from uploader._settings import Settings
-from uploader._signing import DATE_FORMAT, authorization, canonical_query
+from uploader.api.models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
+from uploader.api.settings import Settings
+from uploader.api.signing import DATE_FORMAT, authorization, canonical_query
 
 __all__ = ["MetaStudioClient"]
 

@@ -350,7 +350,7 @@ static PyMethodDef MD5_methods[] = {
 
 static PyTypeObject MD5Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uploader._md5lanes.MD5",
+    .tp_name = "uploader.transfer._md5lanes.MD5",
     .tp_basicsize = sizeof(MD5Object),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "MD5 of one stream; update_lanes() adds to several at once.",
@@ -484,7 +484,7 @@ update_lanes(PyObject *Py_UNUSED(module), PyObject *args)
     for (; ready < n; ready++) {
         PyObject *d = PySequence_Fast_GET_ITEM(ds, ready);
         if (!PyObject_TypeCheck(d, &MD5Type)) {
-            PyErr_SetString(PyExc_TypeError, "digests must be uploader._md5lanes.MD5");
+            PyErr_SetString(PyExc_TypeError, "digests must be uploader.transfer._md5lanes.MD5");
             goto done;
         }
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bs, ready), &views[ready],
@@ -533,7 +533,7 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "uploader._md5lanes",
+    .m_name = "uploader.transfer._md5lanes",
     .m_doc = "MD5 of several streams at once, one per SIMD lane.",
     .m_size = -1,
     .m_methods = module_methods,
