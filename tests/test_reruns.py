@@ -28,6 +28,7 @@ from tests.uploads import (
     video_of,
     wait_for_parts,
 )
+from uploader.cli.common import exit_code
 from uploader import (
     FileChangedError,
     JournalError,
@@ -213,7 +214,7 @@ async def test_with_a_job_id_an_unknown_journal_job_exits_naming_it(tmp_path):
     try:
         with pytest.raises(JournalError, match=job_id) as caught:
             await upload_video(video, job_id=job_id, settings=settings, state_dir=state)
-        assert caught.value.job_id == job_id and caught.value.exit_code == 4
+        assert caught.value.job_id == job_id and exit_code(caught.value) == 4
     finally:
         await fresh.stop()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from uploader._errors import FileChangedError, TransferError
+from uploader._errors import FileChangedError, LocalFileError
 from uploader.transfer.hashing import Digest, LaneHasher, update_lanes
 from uploader.transfer.plan import Part, Piece
 from uploader.transfer.reading import PartBody, piece_md5, pieces_md5
@@ -108,11 +108,12 @@ async def test_a_file_cut_short_while_sending_is_a_clear_error(tmp_path):
     assert isinstance(body.failure, FileChangedError)
 
 
-async def test_a_file_that_cannot_be_read_is_a_transfer_error(tmp_path):
+async def test_a_file_that_cannot_be_read_is_a_local_file_error(tmp_path):
     path = tmp_path / "gone.mp4"
     body = body_of(path, Part(1, 0, CHUNK))
-    with pytest.raises(TransferError, match="cannot read"):
+    with pytest.raises(LocalFileError, match="cannot read") as caught:
         [chunk async for chunk in body]
+    assert caught.value.path == str(path)
 
 
 @pytest.mark.parametrize("chunk", [4096, CHUNK, 10 * CHUNK])

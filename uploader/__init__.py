@@ -1,12 +1,26 @@
-"""Upload a training video and its job's files to Huawei Cloud MetaStudio, and submit the job."""
+"""Upload a training video and its job's files to Huawei Cloud MetaStudio, and submit the job.
 
+    async with uploader.AsyncClient() as client:            # or: with uploader.Client() ...
+        result = await client.upload(uploader.Job.of("talk.mp4", name="Alice", ...))
+"""
+
+from uploader._client import (
+    AsyncClient,
+    Client,
+    submit_job,
+    submit_job_sync,
+    upload_video,
+    upload_video_sync,
+)
 from uploader._errors import (
     ApiError,
+    BrokerError,
     ConfirmError,
     FileChangedError,
     JobLockedError,
     JobStateError,
     JournalError,
+    LocalFileError,
     MalformedAnswerError,
     MissingFilesError,
     PlanError,
@@ -18,6 +32,9 @@ from uploader._errors import (
     UploaderError,
     UsageError,
 )
+from uploader._files import KINDS, FileKind
+from uploader._job import Job
+from uploader._progress import Progress, Step
 from uploader._retry import Backoff
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import (
@@ -42,25 +59,23 @@ from uploader.preflight import (
 )
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
-from uploader.workflow import (
-    FileResult,
-    SubmitResult,
-    UploadResult,
-    submit_job,
-    submit_job_sync,
-    upload_video,
-    upload_video_sync,
-)
+from uploader.workflow.result import FileResult, SubmitResult, UploadResult
 
 __all__ = [
+    "KINDS",
     "ApiError",
+    "AsyncClient",
     "Backoff",
+    "BrokerError",
+    "Client",
     "CommandResult",
     "ConfirmError",
     "Facts",
     "FileChangedError",
     "FileFacts",
+    "FileKind",
     "FileResult",
+    "Job",
     "JobDetail",
     "JobList",
     "JobLockedError",
@@ -68,6 +83,7 @@ __all__ = [
     "JobSummary",
     "JobUrls",
     "JournalError",
+    "LocalFileError",
     "MalformedAnswerError",
     "MetaStudioClient",
     "MissingFilesError",
@@ -75,10 +91,12 @@ __all__ = [
     "PlanError",
     "PreflightError",
     "Problem",
+    "Progress",
     "RefusedError",
     "Report",
     "Settings",
     "SettingsError",
+    "Step",
     "SubmitResult",
     "TransferBudget",
     "TransferConfig",

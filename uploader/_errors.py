@@ -1,25 +1,26 @@
 """Every error the library raises, under one root.
 
     UploaderError
-    ├── UsageError            a value that cannot be used as given (exit 2)
+    ├── UsageError            a value that cannot be used as given
     │   ├── PlanError         an impossible part plan
-    │   ├── MissingFilesError a submit without a file the review requires
-    │   └── SettingsError     a missing, malformed or contradictory setting (exit 4)
-    ├── PreflightError        a file would fail review; nothing was sent (exit 3)
-    ├── ApiError              an API call failed (exit 4)
-    │   ├── UnreachableError  MetaStudio could not be reached
-    │   ├── RefusedError      MetaStudio answered with an error (status, code, request id)
+    │   ├── MissingFilesError a submit without a file the review requires (`kinds`)
+    │   └── SettingsError     a missing, malformed or contradictory setting (`variable`)
+    ├── PreflightError        a file would fail review; nothing was sent (`reports`)
+    ├── LocalFileError        a file on this machine cannot be read (`path`)
+    ├── ApiError              an API call failed (`status`, `error_code`, `request_id`)
+    │   ├── UnreachableError  MetaStudio could not be reached (`may_have_arrived`)
+    │   ├── RefusedError      MetaStudio answered with an error
     │   └── MalformedAnswerError  MetaStudio's answer is not what the API documents
-    ├── BrokerError           the task broker (RabbitMQ) could not be reached or refused (exit 4)
-    ├── JobStateError         the job cannot take a video in its current state (exit 4)
-    ├── JournalError          the local journal forbids going on (exit 4)
+    ├── BrokerError           the task broker (RabbitMQ) could not be reached or refused
+    ├── JobStateError         the job's state does not allow this (`state`)
+    ├── JournalError          the local journal forbids going on
     │   ├── JobLockedError    another run is uploading to the same job
     │   └── FileChangedError  the file differs from the one partly uploaded
-    └── TransferError         the parts did not all arrive, or confirm failed (exit 5)
+    └── TransferError         the pieces did not all arrive (`part_number`)
         └── ConfirmError      a confirm command or the submit answered EXCUTE_FAILED
 
-Each class carries `exit_code`, the CLI's exit status for it, and the facts a user needs to
-act: job id, part number, HTTP status, error code, request id.
+Every error carries the facts a caller needs to act: the job id where there is one, and the
+fields named above. None knows of a command line: the CLI alone maps them to exit codes.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "JobLockedError",
     "JobStateError",
     "JournalError",
+    "LocalFileError",
     "MalformedAnswerError",
     "MissingFilesError",
     "PlanError",
@@ -54,7 +56,6 @@ class UploaderError(Exception):
     """Root of every error the library raises. `remedy`, when set, names the option that
     gets past it ("restart": start the upload over; "allow_http": accept plain http)."""
 
-    exit_code = 1
     remedy: str | None = None
 
     def __init__(self, message: str, *, job_id: str | None = None,
@@ -68,7 +69,6 @@ class UploaderError(Exception):
 class UsageError(UploaderError):
     """The request cannot be carried out as asked."""
 
-    exit_code = 2
 
 
 class PlanError(UsageError):
@@ -89,7 +89,6 @@ class PreflightError(UploaderError):
     """A file would be refused by review; nothing was sent. `reports` holds the verdict on
     each file refused (`report` is the first)."""
 
-    exit_code = 3
 
     def __init__(self, report: Report, *more: Report) -> None:
         self.reports = (report, *more)
@@ -100,10 +99,8 @@ class PreflightError(UploaderError):
 
 
 class SettingsError(UsageError):
-    """A setting is missing, malformed, or contradicts another (exit 4: the CLI's settings
-    come from the environment, not its arguments)."""
+    """A setting is missing, malformed, or contradicts another; `variable` names it."""
 
-    exit_code = 4
 
     def __init__(self, message: str, *, variable: str | None = None,
                  remedy: str | None = None) -> None:
@@ -111,11 +108,19 @@ class SettingsError(UsageError):
         self.variable = variable
 
 
+class LocalFileError(UploaderError):
+    """A file on this machine cannot be read (gone, no permission, an I/O error); `path`
+    names it. What was sent of it so far is kept."""
+
+    def __init__(self, message: str, *, path: str, job_id: str | None = None) -> None:
+        super().__init__(message, job_id=job_id)
+        self.path = path
+
+
 class ApiError(UploaderError):
     """An API call failed: one of the three subclasses says how. `status` is None when no
     answer came; `retry_after` is the wait (seconds) the service asked for, if any."""
 
-    exit_code = 4
 
     def __init__(
         self,
@@ -160,13 +165,11 @@ class BrokerError(UploaderError):
     """The broker that carries a batch's rows to the workers could not be reached, or
     refused what was asked of it (its address is named without its password)."""
 
-    exit_code = 4
 
 
 class JobStateError(UploaderError):
-    """The job is in a state that cannot take a training video."""
+    """The job's state does not allow what was asked (taking files, a submit)."""
 
-    exit_code = 4
 
     def __init__(self, message: str, *, job_id: str, state: str) -> None:
         super().__init__(message, job_id=job_id)
@@ -176,7 +179,6 @@ class JobStateError(UploaderError):
 class JournalError(UploaderError):
     """The local journal forbids going on."""
 
-    exit_code = 4
 
 
 class JobLockedError(JournalError):
@@ -196,7 +198,6 @@ class FileChangedError(JournalError):
 class TransferError(UploaderError):
     """Not every part arrived; running the same command again resumes."""
 
-    exit_code = 5
 
     def __init__(
         self, message: str, *, job_id: str | None = None, part_number: int | None = None

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from uploader._errors import JournalError
+from uploader._errors import JournalError, LocalFileError
 from uploader._statefile import StateFile, open_locked
 
 __all__ = ["FileIdentity", "Journal", "default_state_dir"]
@@ -59,13 +59,18 @@ class FileIdentity:
 
     @classmethod
     def of(cls, path: Path) -> FileIdentity:
+        """The identity of the file at `path` now; LocalFileError if it cannot be read."""
         resolved = path.resolve()
-        info = resolved.stat()
         digest = hashlib.sha256(usedforsecurity=False)
-        with resolved.open("rb") as handle:
-            digest.update(handle.read(_EDGE))
-            handle.seek(max(0, info.st_size - _EDGE))
-            digest.update(handle.read(_EDGE))
+        try:
+            info = resolved.stat()
+            with resolved.open("rb") as handle:
+                digest.update(handle.read(_EDGE))
+                handle.seek(max(0, info.st_size - _EDGE))
+                digest.update(handle.read(_EDGE))
+        except OSError as exc:
+            raise LocalFileError(f"cannot read {path}: {exc.strerror or exc}",
+                                 path=str(path)) from exc
         return cls(str(resolved), info.st_size, info.st_mtime_ns, digest.hexdigest())
 
 

@@ -14,11 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import aiohttp
-
 from uploader._errors import UsageError
 
-__all__ = ["Backoff", "never_connected", "retry", "retry_after"]
+__all__ = ["Backoff", "retry", "retry_after"]
 
 log = logging.getLogger("uploader")
 
@@ -55,14 +53,6 @@ class Backoff:
         bound = min(self.cap, self.base * 2 ** (failures - 1))
         drawn = (rng or random).uniform(0, bound)
         return min(max(drawn, asked or 0.0), max(self.longest_wait, drawn))
-
-
-def never_connected(exc: BaseException) -> bool:
-    """Whether a failed request cannot have reached the server: no connection was made (it
-    was refused or timed out, or the host name did not resolve). A TLS failure is not one
-    of these: retrying would fail the same way."""
-    return (isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
-            and not isinstance(exc, aiohttp.ClientSSLError))
 
 
 def retry_after(value: str | None) -> float | None:

@@ -14,13 +14,14 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from uploader._errors import MalformedAnswerError, RefusedError, UnreachableError
-from uploader._retry import Backoff, never_connected, retry, retry_after
+from uploader._errors import ApiError, MalformedAnswerError, RefusedError, UnreachableError
+from uploader._http import http_errors
+from uploader._retry import Backoff, retry, retry_after
 from uploader.api.models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
 from uploader.api.settings import Settings
 from uploader.api.signing import DATE_FORMAT, authorization, canonical_query
 
-__all__ = ["MetaStudioClient"]
+__all__ = ["DEFAULT_BACKOFF", "MetaStudioClient", "Settle", "answer_lost"]
 
 log = logging.getLogger("uploader.api")
 
@@ -30,6 +31,9 @@ _TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 #: API calls are small: 4 tries within about 2 s ride out a gateway blip, and a wrong or
 #: dead endpoint is reported in about a second rather than after a long silence.
 DEFAULT_BACKOFF = Backoff(attempts=4, base=0.25, cap=4.0)
+#: What a command that took effect answers when its own answer was lost.
+_TOOK_EFFECT = {"commond_result": "EXCUTE_SUCCESS"}
+Settle = Callable[[], Awaitable[bool]]
 
 
 
@@ -55,7 +59,7 @@ class MetaStudioClient:
         self.settings = settings
         self._session = session
         self._owns_session = session is None
-        self._backoff = backoff
+        self.backoff = backoff
         self._clock = clock
         self._sleep = sleep
         self._base = f"{settings.endpoint}/v1/{quote(settings.project_id, safe='')}"
@@ -108,11 +112,16 @@ class MetaStudioClient:
         data = await self._call("PUT", _job_path(job_id), body=body, job_id=job_id)
         return JobUrls.from_json(data, job_id=job_id)
 
-    async def command(self, job_id: str, command: str, **fields: Any) -> CommandResult:
-        """Run a job command such as GET_MULTIPART_UPLOADED or CONFIRM_MULTIPART_UPLOADED."""
+    async def command(self, job_id: str, command: str, *, settle: Settle | None = None,
+                      **fields: Any) -> CommandResult:
+        """Run a job command such as GET_MULTIPART_UPLOADED or CONFIRM_MULTIPART_UPLOADED.
+
+        A command that is not a GET_ is not sent again blindly after a lost answer: with
+        `settle`, a check that it took effect (the service is asked), it is sent again only
+        when it did not; a command that took effect answers as if it had succeeded."""
         data = await self._call(
             "POST", f"{_job_path(job_id)}/command", body={"command": command, **fields},
-            idempotent=command.startswith("GET_"), job_id=job_id,
+            idempotent=command.startswith("GET_"), job_id=job_id, settle=settle,
         )
         return CommandResult.from_json(data)
 
@@ -128,21 +137,34 @@ class MetaStudioClient:
     async def _call(
         self, method: str, path: str, *, query: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None, idempotent: bool = True, job_id: str | None = None,
+        settle: Settle | None = None,
     ) -> dict[str, Any]:
+        """Send one call, retried by the one policy (`backoff`): the only retry loop of an
+        API call. With `settle`, a lost answer is retried only once the service has been
+        asked and said the call did not take effect."""
         pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                  for k, v in (query or {}).items()]
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+        what = f"{method} {path}"
+
+        async def attempt() -> dict[str, Any]:
+            try:
+                return await self._send(method, path, pairs, payload, job_id)
+            except ApiError as exc:
+                if settle is not None and answer_lost(exc) and await settle():
+                    log.info("the answer to %s was lost, but it took effect", what)
+                    return dict(_TOOK_EFFECT)
+                raise
 
         def retryable(exc: Exception) -> bool:
-            if isinstance(exc, RefusedError):  # 429: not carried out; 5xx: perhaps it was
-                return exc.status == 429 or (idempotent and (exc.status or 0) >= 500)
-            if isinstance(exc, UnreachableError):
-                return idempotent or not exc.may_have_arrived
-            return False  # a malformed answer is not a lost one
+            if isinstance(exc, RefusedError) and exc.status == 429:
+                return True  # not carried out: the gateway turned it away
+            if isinstance(exc, UnreachableError) and not exc.may_have_arrived:
+                return True
+            return (idempotent or settle is not None) and answer_lost(exc)
 
-        return await retry(lambda: self._send(method, path, pairs, payload, job_id),
-                           backoff=self._backoff, retryable=retryable,
-                           what=f"{method} {path}", sleep=self._sleep)
+        return await retry(attempt, backoff=self.backoff, retryable=retryable, what=what,
+                           sleep=self._sleep)
 
     async def _send(
         self, method: str, path: str, query: list[tuple[str, str]], payload: bytes,
@@ -153,18 +175,12 @@ class MetaStudioClient:
         headers = self._headers(method, urlsplit(url).path, query, payload)
         full = URL(f"{url}?{query_string}" if query_string else url, encoded=True)
         log.debug("%s %s", method, urlsplit(url).path)
-        try:
+        with http_errors(f"MetaStudio at {self.settings.endpoint}", job_id=job_id):
             async with self._get_session().request(
                 method, full, data=payload or None, headers=headers, timeout=_TIMEOUT
             ) as response:
                 raw = await response.read()
-                return _decode(response, raw, job_id)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UnreachableError(
-                f"cannot reach MetaStudio at {self.settings.endpoint}: "
-                f"{type(exc).__name__}{f': {exc}' if str(exc) else ''}",
-                may_have_arrived=not never_connected(exc), job_id=job_id,
-            ) from exc
+        return _decode(response, raw, job_id)
 
     def _headers(
         self, method: str, path: str, query: list[tuple[str, str]], payload: bytes
@@ -190,6 +206,13 @@ class MetaStudioClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
+
+
+def answer_lost(exc: Exception) -> bool:
+    """Whether a call's fate is unknown: no answer, or a server error (asking the service
+    then tells what happened). A refusal or a malformed answer is an answer."""
+    return isinstance(exc, UnreachableError) or (
+        isinstance(exc, RefusedError) and (exc.status or 0) >= 500)
 
 
 def _job_path(job_id: str) -> str:

@@ -1,10 +1,10 @@
 """The batch manifest: CSV with a header row, or JSON Lines, read one row at a time.
 
 Columns: `path` (required; relative paths are relative to the manifest's folder), `name` or
-`job_id`, and optionally `parts`, `part_size`, the job's other files (`id_card_front`,
-`id_card_back`, `grant_file`, `cover`, `action_video`, `audio`), `tags` (`;`-separated in
-CSV, a list in JSON), `batch_name`, `contact`. A row that cannot be used is a `RowError`
-with its line number; it does not stop the others.
+`job_id`, and optionally `parts`, `part_size`, one per other file of the job (the table of
+file kinds: `id_card_front`, `id_card_back`, `grant_file`, `cover`, `action_video`,
+`audio`), `tags` (`;`-separated in CSV, a list in JSON), `batch_name`, `contact`. A row that
+cannot be used is a `RowError` with its line number; it does not stop the others.
 """
 
 from __future__ import annotations
@@ -14,44 +14,35 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uploader import _files
 from uploader._errors import UploaderError, UsageError
+from uploader._job import Job
 from uploader.transfer.plan import parse_size
 
-__all__ = ["FILE_COLUMNS", "Row", "RowError", "read_manifest", "row_from_json"]
+__all__ = ["Row", "RowError", "manifest_columns", "read_manifest", "row_from_json"]
 
-FILE_COLUMNS = ("id_card_front", "id_card_back", "grant_file", "cover", "action_video",
-                "audio")
-_COLUMNS = {"path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
-            *FILE_COLUMNS}
+_FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact")
+
+
+def manifest_columns() -> tuple[str, ...]:
+    """Every column a manifest may have: the job's fields, then one per other file."""
+    return (*_FIELDS, *(k.name for k in _files.other_kinds()))
 
 
 @dataclass(frozen=True)
 class Row:
-    """One video of the batch, with its line in the manifest."""
+    """One video of the batch: its job, with its line in the manifest."""
 
     line: int
-    path: Path
-    name: str | None = None
-    job_id: str | None = None
-    parts: int | None = None
-    part_size: int | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    tags: tuple[str, ...] = ()
-    batch_name: str | None = None
-    contact: str | None = None
+    job: Job
 
     def to_json(self) -> dict[str, Any]:
         """The row as a manifest's JSON line, its paths made absolute (see `row_from_json`)."""
-        values: dict[str, Any] = {
-            "path": str(self.path.absolute()), "name": self.name, "job_id": self.job_id,
-            "parts": self.parts, "part_size": self.part_size, "tags": list(self.tags),
-            "batch_name": self.batch_name, "contact": self.contact,
-            **{k: str(p.absolute()) for k, p in self.files.items()}}
-        return {k: v for k, v in values.items() if v not in (None, [])}
+        return self.job.to_json()
 
 
 @dataclass(frozen=True)
@@ -91,10 +82,11 @@ def row_from_json(line: int, values: dict[str, Any]) -> Row | RowError:
 
 def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
     reader = csv.DictReader(handle)
-    unknown = set(reader.fieldnames or ()) - _COLUMNS
+    columns = manifest_columns()
+    unknown = set(reader.fieldnames or ()) - set(columns)
     if "path" not in (reader.fieldnames or ()) or unknown:
         raise UsageError("the manifest's header row must name a `path` column, and only "
-                         f"known columns ({', '.join(sorted(_COLUMNS))}); unknown: "
+                         f"known columns ({', '.join(columns)}); unknown: "
                          f"{', '.join(sorted(unknown)) or 'none'}")
     for values in reader:
         tags = (values.get("tags") or "").split(";")
@@ -118,7 +110,7 @@ def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowErr
 
 
 def _known_row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
-    unknown = set(values) - _COLUMNS
+    unknown = set(values) - set(manifest_columns())
     if unknown:
         return RowError(line, str(values.get("path", "")),
                         f"unknown column(s): {', '.join(sorted(unknown))}")
@@ -136,13 +128,14 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
         tags = given.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise UsageError("tags must be a list of text")
-        return Row(
-            line=line, path=base / path, name=_text(given.get("name")),
+        return Row(line, Job(
+            video=base / path, name=_text(given.get("name")),
             job_id=_text(given.get("job_id")), parts=_count(given.get("parts")),
             part_size=_size(given.get("part_size")),
-            files={k: base / str(given[k]) for k in FILE_COLUMNS if k in given},
+            files={k.name: base / str(given[k.name])
+                   for k in _files.other_kinds() if k.name in given},
             tags=tuple(tags), batch_name=_text(given.get("batch_name")),
-            contact=_text(given.get("contact")))
+            contact=_text(given.get("contact"))))
     except UploaderError as exc:
         return RowError(line, path, exc.message)
 

@@ -18,13 +18,14 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from uploader._errors import BrokerError
+from uploader._progress import Progress
 from uploader._retry import Backoff
 from uploader.batch import Row, RowError, RowResult
 from uploader.celery.app import DEAD_LETTERS, app
@@ -47,11 +48,11 @@ SILENCE = 30
 
 
 def send_batch(rows: Iterable[Row | RowError], *, submit: bool = False,
-               broker: str | None = None, progress: Callable[[int], None] | None = None,
+               broker: str | None = None, progress: Progress | None = None,
                silence: float = SILENCE) -> Iterator[RowResult]:
     """Send every row to the workers (`broker`: default UPLOADER_BROKER_URL) and yield each
-    row's result as it ends; an invalid row is yielded at once. `progress(done_bytes)`
-    follows the bytes of every row, as the workers tell them; after `silence` seconds
+    row's result as it ends; an invalid row is yielded at once. `progress.on_bytes` follows
+    the bytes of every row, as the workers tell them; after `silence` seconds
     without a word from any row, a warning asks whether workers are running. BrokerError
     if the broker cannot be reached to send the rows. Closing the generator early revokes
     the rows not started."""
@@ -66,7 +67,7 @@ def send_batch(rows: Iterable[Row | RowError], *, submit: bool = False,
 
 
 class _Batch:
-    def __init__(self, progress: Callable[[int], None] | None, *, submit: bool,
+    def __init__(self, progress: Progress | None, *, submit: bool,
                  silence: float) -> None:
         self.id = uuid.uuid4().hex
         self.queue = Queue(f"uploader.batch.{self.id}", exchange=DEAD_LETTERS, routing_key="",
@@ -81,7 +82,7 @@ class _Batch:
         self.sent: dict[str, int] = {}
         self.done = 0
         self.ready: deque[RowResult] = deque()
-        self._progress = progress or (lambda done: None)
+        self._progress = progress or Progress()
         self._submit = submit
 
     def send(self, rows: Iterable[Row | RowError]) -> Iterator[RowResult]:
@@ -95,8 +96,7 @@ class _Batch:
                 with app.producer_or_acquire() as producer:
                     for row in rows:
                         if isinstance(row, RowError):
-                            yield RowResult(row.line, row.path, "invalid", error="RowError",
-                                            message=row.message)
+                            yield RowResult.invalid(row)
                             continue
                         task_id = str(uuid.uuid4())
                         upload_row.apply_async(
@@ -163,9 +163,10 @@ class _Batch:
         message.ack()
 
     def _moved(self, task: str, sent: int) -> None:
-        self.done += sent - self.sent.get(task, 0)
+        delta = sent - self.sent.get(task, 0)
+        self.done += delta
         self.sent[task] = sent
-        self._progress(self.done)
+        self._progress.on_bytes(delta)
 
     def close(self) -> None:
         """Revoke the rows not ended, and delete the batch's queue (best effort: the broker
@@ -184,11 +185,11 @@ class _Batch:
 def _given_up(row: Row, reason: str) -> RowResult:
     """The result of a row RabbitMQ dead-lettered, for `reason` (x-first-death-reason)."""
     if reason == "delivery_limit":
-        return RowResult(row.line, str(row.path), "failed", error="DeliveryLimitReached",
+        return RowResult(row.line, str(row.job.video), "failed", error="DeliveryLimitReached",
                          message="its worker ended while running it, on every delivery the "
                                  "queue's delivery limit allows: see the workers' logs, then "
                                  "run again")
-    return RowResult(row.line, str(row.path), "failed", error="DeadLettered",
+    return RowResult(row.line, str(row.job.video), "failed", error="DeadLettered",
                      message=f"the broker dropped its task ({reason}); run again")
 
 

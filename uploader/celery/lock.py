@@ -40,8 +40,8 @@ _WAITS = Backoff(base=0.5, cap=2.0)
 def row_key(settings: Settings, row: Row) -> str:
     """What makes two rows the same upload: the service, and the job (its id, or the
     content tag that finds the job made for this name and video on any machine)."""
-    job = f"job:{row.job_id}" if row.job_id is not None else content_tag(
-        row.name or "", FileIdentity.of(row.path))
+    job = f"job:{row.job.job_id}" if row.job.job_id is not None else content_tag(
+        row.job.name or "", FileIdentity.of(row.job.video))
     text = "\0".join((settings.endpoint, settings.project_id, job))
     return hashlib.sha256(text.encode(), usedforsecurity=False).hexdigest()[:32]
 

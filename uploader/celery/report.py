@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 
+from uploader._progress import Progress
 from uploader.batch import RowResult
 
 __all__ = ["KIND", "Reporter"]
@@ -31,8 +32,9 @@ _RESULT_RETRY = {"max_retries": 30, "interval_start": 0.5, "interval_step": 1.0,
                  "interval_max": 5.0}
 
 
-class Reporter:
-    """Publishes to `queue` (nothing at all when it is None) for the task `task_id`."""
+class Reporter(Progress):
+    """Publishes to `queue` (nothing at all when it is None) for the task `task_id`; the
+    row's upload tells it its bytes (a `Progress`)."""
 
     def __init__(self, app: Celery, queue: str | None, task_id: str) -> None:
         self._app, self._queue, self._task = app, queue, task_id
@@ -56,9 +58,9 @@ class Reporter:
             self._thread.join()
             self._connection.release()
 
-    def progress(self, sent: int) -> None:
+    def on_bytes(self, delta: int) -> None:
         """Bytes of the row done so far: told to the batch within EVERY seconds."""
-        self._sent = sent
+        self._sent = (self._sent or 0) + delta
 
     def result(self, result: RowResult) -> None:
         """Tell the batch how the row ended, and its bytes done at the end (after the

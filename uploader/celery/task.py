@@ -1,20 +1,21 @@
-"""The task: one manifest row, uploaded by the library's `upload_batch` under the row's lock."""
+"""The task: one manifest row, uploaded by the library's `upload_row` under the row's lock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from uploader._errors import UploaderError
+from uploader._client import AsyncClient
+from uploader._errors import LocalFileError, UploaderError
 from uploader.api.settings import Settings
-from uploader.batch import Row, RowError, RowResult, row_from_json, upload_batch_sync
+from uploader.batch import Row, RowError, RowResult, row_from_json
 from uploader.celery.app import app, part_concurrency
 from uploader.celery.lock import RowLock, row_key
 from uploader.celery.report import Reporter
-from uploader.transfer.budget import TransferBudget
 
 __all__ = ["upload_row"]
 
@@ -35,33 +36,35 @@ def upload_row(self: Task[Any, Any], row: dict[str, Any], *, line: int = 0,
 
 def _upload(row: Row | RowError, *, submit: bool, reporter: Reporter) -> RowResult:
     if isinstance(row, RowError):
-        return RowResult(row.line, row.path, "invalid", error="RowError", message=row.message)
+        return RowResult.invalid(row)
     try:
         settings = Settings.from_env()
     except UploaderError as exc:
-        return RowResult(row.line, str(row.path), "failed", error=type(exc).__name__,
+        return RowResult(row.line, str(row.job.video), "failed", error=type(exc).__name__,
                          message=str(exc))
     try:
         key = row_key(settings, row)
-    except OSError:  # the video cannot be read: upload_batch says so in the row's words
+    except LocalFileError:  # the video cannot be read: the upload says so in the row's words
         return _run(row, submit=submit, reporter=reporter, settings=settings)
     with RowLock(app, key):
         return _run(row, submit=submit, reporter=reporter, settings=settings)
 
 
 def _run(row: Row, *, submit: bool, reporter: Reporter, settings: Settings) -> RowResult:
+    async def upload() -> RowResult:
+        async with AsyncClient(settings, concurrency=part_concurrency()) as client:
+            return await client.upload_row(row, submit=submit, progress=reporter)
+
     try:
-        budget = TransferBudget(concurrency=part_concurrency())
-        [result] = upload_batch_sync([row], files=1, budget=budget, settings=settings,
-                                     submit=submit, progress=reporter.progress)
+        result = asyncio.run(upload())
     except Exception as exc:
         if _holds(exc, SoftTimeLimitExceeded):
             message = ("the upload took longer than the task's time limit; it resumes "
                        "where it stopped when the row is sent again")
-            return RowResult(row.line, str(row.path), "failed", error="TimeLimitExceeded",
+            return RowResult(row.line, str(row.job.video), "failed", error="TimeLimitExceeded",
                              message=message)
-        log.exception("line %s: %s", row.line, row.path)
-        return RowResult(row.line, str(row.path), "failed", error=type(exc).__name__,
+        log.exception("line %s: %s", row.line, row.job.video)
+        return RowResult(row.line, str(row.job.video), "failed", error=type(exc).__name__,
                          message=f"unexpected error in the worker: {exc}")
     return result
 

@@ -15,13 +15,13 @@ from typing import IO
 
 import click
 
+from uploader._client import AsyncClient
 from uploader._errors import UploaderError
-from uploader._files import TRAINING_VIDEO, FileKind, kind
-from uploader.batch import OUTCOMES, Row, RowError, RowResult, read_manifest, upload_batch
+from uploader._progress import Progress
+from uploader.batch import OUTCOMES, Row, RowError, RowResult, manifest_columns, read_manifest
 from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
 from uploader.preflight import check_files
-from uploader.transfer.budget import TransferBudget
 
 __all__ = ["batch"]
 
@@ -31,7 +31,11 @@ SOME_FAILED = 6
 STATUS_EVERY = 5.0
 
 
-@click.command(epilog="Exit codes: 0 every row done or skipped; 6 some rows failed or were "
+@click.command(help="Upload every video of MANIFEST (CSV with a header row, or JSON Lines): "
+               "columns path (required), name or job_id, and optionally "
+               f"{', '.join(c for c in manifest_columns() if c not in ('path', 'name', 'job_id'))}"
+               " (tags ;-separated in CSV).",
+               epilog="Exit codes: 0 every row done or skipped; 6 some rows failed or were "
                "invalid (the report says which; run again to retry the failed); 2 usage; "
                "4 settings; 130 interrupted (run again to resume).")
 @click.argument("manifest")
@@ -59,9 +63,7 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
           bwlimit: int | None, report: Path | None, fail_fast: bool, dry_run: bool,
           as_json: bool, state_dir: Path | None, submit_review: bool, wait: bool,
           quiet: bool, broker: str | None) -> None:
-    """Upload every video of MANIFEST (CSV with a header row, or JSON Lines): columns
-    path, name or job_id, and optionally parts, part_size, id_card_front, id_card_back,
-    grant_file, cover, action_video, audio, tags (;-separated), batch_name, contact."""
+    """Upload every video of MANIFEST (see the help above, made from the columns)."""
     if broker is not None:
         _refuse_local_options(ctx, "files", "concurrency", "bwlimit", "state_dir", "wait",
                               "fail_fast")
@@ -75,16 +77,15 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
         status.ended(result, out)
 
     async def run(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
-        budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
-        async for result in upload_batch(rows, files=files, budget=budget,
-                                         settings=settings(), state_dir=state_dir,
-                                         submit=submit_review, wait=wait,
-                                         fail_fast=fail_fast, progress=status.bytes):
-            ended(result, status, out)
+        async with AsyncClient(settings(), concurrency=concurrency, bwlimit=bwlimit,
+                               state_dir=state_dir, connections=concurrency + files) as client:
+            async for result in client.batch(rows, files=files, submit=submit_review,
+                                             wait=wait, fail_fast=fail_fast, progress=status):
+                ended(result, status, out)
 
     def send(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
         results = celery().send_batch(rows, submit=submit_review, broker=broker,
-                                      progress=status.bytes)
+                                      progress=status)
         with contextlib.closing(results):  # stopped early: the rows not started are revoked
             for result in results:
                 ended(result, status, out)
@@ -130,18 +131,18 @@ async def _preflight(manifest: str, base: Path | None
     valid = total = 0
     for row in read_manifest(manifest, base=base):
         if isinstance(row, RowError):
-            invalid[row.line] = RowResult(row.line, row.path, "invalid", error="RowError",
-                                          message=row.message)
+            invalid[row.line] = RowResult.invalid(row)
             continue
-        refused = [r for r in await check_files(_paths(row)) if not r.ok]
+        paths = row.job.paths
+        refused = [r for r in await check_files(paths) if not r.ok]
         if refused:
-            message = "; ".join((f"{r.path}: " if r.path != row.path else "") + p.message
+            message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
                                 for r in refused for p in r.problems)
-            invalid[row.line] = RowResult(row.line, str(row.path), "invalid",
+            invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
                                           error="PreflightError", message=message)
         else:
             valid += 1
-            total += sum(p.stat().st_size for p in _paths(row).values())
+            total += sum(p.stat().st_size for p in paths.values())
     return invalid, valid, total
 
 
@@ -155,11 +156,7 @@ def _refuse_local_options(ctx: click.Context, *names: str) -> None:
                                "its own settings (uploader worker --help)")
 
 
-def _paths(row: Row) -> dict[FileKind, Path]:
-    return {TRAINING_VIDEO: row.path} | {kind(k): p for k, p in row.files.items()}
-
-
-class _Status:
+class _Status(Progress):
     """What the batch shows: on a terminal a bar of bytes naming the rows done, failed and
     pending; elsewhere a status line every STATUS_EVERY seconds; a line per row as it ends."""
 
@@ -178,8 +175,9 @@ class _Status:
         return (f"batch: {self.counts['ok'] + self.counts['skipped']} done, "
                 f"{self.counts['failed']} failed, {self.rows - ended} pending")
 
-    def bytes(self, done: int) -> None:
-        self.done = done
+    def on_bytes(self, delta: int) -> None:
+        self.done += delta
+        done = self.done
         if self.bar is not None:
             self.bar.n = done
             self.bar.update(0)

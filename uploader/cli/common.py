@@ -12,15 +12,27 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from uploader._errors import MissingFilesError, PreflightError, TransferError, UploaderError
-from uploader._files import kind
+from uploader._errors import (
+    ApiError,
+    BrokerError,
+    JobStateError,
+    JournalError,
+    LocalFileError,
+    MissingFilesError,
+    PreflightError,
+    SettingsError,
+    TransferError,
+    UploaderError,
+    UsageError,
+)
+from uploader._files import TRAINING_VIDEO, kind
 from uploader._redact import redact
 from uploader.api.client import MetaStudioClient
 from uploader.api.settings import Settings
 from uploader.preflight import Report
 
-__all__ = ["celery", "echo_problems", "fail", "flag_of", "interrupted", "print_json",
-           "settings", "with_client"]
+__all__ = ["EXIT_CODES", "celery", "echo_problems", "exit_code", "fail", "flag_of",
+           "interrupted", "print_json", "settings", "with_client"]
 
 T = TypeVar("T")
 
@@ -38,7 +50,27 @@ def celery() -> types.ModuleType:
 
 def flag_of(kind_name: str) -> str:
     """The command-line flag that gives a file of this kind."""
-    return "VIDEO" if kind_name == "training_video" else "--" + kind_name.replace("_", "-")
+    return "VIDEO" if kind_name == TRAINING_VIDEO.name else kind(kind_name).flag
+
+
+#: The exit status of each kind of error (README, "exit"): the most specific class wins.
+EXIT_CODES: dict[type[UploaderError], int] = {
+    UploaderError: 1,
+    UsageError: 2,
+    PreflightError: 3,
+    SettingsError: 4,  # settings come from the environment, not the command's arguments
+    ApiError: 4,
+    BrokerError: 4,
+    JobStateError: 4,
+    JournalError: 4,
+    TransferError: 5,
+    LocalFileError: 5,  # restore the file and run the same command: it resumes
+}
+
+
+def exit_code(error: UploaderError) -> int:
+    """The exit status for `error`."""
+    return next(EXIT_CODES[c] for c in type(error).__mro__ if c in EXIT_CODES)
 
 
 #: What the CLI adds to an error whose `remedy` names an option.
@@ -51,7 +83,7 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
     `as_json`, also one JSON object on stdout (error, message, exit_code, job_id)."""
     if as_json:
         print_json({"error": type(error).__name__, "message": redact(str(error)),
-                    "exit_code": error.exit_code, "job_id": error.job_id})
+                    "exit_code": exit_code(error), "job_id": error.job_id})
     if isinstance(error, PreflightError):
         for report in error.reports:
             click.echo(f"error: {report.path} ({kind(report.kind).title}) would be refused "
@@ -65,10 +97,10 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
         click.echo(redact(f"error: {error}"), err=True)
     if error.remedy in _REMEDIES:
         click.echo(_REMEDIES[error.remedy], err=True)
-    if isinstance(error, TransferError):
+    if isinstance(error, TransferError | LocalFileError):
         click.echo("What was sent so far is kept: run the same command again to resume.",
                    err=True)
-    sys.exit(error.exit_code)
+    sys.exit(exit_code(error))
 
 
 def interrupted(message: str, *, as_json: bool, job_id: str | None) -> NoReturn:

@@ -11,13 +11,15 @@ from typing import Any, TypeVar
 
 import click
 
+from uploader import _files
+from uploader._client import AsyncClient
 from uploader._errors import UploaderError
-from uploader._files import KINDS, TRAINING_VIDEO
+from uploader._job import Job
+from uploader._progress import Progress, Step
 from uploader.api.settings import Settings
 from uploader.cli.common import fail, interrupted, print_json, settings
-from uploader.transfer.budget import TransferBudget
 from uploader.transfer.plan import parse_size
-from uploader.workflow import SubmitResult, UploadResult, submit_job, upload_video
+from uploader.workflow.result import SubmitResult, UploadResult
 
 __all__ = ["submit", "upload"]
 
@@ -27,16 +29,6 @@ _EXIT_CODES = ("Exit codes: 0 done; 2 usage, or --submit without a file the revi
                "file would be refused (nothing sent); 4 API, settings, job state, changed file "
                "or a run already going; 5 the transfer, a confirm or the submit did not "
                "complete (run the same command to resume); 130 interrupted.")
-_FILE_HELP = {
-    "id_card_front": "The ID card's portrait side (JPEG or PNG); required to submit.",
-    "id_card_back": "The ID card's national-emblem side (JPEG or PNG); required to submit.",
-    "grant_file": "The signed authorization letter (PDF, JPEG or PNG); required to submit.",
-    "cover": "The model's cover image (JPEG or PNG).",
-    "action_video": "The action (choreography) video: an mp4 by the training video's rules.",
-    "audio": "A zip of voice recordings (WAV or MP3).",
-}
-
-
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
         return None if value is None else parse_size(value)
@@ -47,10 +39,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per file kind of the job other than the training video (the table in
     uploader._files): `--id-card-front IMG`, ..."""
-    for file in reversed([k for k in KINDS if k is not TRAINING_VIDEO]):
-        flag = "--" + file.name.replace("_", "-")
-        command = click.option(flag, file.name, type=click.Path(path_type=Path),
-                               help=_FILE_HELP[file.name])(command)
+    for file in reversed(_files.other_kinds()):
+        command = click.option(file.flag, file.name, type=click.Path(path_type=Path),
+                               help=file.help)(command)
     return command
 
 
@@ -83,32 +74,36 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     if (options["job_id"] is None) == (options["name"] is None):
         raise click.UsageError("give exactly one of --job-id or --name")
     bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
-    reached = _Steps(bar)
-    bwlimit = options.pop("bwlimit")
-    options |= {"wait": wait or use_emulator, "submit": submit_review,
-                "progress": bar.show if bar else None, "on_step": reached.step}
+    shown = _Shown(bar)
+    wait = wait or use_emulator
+    client_options = {k: options.pop(k) for k in ("concurrency", "bwlimit", "state_dir")}
+    restart = options.pop("restart")
+    try:
+        job = Job.of(video, **options)
+    except UploaderError as error:
+        fail(error, as_json=as_json)
 
     async def call(env: Settings) -> UploadResult:
-        budget = None if bwlimit is None else TransferBudget(
-            concurrency=options["concurrency"], bwlimit=bwlimit)
-        return await upload_video(video, settings=env, budget=budget, **options)
+        async with AsyncClient(env, **client_options) as client:
+            return await client.upload(job, submit=submit_review, wait=wait, restart=restart,
+                                       progress=shown)
 
     try:
         result = _run(call,
                       use_emulator=use_emulator, quiet=quiet or as_json, as_json=as_json,
-                      interrupted_at=reached.interruption)
+                      interrupted_at=shown.interruption)
     finally:
         if bar:
             bar.close()
     if as_json:
         print_json(result.to_json())
     elif not quiet:
-        _echo_upload(video, result, waited=options["wait"])
+        _echo_upload(video, result, waited=wait)
 
 
-@click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs, or "
-               "cannot be submitted in its state; 4 API or settings; 5 the submit did not "
-               "get through; 130 interrupted.")
+@click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs; 4 "
+               "API or settings, or a job whose state does not allow a submit (as for upload);"
+               " 5 the submit did not get through; 130 interrupted.")
 @click.argument("job_id")
 @click.option("--wait", is_flag=True, help="Wait for the automatic review's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
@@ -118,8 +113,12 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
         return (f"the submit of job {job_id} may or may not have reached the service; see: "
                 f"uploader status {job_id}"), job_id
 
-    result = _run(lambda env: submit_job(job_id, wait=wait, settings=env),
-                  use_emulator=False, quiet=True, as_json=as_json, interrupted_at=interruption)
+    async def call(env: Settings) -> SubmitResult:
+        async with AsyncClient(env) as client:
+            return await client.submit(job_id, wait=wait)
+
+    result = _run(call, use_emulator=False, quiet=True, as_json=as_json,
+                  interrupted_at=interruption)
     if as_json:
         print_json(result.to_json())
     else:
@@ -127,27 +126,36 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
         _echo_outcome(result)
 
 
-class _Steps:
-    """Where the upload is (the library's `on_step`): shown on the bar, and told when the
-    run is interrupted, so that the advice fits (after the confirm, nothing is to resend)."""
+class _Shown(Progress):
+    """What the upload tells (the library's Progress): bytes and steps on the bar, and the
+    step reached when the run is interrupted, so that the advice fits (after the confirm,
+    nothing is to resend)."""
 
     def __init__(self, bar: _Bar | None) -> None:
         self.bar = bar
-        self.last: str | None = None
+        self.last: Step | None = None
         self.job_id: str | None = None
 
-    def step(self, step: str, job_id: str) -> None:
+    def on_total(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total(total)
+
+    def on_bytes(self, delta: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(delta)
+
+    def on_step(self, step: Step, job_id: str) -> None:
         self.last, self.job_id = step, job_id
-        if self.bar is not None and step == "waiting":
+        if self.bar is not None and step is Step.WAITING:
             self.bar.say("waiting for the review")
 
     def interruption(self) -> tuple[str, str | None]:
         job = self.job_id
-        if self.last in (None, "sending"):
+        if self.last in (None, Step.SENDING):
             where = f"job {job}: " if job else ""
             return (f"{where}what was sent so far is kept; run the same command again to "
                     "resume.", job)
-        if self.last in ("submitted", "waiting"):
+        if self.last in (Step.SUBMITTED, Step.WAITING):
             return (f"job {job}: every file is uploaded and confirmed, and the job is "
                     "submitted for review; nothing needs sending again. Follow it with: "
                     f"uploader status {job}", job)
@@ -208,11 +216,13 @@ class _Bar:
         """Show what the run is doing besides sending (waiting for the review...)."""
         self._bar.set_description(f"{self._name}: {what}")
 
-    def show(self, done: int, total: int) -> None:
-        if self._bar.total != total:
-            self._bar.reset(total=total)
-        self._bar.n = done
-        if done in (0, total):
+    def total(self, total: int) -> None:
+        self._bar.reset(total=total)
+        self._bar.refresh()
+
+    def advance(self, delta: int) -> None:
+        self._bar.n += delta
+        if self._bar.n in (0, self._bar.total):
             self._bar.refresh()
         else:
             self._bar.update(0)  # redraws at most every mininterval

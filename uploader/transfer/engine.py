@@ -29,8 +29,9 @@ from uploader._errors import (
     UploaderError,
     UsageError,
 )
+from uploader._http import http_errors
 from uploader._redact import redact
-from uploader._retry import Backoff, never_connected, retry, retry_after
+from uploader._retry import Backoff, retry, retry_after
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.hashing import LaneHasher
 from uploader.transfer.plan import Piece
@@ -129,19 +130,19 @@ async def put_part(
                         throttle=throttle if budget is not None else None)
         headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
-            async with session.put(URL(url, encoded=True), data=body, headers=headers,
-                                   timeout=config.client_timeout) as response:
-                text = "" if response.status == 200 else (await response.text())[:2000]
-                etag = response.headers.get("ETag")
-                status = response.status
-                asked = retry_after(response.headers.get("Retry-After"))
-        except aiohttp.ClientError as exc:
+            with http_errors("the storage"):
+                async with session.put(URL(url, encoded=True), data=body, headers=headers,
+                                       timeout=config.client_timeout) as response:
+                    text = "" if response.status == 200 else (await response.text())[:2000]
+                    etag = response.headers.get("ETag")
+                    status = response.status
+                    asked = retry_after(response.headers.get("Retry-After"))
+        except UnreachableError as exc:
             if body.failure is not None:
                 raise body.failure from None
-            reason = redact(f"{type(exc).__name__}: {exc}")
-            if never_connected(exc):  # a host that is gone: as good as a spent link
-                raise PartFailure(reason, retryable=False, url_refused=True) from exc
-            raise PartFailure(reason, retryable=True) from exc
+            # A host that is gone (never connected) is as good as a spent link.
+            raise PartFailure(exc.message, retryable=exc.may_have_arrived,
+                              url_refused=not exc.may_have_arrived) from exc
     if status != 200:
         raise _failure_for(status, text, asked)
     md5_hex = await body.md5_hex()
@@ -313,16 +314,17 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
     """The ETag of the object behind a download link, read from a GET of its first byte
     (OBS answers every GET with the object's ETag); None if it is not there."""
     try:
-        async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
-                               timeout=aiohttp.ClientTimeout(total=60)) as response:
-            await response.read()
-            if response.status in (200, 206):
-                return response.headers.get("ETag")
-            if response.status == 404:
-                return None
-            raise TransferError(f"reading a stored file's ETag answered HTTP {response.status}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        if never_connected(exc):  # the link's host is gone: the file is as good as absent
-            log.info("%s", redact(f"cannot reach a stored file's link ({exc!r}); sending it"))
+        with http_errors("a stored file's link"):
+            async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
+                                   timeout=aiohttp.ClientTimeout(total=60)) as response:
+                await response.read()
+    except UnreachableError as exc:
+        if not exc.may_have_arrived:  # the link's host is gone: the file is as good as absent
+            log.info("%s; sending it", exc)
             return None
-        raise TransferError(redact(f"cannot read a stored file's ETag: {exc!r}")) from exc
+        raise TransferError(f"cannot read a stored file's ETag: {exc}") from exc
+    if response.status in (200, 206):
+        return response.headers.get("ETag")
+    if response.status == 404:
+        return None
+    raise TransferError(f"reading a stored file's ETag answered HTTP {response.status}")

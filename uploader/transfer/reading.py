@@ -15,7 +15,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from uploader._errors import FileChangedError, TransferError, UploaderError
+from uploader._errors import FileChangedError, LocalFileError, UploaderError
 from uploader.transfer.hashing import Hashed, LaneHasher, new_md5
 from uploader.transfer.plan import Piece
 
@@ -129,9 +129,9 @@ class _PartReader:
         return self._digest.hexdigest()
 
 
-def _unreadable(path: Path, exc: OSError) -> TransferError:
-    return TransferError(f"cannot read {path}: {exc.strerror or exc}; what was sent so far "
-                         "is kept")
+def _unreadable(path: Path, exc: OSError) -> LocalFileError:
+    return LocalFileError(f"cannot read {path}: {exc.strerror or exc}; what was sent so far "
+                          "is kept", path=str(path))
 
 
 class PartBody:

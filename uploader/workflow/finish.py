@@ -11,20 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
-from uploader._errors import (
-    ApiError,
-    ConfirmError,
-    RefusedError,
-    TransferError,
-    UnreachableError,
-)
+from uploader._errors import ApiError, ConfirmError, TransferError
 from uploader._files import FileKind
 from uploader._journal import Journal
-from uploader._retry import Backoff, retry
-from uploader.api.client import MetaStudioClient
-from uploader.api.models import CommandResult, JobDetail
+from uploader.api.client import MetaStudioClient, Settle, answer_lost
+from uploader.api.models import JobDetail
 from uploader.workflow.links import Links
 from uploader.workflow.send import confirm_step
 
@@ -33,13 +25,12 @@ __all__ = ["SUBMIT_STEP", "confirm_files", "follow_review", "submit"]
 log = logging.getLogger("uploader")
 
 SUBMIT_STEP = "submit"
-_Check = Callable[[], Awaitable[bool]]
 #: States a submitted job passes through before the automatic review has its outcome.
 _BEFORE_OUTCOME = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFYING"})
 
 
 async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal,
-                        client: MetaStudioClient, backoff: Backoff) -> None:
+                        client: MetaStudioClient) -> None:
     """Send each kind's confirm command once (the journal remembers those done)."""
     for file in kinds:
         step = confirm_step(file.name)
@@ -51,47 +42,32 @@ async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal
                 return False
             return bool((await links.job_detail()).raw.get(file.download_field))
 
-        await _command(client, links.job_id, file.confirm_command, took_effect, backoff)
+        await _command(client, links.job_id, file.confirm_command, took_effect)
         await journal.record_step(step)
 
 
-async def submit(client: MetaStudioClient, job_id: str, backoff: Backoff) -> None:
+async def submit(client: MetaStudioClient, job_id: str) -> None:
     """SUBMITVERIFYING: the job goes to review."""
     async def took_effect() -> bool:
         return (await client.show_job(job_id)).state != "WAIT_FILE_UPLOAD"
 
-    await _command(client, job_id, "SUBMITVERIFYING", took_effect, backoff)
+    await _command(client, job_id, "SUBMITVERIFYING", took_effect)
 
 
 async def _command(client: MetaStudioClient, job_id: str, command: str,
-                   took_effect: _Check, backoff: Backoff) -> None:
-    async def attempt() -> CommandResult | None:
-        try:
-            return await client.command(job_id, command)
-        except ApiError as exc:
-            if _lost(exc) and await took_effect():
-                log.info("the answer to %s was lost, but it took effect", command)
-                return None
-            raise
-
+                   took_effect: Settle) -> None:
+    """Send `command`; a lost answer is settled by `took_effect` (the client retries)."""
     try:
-        result = await retry(attempt, backoff=backoff, retryable=_lost, what=command)
+        result = await client.command(job_id, command, settle=took_effect)
     except ApiError as exc:
-        if not _lost(exc):
+        if not answer_lost(exc):
             raise
-        raise TransferError(f"{command} did not get through after {backoff.attempts} "
+        raise TransferError(f"{command} did not get through after {client.backoff.attempts} "
                             f"attempts: {exc}", job_id=job_id) from exc
-    if result is not None and not result.succeeded:
+    if not result.succeeded:
         raise ConfirmError(f"MetaStudio refused {command}: "
                            f"{result.excute_failed_msg or 'no reason given'}",
                            job_id=job_id, command=command)
-
-
-def _lost(exc: Exception) -> bool:
-    """Whether a command's fate is unknown: no answer, or a server error (the service then
-    tells what happened). A refusal or a malformed answer is an answer."""
-    return isinstance(exc, UnreachableError) or (
-        isinstance(exc, RefusedError) and (exc.status or 0) >= 500)
 
 
 async def follow_review(client: MetaStudioClient, job_id: str, *, wait: bool,

@@ -9,13 +9,16 @@ would lack a file the review requires.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from uploader import _files
 from uploader._errors import (
     ApiError,
     FileChangedError,
@@ -24,7 +27,8 @@ from uploader._errors import (
     MissingFilesError,
     UsageError,
 )
-from uploader._files import KINDS, TRAINING_VIDEO
+from uploader._files import TRAINING_VIDEO
+from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import JobDetail
@@ -34,14 +38,15 @@ from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 from uploader.workflow.send import confirm_step
 
-__all__ = ["Job", "open_job", "refuse_missing", "stored_kinds"]
+__all__ = ["Next", "OpenJob", "content_tag", "next_step", "open_job", "refuse_missing",
+           "stored_kinds"]
 
 log = logging.getLogger("uploader")
 
 
 
 @dataclass
-class Job:
+class OpenJob:
     """The job this run works on, and its links."""
 
     job_id: str
@@ -49,91 +54,107 @@ class Job:
     created: bool = False  # by this run
 
 
-@dataclass(frozen=True, kw_only=True)
-class JobRequest:
-    """What the caller asked for."""
+class Next(enum.Enum):
+    """What a run does with a job it found, once it knows the job's state."""
 
-    job_id: str | None
-    name: str | None
-    restart: bool
-    submit: bool
-    explicit_plan: bool
-    labels: dict[str, Any] = field(default_factory=dict)  # tags, batch_name, contact
+    NOTHING = "an earlier run of this command submitted it"
+    RECORD_SUBMITTED = "it left WAIT_FILE_UPLOAD after a run of this command: it was submitted"
+    REFUSE = "its state does not allow taking files"
+    NEW_LINKS = "get fresh links by an update"
+    REUSE_LINKS = "reuse the links an earlier run recorded"
 
 
-async def open_job(request: JobRequest, files: list[LocalFile], *, journal: Journal,
-                   client: MetaStudioClient, session: aiohttp.ClientSession
-                   ) -> tuple[Job, list[LocalFile]]:
+def next_step(state: str, *, submitted: bool, confirmed: bool, adopted: bool,
+              review_failed: bool, links_usable: bool) -> Next:
+    """What to do with a job found in `state`. Pure: `submitted`/`confirmed` say what the
+    journal recorded, `adopted` that the job was found by this command's content tag."""
+    if submitted:
+        return Next.NOTHING
+    if state not in ACCEPTS_VIDEO:
+        # The job a run of this command made for this video (found by its tag), or one whose
+        # files an earlier run confirmed before it was cut short in the submit.
+        return Next.RECORD_SUBMITTED if adopted or confirmed else Next.REFUSE
+    return Next.NEW_LINKS if review_failed or not links_usable else Next.REUSE_LINKS
+
+
+async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: bool,
+                   journal: Journal, client: MetaStudioClient, session: aiohttp.ClientSession
+                   ) -> tuple[OpenJob, list[LocalFile]]:
     """The job and its links, and the files as this run will send them (a resumed training
     video keeps the plan it was started with)."""
-    job_id = request.job_id
+    job_id = job.job_id
     detail: JobDetail | None = None
     if journal.header is not None:
-        detail = await _job_of_journal(journal, client, request)
+        detail = await _job_of_journal(journal, client, job)
         if detail is not None:
-            files = _check_journal(journal, files, request.explicit_plan)
+            files = _check_journal(journal, files, job.explicit_plan)
             job_id = detail.job_id
     fields = _fields(files)
 
-    def links_for(job: str) -> Links:
-        return Links(client=client, session=session, journal=journal, job_id=job,
+    def links_for(job_id: str) -> Links:
+        return Links(client=client, session=session, journal=journal, job_id=job_id,
                      kinds=[f.kind for f in files], fields=fields)
 
     adopted = False
     if job_id is None:
-        assert request.name is not None
-        tag = content_tag(request.name, files[0].identity)
-        if not request.restart:
+        assert job.name is not None
+        tag = content_tag(job.name, files[0].identity)
+        if not restart:
             job_id = await _job_tagged(tag, client)
             adopted = job_id is not None
-    if job_id is None:
-        assert request.name is not None
-        if request.submit:
-            refuse_missing(files, stored=set(), job_id=None)
-        labels = dict(request.labels)
-        labels["tags"] = [tag, *labels.get("tags", ())]
-        answer = await client.create_job(request.name, **labels, **fields)
-        await journal.lock_job(answer.job_id)
-        await journal.start(answer.job_id)
-        await _record_files(journal, files)
-        links = links_for(answer.job_id)
-        await links.adopt(answer)
-        log.info("created job %s", answer.job_id)
-        return Job(answer.job_id, links, created=True), files
+        if job_id is None:
+            return await _create(job, tag, files, fields, submit=submit, journal=journal,
+                                 client=client, links_for=links_for), files
 
     await journal.lock_job(job_id)
-    if detail is None:
-        detail = await client.show_job(job_id)
+    detail = detail or await client.show_job(job_id)
     resumable = journal.header is not None
     links = links_for(job_id)
-    if resumable and SUBMIT_STEP in journal.steps:
-        return Job(job_id, links), files  # an earlier run submitted it
-    confirmed = resumable and all(confirm_step(f.kind.name) in journal.steps
-                                  for f in files if f.kind.confirm_command is not None)
-    if detail.state not in ACCEPTS_VIDEO and (adopted or confirmed):
-        # The job a run of this command made for this video (found by its tag), or one whose
-        # files an earlier run confirmed before it was cut short in the submit: it left
-        # WAIT_FILE_UPLOAD, so it was submitted. Nothing is left to do but report it.
-        log.info("job %s was submitted by an earlier run (state %s)", job_id, detail.state)
-        if not resumable:
-            await journal.start(job_id)
-        await journal.record_step(SUBMIT_STEP)
-        return Job(job_id, links), files
-    if detail.state not in ACCEPTS_VIDEO:
+    step = next_step(
+        detail.state, submitted=resumable and SUBMIT_STEP in journal.steps,
+        confirmed=resumable and all(confirm_step(f.kind.name) in journal.steps
+                                    for f in files if f.kind.confirm_command is not None),
+        adopted=adopted, review_failed=detail.state in REVIEW_FAILED,
+        links_usable=links.usable())
+    if step is Next.REFUSE:
         raise JobStateError(
             f"job {job_id} is in state {detail.state} ({explain_state(detail.state)}): it "
             "cannot take files now; only WAIT_FILE_UPLOAD, AUTO_VERIFY_FAILED and "
             "MANUAL_VERIFY_FAILED can", job_id=job_id, state=detail.state)
-    if request.submit:
+    if step in (Next.NEW_LINKS, Next.REUSE_LINKS) and submit:
         refuse_missing(files, stored=stored_kinds(detail), job_id=job_id)
-    if not resumable:
+    if step is not Next.NOTHING and not resumable:
         await journal.start(job_id)
+    if step is Next.RECORD_SUBMITTED:
+        log.info("job %s was submitted by an earlier run (state %s)", job_id, detail.state)
+        await journal.record_step(SUBMIT_STEP)
+    if step in (Next.NOTHING, Next.RECORD_SUBMITTED):
+        return OpenJob(job_id, links), files
     await _record_files(journal, files)
-    if detail.state in REVIEW_FAILED or not links.usable():
+    if step is Next.NEW_LINKS:
         await links.adopt(await client.update_job(job_id, **fields))
     else:
         log.info("reusing the links issued earlier")
-    return Job(job_id, links), files
+    return OpenJob(job_id, links), files
+
+
+async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, Any], *,
+                  submit: bool, journal: Journal, client: MetaStudioClient,
+                  links_for: Callable[[str], Links]) -> OpenJob:
+    """A new job for `job`, carrying its content tag; recorded before anything is sent."""
+    assert job.name is not None
+    if submit:
+        refuse_missing(files, stored=set(), job_id=None)
+    labels = job.labels
+    labels["tags"] = [tag, *labels.get("tags", ())]
+    answer = await client.create_job(job.name, **labels, **fields)
+    await journal.lock_job(answer.job_id)
+    await journal.start(answer.job_id)
+    await _record_files(journal, files)
+    links = links_for(answer.job_id)
+    await links.adopt(answer)
+    log.info("created job %s", answer.job_id)
+    return OpenJob(answer.job_id, links, created=True)
 
 
 def _fields(files: list[LocalFile]) -> dict[str, Any]:
@@ -150,14 +171,14 @@ def stored_kinds(detail: JobDetail) -> set[str]:
     """The kinds of file the job holds, as show job tells; after a failed review, those
     the review deletes are gone whatever show job still says."""
     failed = detail.state in REVIEW_FAILED
-    return {k.name for k in KINDS if detail.raw.get(k.download_field)
+    return {k.name for k in _files.KINDS if detail.raw.get(k.download_field)
             and not (failed and (k.deleted_by_review or k is TRAINING_VIDEO))}
 
 
 def refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | None) -> None:
     """MissingFilesError if a file the review requires is neither in `files` nor stored."""
     given = {f.kind.name for f in files}
-    missing = [k for k in KINDS if k.required and k.name not in given | stored]
+    missing = [k for k in _files.KINDS if k.required and k.name not in given | stored]
     if missing:
         names = ", ".join(f"the {k.title} ({k.name})" for k in missing)
         raise MissingFilesError(
@@ -166,7 +187,7 @@ def refuse_missing(files: list[LocalFile], *, stored: set[str], job_id: str | No
 
 
 async def _job_of_journal(journal: Journal, client: MetaStudioClient,
-                          request: JobRequest) -> JobDetail | None:
+                          request: Job) -> JobDetail | None:
     """The job an earlier run's journal names; None, the journal set aside, when the
     service does not know it (the journal is another service's, or the job was deleted)."""
     assert journal.job_id is not None

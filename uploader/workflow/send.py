@@ -10,7 +10,6 @@ alike; then the server is asked again, up to MAX_ROUNDS times.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,6 +17,7 @@ import aiohttp
 from uploader._errors import FileChangedError, TransferError
 from uploader._files import kind
 from uploader._journal import Journal
+from uploader._progress import Progress
 from uploader.api.models import JobDetail
 from uploader.api.states import REVIEW_FAILED
 from uploader.transfer.budget import TransferBudget
@@ -27,14 +27,12 @@ from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
-__all__ = ["MAX_ROUNDS", "Sender", "confirm_step"]
+__all__ = ["MAX_ROUNDS", "Sender", "Verdict", "confirm_step", "judge_stored"]
 
 log = logging.getLogger("uploader")
 
 #: After this many rounds of "send what is missing, then ask the server", give up.
 MAX_ROUNDS = 3
-
-Progress = Callable[[int, int], None]
 
 
 def confirm_step(kind: str) -> str:
@@ -57,7 +55,7 @@ class Sender:
 
     def __init__(self, *, files: list[LocalFile], links: Links, journal: Journal,
                  session: aiohttp.ClientSession, config: TransferConfig,
-                 progress: Progress | None, new_job: bool = False,
+                 progress: Progress, new_job: bool = False,
                  budget: TransferBudget | None = None) -> None:
         self.files, self.links, self.journal = files, links, journal
         self.new_job = new_job  # created by this run: it holds nothing of an earlier one
@@ -75,8 +73,7 @@ class Sender:
             self.tally.skipped_pieces[file.kind.name] = len(file.pieces) - len(ours)
         for _ in range(MAX_ROUNDS):
             # Counted from what the server lacks: pieces it lost since count as not done.
-            self.done_bytes = self.total - sum(p.size for p in missing)
-            self._report()
+            self._advance(self.total - sum(p.size for p in missing) - self.done_bytes)
             if not missing:
                 return
             self.tally.wire_bytes += await send_pieces(
@@ -96,6 +93,24 @@ class Sender:
                    if confirm_step(f.kind.name) not in self.journal.steps or not trust_server]
         if not trust_server:
             return [piece for f in pending for piece in f.pieces]
+        stored = await self._stored(pending)
+        pieces = [piece for f in pending for piece in f.pieces]
+        await self._forget_lost(pieces, stored)
+        # Pieces this run sent were hashed as they went out and checked against their ETag:
+        # only those an earlier run sent are hashed again.
+        local = await pieces_md5(
+            [p for p in pieces if p.key in stored and p.key not in self._sent],
+            chunk_size=self.config.chunk_size, concurrency=self.config.concurrency)
+        local |= {key: md5 for key, md5 in self._sent.items() if key in stored}
+        verdict = judge_stored(pieces, stored=stored, journal=self.journal.parts, local=local,
+                               job_id=self.links.job_id)
+        for key, md5 in verdict.learned.items():
+            await self.journal.record_part(key, md5)
+        return verdict.missing
+
+    async def _stored(self, pending: list[LocalFile]) -> dict[tuple[str, int], str]:
+        """The ETag of every piece of `pending` the server holds; a multipart file the job
+        holds confirmed already is taken out of `pending`."""
         stored: dict[tuple[str, int], str] = {}
         detail: JobDetail | None = None
         for file in list(pending):
@@ -113,16 +128,7 @@ class Sender:
                 etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
                 if etag is not None:
                     stored[(file.kind.name, 1)] = etag
-        pieces = [piece for f in pending for piece in f.pieces]
-        await self._forget_lost(pieces, stored)
-        # Pieces this run sent were hashed as they went out and checked against their ETag:
-        # only those an earlier run sent are hashed again.
-        hashed = await pieces_md5(
-            [p for p in pieces if p.key in stored and p.key not in self._sent],
-            chunk_size=self.config.chunk_size, concurrency=self.config.concurrency)
-        hashed |= {key: md5 for key, md5 in self._sent.items() if key in stored}
-        return [p for p in pieces
-                if p.key not in stored or not await self._is_ours(p, stored[p.key], hashed)]
+        return stored
 
     async def _confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
         """Whether the job holds this very file, confirmed (by an earlier run whose confirm
@@ -153,29 +159,6 @@ class Sender:
                         _shorten([p.label for p in lost if p.kind == name]))
             await self.journal.forget_parts(name, numbers)
 
-    async def _is_ours(self, piece: Piece, etag: str, hashed: dict[tuple[str, int], str]
-                       ) -> bool:
-        known, local = self.journal.parts.get(piece.key), hashed[piece.key]
-        if known is not None and known != local:
-            raise FileChangedError(
-                f"{piece.path} changed since {piece.label} was sent (its bytes differ, though "
-                "its size and time may not): start the upload over to send it from the start",
-                job_id=self.links.job_id)
-        match = etag_matches(etag, local)
-        if match is None:
-            log.debug("%s: ETag %r is not a plain MD5; trusting the journal", piece.label, etag)
-            return known is not None
-        if not match:
-            if not kind(piece.kind).multipart:
-                return False  # another file stands where this one goes: replace it
-            raise FileChangedError(
-                f"{piece.label} on the server does not match {piece.path}: the file changed "
-                "since it was sent; start the upload over to send it from the start",
-                job_id=self.links.job_id)
-        if known is None:
-            await self.journal.record_part(piece.key, local)
-        return True
-
     async def _piece_done(self, piece: Piece, md5_hex: str) -> None:
         self._sent[piece.key] = md5_hex
         await self.journal.record_part(piece.key, md5_hex)
@@ -185,13 +168,57 @@ class Sender:
 
     def _advance(self, delta: int) -> None:
         self.done_bytes += delta
-        self._report()
-
-    def _report(self) -> None:
-        if self.progress is not None:
-            self.progress(self.done_bytes, self.total)
+        if delta:
+            self.progress.on_bytes(delta)
 
 
 def _shorten(labels: list[str]) -> str:
     shown = ", ".join(labels[:10])
     return shown + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
+
+
+@dataclass
+class Verdict:
+    """What the server's stored pieces mean: those still `missing`, and the MD5s `learned`
+    of stored pieces the journal did not know (an earlier run's lost records)."""
+
+    missing: list[Piece]
+    learned: dict[tuple[str, int], str]
+
+
+def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
+                 journal: dict[tuple[str, int], str], local: dict[tuple[str, int], str],
+                 job_id: str) -> Verdict:
+    """Which of `pieces` the server lacks, from each stored piece's ETag (`stored`), the MD5
+    the journal recorded when it was sent (`journal`) and its MD5 in the file now (`local`,
+    for every stored piece). Pure. FileChangedError when the file's bytes are not those
+    sent (a multipart file: its parts must all be one file's); another single file standing
+    where this one goes is simply replaced."""
+    missing: list[Piece] = []
+    learned: dict[tuple[str, int], str] = {}
+    for piece in pieces:
+        if piece.key not in stored:
+            missing.append(piece)
+            continue
+        known, now = journal.get(piece.key), local[piece.key]
+        if known is not None and known != now:
+            raise FileChangedError(
+                f"{piece.path} changed since {piece.label} was sent (its bytes differ, though "
+                "its size and time may not): start the upload over to send it from the start",
+                job_id=job_id)
+        match = etag_matches(stored[piece.key], now)
+        if match is None:  # not a plain MD5: only the journal can say it is ours
+            if known is None:
+                missing.append(piece)
+            continue
+        if not match:
+            if kind(piece.kind).multipart:
+                raise FileChangedError(
+                    f"{piece.label} on the server does not match {piece.path}: the file "
+                    "changed since it was sent; start the upload over to send it from the "
+                    "start", job_id=job_id)
+            missing.append(piece)
+            continue
+        if known is None:
+            learned[piece.key] = now
+    return Verdict(missing, learned)

@@ -1,0 +1,323 @@
+"""The front door: `AsyncClient` and its synchronous twin `Client` (httpx's pair is the model).
+
+A client owns what uploads share: the settings, one HTTP session, one transfer budget
+(pieces in flight, bandwidth), the state folder and the transfer configuration. Run as many
+uploads through it as you like, at once or one after another, then close it (use it as a
+context manager). `upload_video`, `submit_job` and their `_sync` twins are shortcuts that
+open a client for one call, as `httpx.get` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import aiohttp
+
+from uploader import _checks as checks
+from uploader._errors import UsageError
+from uploader._job import Job
+from uploader._journal import default_state_dir
+from uploader._progress import Progress
+from uploader.api.client import MetaStudioClient
+from uploader.api.models import JobDetail, JobList, VoiceJobList
+from uploader.api.settings import Settings
+from uploader.transfer.budget import TransferBudget
+from uploader.transfer.engine import TransferConfig
+from uploader.workflow import Run, SubmitResult, UploadResult, submit, upload
+
+if TYPE_CHECKING:
+    from uploader.batch import Row, RowError, RowResult
+
+__all__ = ["AsyncClient", "Client", "submit_job", "submit_job_sync", "upload_video",
+           "upload_video_sync"]
+
+T = TypeVar("T")
+
+#: Connections beyond the budget's pieces: room for the API calls of the uploads in flight.
+API_CONNECTIONS = 2
+
+
+class AsyncClient:
+    """Uploads to MetaStudio that share one connection pool, budget and state folder.
+
+    `settings` default to the environment's. `concurrency` pieces are in flight at most over
+    every upload of this client, and `bwlimit` bytes a second (None: no cap); or give a
+    `budget` shared with other clients. `connections` caps the HTTP connections (default:
+    the budget's pieces plus two for API calls). `transfer` tunes retries and chunks;
+    `state_dir` holds the resume journals (default: the user's state folder); `session`, a
+    caller's aiohttp session, is used and left open. Every value is checked at once:
+    UsageError.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, concurrency: int | None = None,
+                 bwlimit: int | None = None, budget: TransferBudget | None = None,
+                 connections: int | None = None,
+                 state_dir: str | os.PathLike[str] | None = None,
+                 transfer: TransferConfig | None = None, wait_timeout: float = 1800.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        if settings is not None and not isinstance(settings, Settings):
+            raise UsageError(f"settings must be a Settings, not {settings!r}")
+        if transfer is not None and not isinstance(transfer, TransferConfig):
+            raise UsageError(f"transfer must be a TransferConfig, not {transfer!r}")
+        if budget is not None and not isinstance(budget, TransferBudget):
+            raise UsageError(f"budget must be a TransferBudget, not {budget!r}")
+        if budget is not None and (concurrency, bwlimit) != (None, None):
+            raise UsageError("give a budget, or concurrency and bwlimit: not both")
+        self.settings = settings or Settings.from_env()
+        self.transfer = transfer or TransferConfig()
+        if concurrency is not None:  # the plain argument wins over the one in `transfer`
+            checks.whole(concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY * 4)
+            self.transfer = dataclasses.replace(
+                self.transfer, concurrency=min(concurrency, checks.MAX_CONCURRENCY))
+        self.budget = budget or TransferBudget(
+            concurrency=concurrency or self.transfer.concurrency, bwlimit=bwlimit)
+        self.connections = checks.whole(
+            connections, "connections", low=1) if connections is not None else (
+            self.budget.concurrency + API_CONNECTIONS)
+        self.state_dir = (checks.path(state_dir, "state_dir") if state_dir is not None
+                          else default_state_dir())
+        self.wait_timeout = checks.number(wait_timeout, "wait_timeout")
+        self._given_session = session
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._run: Run | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the HTTP session (done by `async with`, or by the first call)."""
+        if self._run is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        session = self._given_session
+        if session is None:
+            session = await stack.enter_async_context(aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections)))
+        api = await stack.enter_async_context(MetaStudioClient(self.settings, session=session))
+        self._stack, self._run = stack, Run(
+            api=api, session=session, state_dir=self.state_dir, config=self.transfer,
+            budget=self.budget, wait_timeout=self.wait_timeout)
+
+    async def close(self) -> None:
+        """Close the session this client opened (a caller's session is left open)."""
+        stack, self._stack, self._run = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def _opened(self) -> Run:
+        await self.open()
+        assert self._run is not None
+        return self._run
+
+    async def upload(self, job: Job, *, submit: bool = False, wait: bool = False,
+                     restart: bool = False, progress: Progress | None = None) -> UploadResult:
+        """Upload `job`'s files, resuming any earlier attempt; confirm them; with `submit`,
+        submit the job for review (`wait`: until the automatic review has its outcome).
+        `restart` forgets earlier attempts and sends every file (a new job for a name)."""
+        if not isinstance(job, Job):
+            raise UsageError(f"upload takes a Job, not {job!r}")
+        return await upload(job, await self._opened(), submit=bool(submit), wait=bool(wait),
+                            restart=bool(restart), progress=progress or Progress())
+
+    async def submit(self, job_id: str, *, wait: bool = False) -> SubmitResult:
+        """Submit a job whose files are all stored; with `wait`, follow the review."""
+        return await submit(checks.job_id(job_id), (await self._opened()).api, wait=wait,
+                            wait_timeout=self.wait_timeout)
+
+    async def status(self, job_id: str) -> JobDetail:
+        """Everything about one job: its state, files and operation log."""
+        return await (await self._opened()).api.show_job(checks.job_id(job_id))
+
+    async def jobs(self, *, state: str | Iterable[str] | None = None, limit: int = 10,
+                   offset: int = 0, **query: Any) -> JobList:
+        """One page of training jobs (list jobs' filters as keywords: tag, name, ...)."""
+        return await (await self._opened()).api.list_jobs(state=state, limit=limit, offset=offset,
+                                                 **query)
+
+    async def voices(self, *, limit: int | None = None, offset: int | None = None,
+                     **query: Any) -> VoiceJobList:
+        """One page of voice training jobs."""
+        return await (await self._opened()).api.list_voice_jobs(limit=limit, offset=offset, **query)
+
+    async def upload_row(self, row: Row, *, submit: bool = False, wait: bool = False,
+                         progress: Progress | None = None) -> RowResult:
+        """One manifest row, its failure a result rather than an error (`batch`'s rows)."""
+        from uploader.batch.rows import upload_row
+
+        return await upload_row(self, row, submit=submit, wait=wait,
+                                progress=progress or Progress())
+
+    def batch(self, rows: Iterable[Row | RowError], *, files: int = 4, submit: bool = False,
+              wait: bool = False, fail_fast: bool = False, progress: Progress | None = None
+              ) -> AsyncGenerator[RowResult, None]:
+        """Upload every row, `files` at a time, through this client's budget; yield each
+        row's result as it ends. A row waiting for its review gives its place to the next;
+        with `fail_fast`, no row starts after one failed or was invalid."""
+        from uploader.batch.rows import upload_rows
+
+        return upload_rows(self, rows, files=files, submit=submit, wait=wait,
+                           fail_fast=fail_fast, progress=progress or Progress())
+
+
+class Client:
+    """`AsyncClient` for synchronous callers, with the same arguments and methods.
+
+    Its uploads run on an event loop in a thread of its own, so it works from anywhere,
+    inside a running event loop too (Jupyter, an async application calling a helper).
+    Interrupting a call (Ctrl-C, a time limit) cancels the upload, which keeps its journal.
+    """
+
+    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
+        self._async = AsyncClient(settings, **options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        self._call(self._async.open())
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the session and stop the client's event loop."""
+        if self._loop is None:
+            return
+        self._call(self._async.close())
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        loop.call_soon_threadsafe(loop.stop)
+        assert thread is not None
+        thread.join()
+        loop.close()
+
+    def upload(self, job: Job, **options: Any) -> UploadResult:
+        """`AsyncClient.upload`."""
+        return self._call(self._async.upload(job, **options))
+
+    def submit(self, job_id: str, **options: Any) -> SubmitResult:
+        """`AsyncClient.submit`."""
+        return self._call(self._async.submit(job_id, **options))
+
+    def status(self, job_id: str) -> JobDetail:
+        """`AsyncClient.status`."""
+        return self._call(self._async.status(job_id))
+
+    def jobs(self, **options: Any) -> JobList:
+        """`AsyncClient.jobs`."""
+        return self._call(self._async.jobs(**options))
+
+    def voices(self, **options: Any) -> VoiceJobList:
+        """`AsyncClient.voices`."""
+        return self._call(self._async.voices(**options))
+
+    def upload_row(self, row: Row, **options: Any) -> RowResult:
+        """`AsyncClient.upload_row`."""
+        return self._call(self._async.upload_row(row, **options))
+
+    def batch(self, rows: Iterable[Row | RowError], **options: Any) -> Iterator[RowResult]:
+        """`AsyncClient.batch`: each row's result as it ends."""
+        results = self._async.batch(rows, **options)
+        try:
+            while True:
+                try:
+                    yield self._call(anext(results))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._call(results.aclose())
+
+    def _call(self, call: Coroutine[Any, Any, T]) -> T:
+        loop = self._running_loop()
+        started: list[asyncio.Task[Any]] = []
+
+        async def run() -> T:
+            started.append(asyncio.current_task())  # type: ignore[arg-type]
+            return await call
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            if started:  # interrupted here: the call unwinds (journals kept) before we go on
+                asyncio.run_coroutine_threadsafe(_cancelled(started[0]), loop).result()
+            raise
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=loop.run_forever, daemon=True,
+                                            name="uploader-client")
+            self._thread.start()
+            self._loop = loop
+        return self._loop
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has unwound."""
+    task.cancel()
+    await asyncio.wait([task])
+
+
+async def upload_video(path: str | os.PathLike[str], *, submit: bool = False,
+                       wait: bool = False, restart: bool = False,
+                       progress: Progress | None = None, settings: Settings | None = None,
+                       **options: Any) -> UploadResult:
+    """Upload one video and the job's other files with a client of its own: the job's
+    fields (`name` or `job_id`, each file by its kind, `tags`, `parts`...) and the
+    client's options (`concurrency`, `state_dir`, `transfer`, `budget`, `session`...) as
+    keywords. See `AsyncClient.upload`."""
+    job, client_options = _split(path, options)
+    async with AsyncClient(settings, **client_options) as client:
+        return await client.upload(job, submit=submit, wait=wait, restart=restart,
+                                   progress=progress)
+
+
+def upload_video_sync(path: str | os.PathLike[str], *, submit: bool = False,
+                      wait: bool = False, restart: bool = False,
+                      progress: Progress | None = None, settings: Settings | None = None,
+                      **options: Any) -> UploadResult:
+    """`upload_video` for synchronous callers (inside a running event loop too)."""
+    job, client_options = _split(path, options)
+    with Client(settings, **client_options) as client:
+        return client.upload(job, submit=submit, wait=wait, restart=restart,
+                             progress=progress)
+
+
+async def submit_job(job_id: str, *, wait: bool = False, settings: Settings | None = None,
+                     **options: Any) -> SubmitResult:
+    """Submit a job whose files are all stored, with a client of its own."""
+    async with AsyncClient(settings, **options) as client:
+        return await client.submit(job_id, wait=wait)
+
+
+def submit_job_sync(job_id: str, *, wait: bool = False, settings: Settings | None = None,
+                    **options: Any) -> SubmitResult:
+    """`submit_job` for synchronous callers (inside a running event loop too)."""
+    with Client(settings, **options) as client:
+        return client.submit(job_id, wait=wait)
+
+
+_CLIENT_OPTIONS = frozenset(
+    {"concurrency", "bwlimit", "budget", "connections", "state_dir", "transfer",
+     "wait_timeout", "session"})
+
+
+def _split(path: str | os.PathLike[str], options: dict[str, Any]
+           ) -> tuple[Job, dict[str, Any]]:
+    """The job, and the client's options, of a shortcut's keywords."""
+    job = Job.of(path, **{k: v for k, v in options.items() if k not in _CLIENT_OPTIONS})
+    return job, {k: v for k, v in options.items() if k in _CLIENT_OPTIONS}

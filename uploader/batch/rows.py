@@ -1,0 +1,141 @@
+"""Rows through a client: one row's upload as a result, and many rows `files` at a time.
+
+Rows are taken lazily: a manifest of any length costs the memory of the rows in flight. A
+row's failure does not stop the others (unless `fail_fast`). Re-running the same rows creates
+no second job: the upload finds the job it made for a row by its content tag, and a row whose
+files the job holds already is reported `skipped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from uploader._errors import LocalFileError, PreflightError, UploaderError, UsageError
+from uploader._progress import Progress, Step
+from uploader.batch.manifest import Row, RowError
+
+if TYPE_CHECKING:
+    from uploader._client import AsyncClient
+
+__all__ = ["OUTCOMES", "RowResult", "upload_row", "upload_rows"]
+
+OUTCOMES = ("ok", "skipped", "failed", "invalid")
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """How one row ended: `outcome` is "ok" (sent), "skipped" (the job held it already),
+    "failed" (run again to resume) or "invalid" (the row or its files must be fixed)."""
+
+    line: int
+    path: str
+    outcome: str
+    job_id: str | None = None
+    state: str | None = None
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def invalid(cls, row: RowError) -> RowResult:
+        """The result of a row that could not be read."""
+        return cls(row.line, row.path, "invalid", error="RowError", message=row.message)
+
+
+async def upload_row(client: AsyncClient, row: Row, *, submit: bool, wait: bool,
+                     progress: Progress) -> RowResult:
+    """Upload one row through `client`; its failure is its result, not an error."""
+    started = time.monotonic()
+    try:
+        result = await client.upload(row.job, submit=submit, wait=wait, progress=progress)
+    except (PreflightError, UsageError, LocalFileError) as exc:
+        return _failed(row, "invalid", exc, started)
+    except UploaderError as exc:
+        return _failed(row, "failed", exc, started)
+    outcome = "ok" if result.bytes_uploaded else "skipped"
+    return RowResult(row.line, str(row.job.video), outcome, result.job_id, result.state,
+                     result.bytes_uploaded, round(time.monotonic() - started, 3))
+
+
+def _failed(row: Row, outcome: str, exc: Exception, started: float) -> RowResult:
+    return RowResult(row.line, str(row.job.video), outcome, getattr(exc, "job_id", None),
+                     seconds=round(time.monotonic() - started, 3), error=type(exc).__name__,
+                     message=str(exc))
+
+
+class _RowProgress(Progress):
+    """One row's progress, told to the batch's; a row that waits for its review gives its
+    place away (`release`)."""
+
+    def __init__(self, batch: Progress, release: Any) -> None:
+        self._batch, self._release = batch, release
+        self.held = True
+
+    def on_bytes(self, delta: int) -> None:
+        self._batch.on_bytes(delta)
+
+    def on_step(self, step: Step, job_id: str) -> None:
+        self._batch.on_step(step, job_id)
+        if step is Step.WAITING and self.held:
+            self.held = False
+            self._release()
+
+
+async def upload_rows(client: AsyncClient, rows: Iterable[Row | RowError], *, files: int,
+                      submit: bool, wait: bool, fail_fast: bool, progress: Progress
+                      ) -> AsyncGenerator[RowResult, None]:
+    """Upload every row, `files` at a time; yield each row's result as it ends."""
+    if isinstance(files, bool) or not isinstance(files, int) or files < 1:
+        raise UsageError(f"files must be a whole number of at least 1, not {files!r}")
+    results: asyncio.Queue[RowResult | None] = asyncio.Queue()
+    slots = asyncio.Semaphore(files)
+    stop = asyncio.Event()
+
+    async def ended(result: RowResult) -> None:
+        if fail_fast and result.outcome in ("failed", "invalid"):
+            stop.set()
+        await results.put(result)
+
+    async def one(row: Row) -> None:
+        told = _RowProgress(progress, slots.release)
+        try:
+            result = await upload_row(client, row, submit=submit, wait=wait, progress=told)
+        finally:
+            if told.held:
+                slots.release()
+        await ended(result)
+
+    async def run() -> None:
+        async with asyncio.TaskGroup() as group:
+            for row in rows:
+                if stop.is_set():
+                    break
+                if isinstance(row, RowError):
+                    await ended(RowResult.invalid(row))
+                    continue
+                await slots.acquire()
+                if stop.is_set():
+                    slots.release()
+                    break
+                group.create_task(one(row))
+        await results.put(None)
+
+    runner = asyncio.create_task(run())
+    try:
+        while (result := await results.get()) is not None:
+            yield result
+        await runner  # raises what the runner raised, if anything
+    finally:
+        if not runner.done():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
