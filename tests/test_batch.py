@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import SAMPLES, emulator_config
 from tests.uploads import REQUIRED, assembled, cli_env, video_of
-from uploader import Settings, UsageError
+from uploader import Job, Settings, UsageError
 from uploader.batch import Row, RowError, read_manifest, row_from_json, upload_batch
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
@@ -124,7 +124,7 @@ def test_manifest_rows_are_read_lazily(tmp_path: Path):
     manifest.write_text("path,name\n" + "".join(f"v{n}.mp4,n{n}\n" for n in range(10_000)))
     rows = read_manifest(str(manifest))
     first = next(rows)
-    assert isinstance(first, Row) and first.line == 2 and first.path == tmp_path / "v0.mp4"
+    assert isinstance(first, Row) and first.line == 2 and first.job.video == tmp_path / "v0.mp4"
     bad = list(read_manifest(str(_write(tmp_path / "bad.jsonl", '{"path": 3, "x": 1}\nnope\n'))))
     assert all(isinstance(row, RowError) for row in bad) and [r.line for r in bad] == [1, 2]
 
@@ -150,7 +150,7 @@ def _write(path: Path, text: str) -> Path:
 
 async def test_upload_batch_from_code_yields_each_row_as_it_ends(emulator, settings, tmp_path):
     videos = [video_of(tmp_path, 4 * PART, f"c{n}.mp4") for n in range(3)]
-    rows = [Row(line=n + 1, path=v, name=v.stem) for n, v in enumerate(videos)]
+    rows = [Row(n + 1, Job(video=v, name=v.stem)) for n, v in enumerate(videos)]
     results = [r async for r in upload_batch(rows, files=2, settings=settings,
                                              state_dir=tmp_path / "state")]
     assert sorted(r.line for r in results) == [1, 2, 3]
@@ -200,8 +200,8 @@ async def test_rows_waiting_for_their_review_hold_no_place(tmp_path):
     running = await start_emulator(emulator_config(tmp_path / "emulator", review_delay=1.5))
     try:
         settings = Settings.from_env(running.client_env())
-        rows = [Row(line=n, path=video_of(tmp_path, 4 * PART, f"w{n}.mp4"), name=f"w{n}",
-                    files=dict(REQUIRED)) for n in range(3)]
+        rows = [Row(n, Job(video=video_of(tmp_path, 4 * PART, f"w{n}.mp4"), name=f"w{n}",
+                           files=REQUIRED)) for n in range(3)]
         started = time.monotonic()
         results = [r async for r in upload_batch(rows, files=1, settings=settings,
                                                  state_dir=tmp_path / "state", submit=True,

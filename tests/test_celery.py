@@ -23,8 +23,8 @@ import pytest
 
 from tests.broker import ROOT, RabbitMQ, Worker, have_rabbitmq
 from tests.conftest import emulator_config
-from tests.uploads import REQUIRED, assembled, cli_env, video_of
-from uploader import Settings
+from tests.uploads import REQUIRED, Recorder, assembled, cli_env, video_of
+from uploader import Job, Settings
 from uploader.batch import Row, RowResult
 from uploader.emulator import EmulatorThread, RunningEmulator
 
@@ -260,11 +260,11 @@ def test_send_batch_from_code_waits_for_a_worker(cluster: Cluster,
     from uploader.celery.app import delivery_limit
 
     videos = [video_of(cluster.folder, 4 * PART, f"v{n}.mp4") for n in range(2)]
-    rows = [Row(line=n + 1, path=v, name=f"code {n}") for n, v in enumerate(videos)]
+    rows = [Row(n + 1, Job(video=v, name=f"code {n}")) for n, v in enumerate(videos)]
     results: list[RowResult] = []
-    done: list[int] = []
+    told = Recorder()
     follower = threading.Thread(target=lambda: results.extend(send_batch(
-        rows, broker=cluster.broker.url, progress=done.append, silence=0.5)))
+        rows, broker=cluster.broker.url, progress=told, silence=0.5)))
     with caplog.at_level(logging.WARNING, logger="uploader"):
         follower.start()
         _wait(lambda: "is `uploader worker` running" in caplog.text, "the warning", 20)
@@ -275,7 +275,7 @@ def test_send_batch_from_code_waits_for_a_worker(cluster: Cluster,
     follower.join(60)
     assert not follower.is_alive(), cluster.logs()
     assert sorted((r.line, r.outcome) for r in results) == [(1, "ok"), (2, "ok")]
-    assert done[-1] == sum(v.stat().st_size for v in videos)
+    assert told.done[-1] == sum(v.stat().st_size for v in videos)
     assert len({r.job_id for r in results}) == 2 == len(cluster.emulator.emulator.store.jobs)
     assert _leftovers(cluster) == set()  # the batch's own queue deleted at its end
 

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import emulator_config
 from tests.uploads import (
     FAST,
+    Recorder,
     assembled,
     cli_env,
     json_out,
@@ -31,9 +32,15 @@ from tests.uploads import (
     video_of,
     wait_for_parts,
 )
-from uploader import Backoff, FileChangedError, Settings, TransferConfig, TransferError
+from uploader import (
+    Backoff,
+    FileChangedError,
+    Settings,
+    TransferConfig,
+    TransferError,
+    upload_video,
+)
 from uploader.emulator import RunningEmulator, start_emulator
-from uploader.workflow import upload_video
 
 PARTS = 10
 PART = 200 * 1024
@@ -58,14 +65,13 @@ async def _upload(running: RunningEmulator, tmp_path: Path, *, transfer: Transfe
                   **options: object) -> tuple[str, Path]:
     settings = Settings.from_env(running.client_env())
     video = video_of(tmp_path, PARTS * PART)
-    seen: list[tuple[int, int]] = []
+    told = Recorder()
     result = await upload_video(video, name="faults", parts=PARTS, settings=settings,
                                 state_dir=tmp_path / "state", transfer=transfer,
-                                progress=lambda done, total: seen.append((done, total)),
-                                **options)  # type: ignore[arg-type]
+                                progress=told, **options)  # type: ignore[arg-type]
     assert result.parts_uploaded + result.parts_skipped >= PARTS  # more if parts were lost
     assert await assembled(settings, result.job_id) == video.read_bytes()
-    assert seen[-1] == (PARTS * PART, PARTS * PART)  # the bar ends full, whatever happened
+    assert (told.done[-1], told.total) == (PARTS * PART, PARTS * PART)  # the bar ends full
     return result.job_id, video
 
 
@@ -271,7 +277,8 @@ async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator
             os.truncate(video, 512 * 1024)
 
     with pytest.raises(FileChangedError, match="became shorter"):
-        await upload_video(video, name="cut", parts=3, settings=settings, progress=cut,
+        await upload_video(video, name="cut", parts=3, settings=settings,
+                           progress=Recorder(cut),
                            state_dir=tmp_path / "state",
                            transfer=replace(FAST, chunk_size=64 * 1024))
     totals = emulator.emulator.faults.totals()

@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 
-import uploader
 from uploader import PlanError
 from uploader.transfer.plan import DEFAULT_PART_SIZE, MAX_PART, MIN_PART, parse_size, plan_parts
 
@@ -67,19 +66,3 @@ def test_sizes_parse(text, size):
 def test_bad_sizes_are_refused(text):
     with pytest.raises(PlanError, match="not a size"):
         parse_size(text)
-
-
-def test_public_names_are_pinned():
-    assert uploader.__all__ == sorted(uploader.__all__)
-    assert set(uploader.__all__) == {
-        "ApiError", "Backoff", "CommandResult", "ConfirmError", "Facts", "FileChangedError",
-        "JobDetail", "JobList", "JobLockedError", "JobStateError", "JobSummary", "JobUrls",
-        "JournalError", "MetaStudioClient", "OperationLog", "PlanError", "PreflightError",
-        "Problem", "Report", "Settings", "SettingsError", "TransferConfig", "TransferError",
-        "UploadResult", "UploadedPart", "UploaderError", "UsageError", "VoiceJob",
-        "VoiceJobList", "check_video", "check_video_async", "upload_video",
-        "upload_video_sync", "FileFacts", "FileResult", "MissingFilesError", "SubmitResult",
-        "submit_job", "submit_job_sync", "MalformedAnswerError", "RefusedError",
-        "UnreachableError", "TransferBudget",
-    }
-    assert all(hasattr(uploader, name) for name in uploader.__all__)

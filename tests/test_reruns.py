@@ -19,6 +19,7 @@ from tests.conftest import emulator_config
 from tests.uploads import (
     REQUIRED,
     REQUIRED_FLAGS,
+    Recorder,
     assembled,
     cli_env,
     json_out,
@@ -28,7 +29,6 @@ from tests.uploads import (
     video_of,
     wait_for_parts,
 )
-from uploader.cli.common import exit_code
 from uploader import (
     FileChangedError,
     JournalError,
@@ -39,6 +39,7 @@ from uploader import (
     upload_video,
 )
 from uploader._journal import Journal
+from uploader.cli.common import exit_code
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 from uploader.emulator._api import COMMAND
 
@@ -68,7 +69,7 @@ async def _cut_short(settings: Settings, video: Path, state: Path, **options: ob
     options = options if "job_id" in options else {"name": "cut", **options}
     task = asyncio.create_task(upload_video(
         video, parts=8, concurrency=1, settings=settings, state_dir=state,
-        progress=progress, on_step=step, **options))  # type: ignore[arg-type]
+        progress=Recorder(progress, step), **options))  # type: ignore[arg-type]
     await asyncio.wait_for(parts.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -142,7 +143,8 @@ async def test_cut_short_while_submitting_then_the_same_command(emulator, settin
         if step == "confirmed" and task is not None:
             task.cancel()  # lands in the submit
 
-    task = asyncio.create_task(upload_video(video, on_step=cut_at, **options))
+    task = asyncio.create_task(upload_video(video, progress=Recorder(at_step=cut_at),
+                                            **options))
     with pytest.raises(asyncio.CancelledError):
         await task
     [job_id] = emulator.emulator.store.jobs

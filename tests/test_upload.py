@@ -16,6 +16,7 @@ from tests.uploads import (
     FAST,
     REQUIRED,
     REQUIRED_FLAGS,
+    Recorder,
     assembled,
     cli_env,
     json_out,
@@ -34,10 +35,11 @@ from uploader import (
     PreflightError,
     Settings,
     UsageError,
+    upload_video,
+    upload_video_sync,
 )
 from uploader._journal import FileIdentity
 from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
-from uploader.workflow import upload_video, upload_video_sync
 from uploader.workflow.job import content_tag
 
 JSON_FIELDS = {"job_id", "parts_total", "parts_skipped", "parts_uploaded", "bytes_uploaded",
@@ -133,12 +135,11 @@ def test_wrong_credentials_exit_4_without_secrets(emulator_thread, tmp_path):
 
 async def test_library_async_many_small_parts(settings: Settings, tmp_path: Path):
     video = video_of(tmp_path, 3_000_000)
-    seen: list[tuple[int, int]] = []
+    told = Recorder()
     result = await upload_video(video, name="lib", parts=20, settings=settings,
-                                state_dir=tmp_path / "state", transfer=FAST,
-                                progress=lambda done, total: seen.append((done, total)))
+                                state_dir=tmp_path / "state", transfer=FAST, progress=told)
     assert (result.parts_total, result.parts_uploaded) == (20, 20)
-    assert seen[-1] == (3_000_000, 3_000_000)
+    assert (told.done[-1], told.total) == (3_000_000, 3_000_000)
     assert await assembled(settings, result.job_id) == video.read_bytes()
 
 
@@ -267,7 +268,7 @@ async def _interrupted_upload(settings: Settings, video: Path, state: Path) -> s
 
     task = asyncio.create_task(upload_video(
         video, job_id=job_id, parts=4, concurrency=1, settings=settings, state_dir=state,
-        progress=watch))
+        progress=Recorder(watch)))
     await asyncio.wait_for(half_sent.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

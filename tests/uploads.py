@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from samples.make_samples import grow
 from tests.conftest import GOOD_VIDEO, SAMPLES
-from uploader import Backoff, MetaStudioClient, Settings
+from uploader import Backoff, MetaStudioClient, Progress, Settings, Step
 from uploader.emulator import RunningEmulator
 from uploader.transfer.engine import TransferConfig
 
@@ -100,3 +101,28 @@ def new_job(emulator: RunningEmulator, name: str = "existing") -> str:
             return (await client.create_job(name)).job_id
 
     return asyncio.run(create())
+
+
+class Recorder(Progress):
+    """A Progress that keeps what it was told: `done` after each delta, `steps` reached;
+    `watch(done, total)` and `at_step(step, job_id)`, if given, are called as it is told."""
+
+    def __init__(self, watch: Callable[[int, int], None] | None = None,
+                 at_step: Callable[[str, str], None] | None = None) -> None:
+        self.total = 0
+        self.done: list[int] = []
+        self.steps: list[tuple[str, str]] = []
+        self._watch, self._at_step = watch, at_step
+
+    def on_total(self, total: int) -> None:
+        self.total = total
+
+    def on_bytes(self, delta: int) -> None:
+        self.done.append((self.done[-1] if self.done else 0) + delta)
+        if self._watch is not None:
+            self._watch(self.done[-1], self.total)
+
+    def on_step(self, step: Step, job_id: str) -> None:
+        self.steps.append((str(step), job_id))
+        if self._at_step is not None:
+            self._at_step(str(step), job_id)

@@ -32,7 +32,7 @@ from uploader._errors import (
     UploaderError,
     UsageError,
 )
-from uploader._files import KINDS, FileKind
+from uploader._files import FileKind
 from uploader._job import Job
 from uploader._progress import Progress, Step
 from uploader._retry import Backoff
@@ -62,7 +62,6 @@ from uploader.transfer.engine import TransferConfig
 from uploader.workflow.result import FileResult, SubmitResult, UploadResult
 
 __all__ = [
-    "KINDS",
     "ApiError",
     "AsyncClient",
     "Backoff",

@@ -47,13 +47,14 @@ API_CONNECTIONS = 2
 class AsyncClient:
     """Uploads to MetaStudio that share one connection pool, budget and state folder.
 
-    `settings` default to the environment's. `concurrency` pieces are in flight at most over
-    every upload of this client, and `bwlimit` bytes a second (None: no cap); or give a
-    `budget` shared with other clients. `connections` caps the HTTP connections (default:
-    the budget's pieces plus two for API calls). `transfer` tunes retries and chunks;
-    `state_dir` holds the resume journals (default: the user's state folder); `session`, a
-    caller's aiohttp session, is used and left open. Every value is checked at once:
-    UsageError.
+    `settings` default to the environment's. `concurrency` pieces (1-64, default 8) are in
+    flight at most over every upload of this client, and `bwlimit` bytes a second (None: no
+    cap); or give a `budget` (shared with other clients, if you like) that caps them all,
+    `concurrency` then being the most one upload sends at once. `connections` caps the
+    HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
+    tunes retries and chunks; `state_dir` holds the resume journals (default: the user's
+    state folder); `session`, a caller's aiohttp session, is used and left open. Every
+    value is checked at once: UsageError.
     """
 
     def __init__(self, settings: Settings | None = None, *, concurrency: int | None = None,
@@ -68,16 +69,16 @@ class AsyncClient:
             raise UsageError(f"transfer must be a TransferConfig, not {transfer!r}")
         if budget is not None and not isinstance(budget, TransferBudget):
             raise UsageError(f"budget must be a TransferBudget, not {budget!r}")
-        if budget is not None and (concurrency, bwlimit) != (None, None):
-            raise UsageError("give a budget, or concurrency and bwlimit: not both")
+        if budget is not None and bwlimit is not None:
+            raise UsageError("give bwlimit to the budget (TransferBudget(bwlimit=...)), not "
+                             "beside it")
         self.settings = settings or Settings.from_env()
         self.transfer = transfer or TransferConfig()
         if concurrency is not None:  # the plain argument wins over the one in `transfer`
-            checks.whole(concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY * 4)
-            self.transfer = dataclasses.replace(
-                self.transfer, concurrency=min(concurrency, checks.MAX_CONCURRENCY))
-        self.budget = budget or TransferBudget(
-            concurrency=concurrency or self.transfer.concurrency, bwlimit=bwlimit)
+            self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
+                concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY))
+        self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,
+                                               bwlimit=bwlimit)
         self.connections = checks.whole(
             connections, "connections", low=1) if connections is not None else (
             self.budget.concurrency + API_CONNECTIONS)

@@ -121,7 +121,7 @@ class MetaStudioClient:
         when it did not; a command that took effect answers as if it had succeeded."""
         data = await self._call(
             "POST", f"{_job_path(job_id)}/command", body={"command": command, **fields},
-            idempotent=command.startswith("GET_"), job_id=job_id, settle=settle,
+            idempotent=command.startswith("GET_"), job_id=job_id, settle=settle, what=command,
         )
         return CommandResult.from_json(data)
 
@@ -137,7 +137,7 @@ class MetaStudioClient:
     async def _call(
         self, method: str, path: str, *, query: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None, idempotent: bool = True, job_id: str | None = None,
-        settle: Settle | None = None,
+        settle: Settle | None = None, what: str | None = None,
     ) -> dict[str, Any]:
         """Send one call, retried by the one policy (`backoff`): the only retry loop of an
         API call. With `settle`, a lost answer is retried only once the service has been
@@ -145,7 +145,7 @@ class MetaStudioClient:
         pairs = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                  for k, v in (query or {}).items()]
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        what = f"{method} {path}"
+        what = what or f"{method} {path}"
 
         async def attempt() -> dict[str, Any]:
             try:

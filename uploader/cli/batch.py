@@ -15,6 +15,7 @@ from typing import IO
 
 import click
 
+from uploader._checks import MAX_CONCURRENCY
 from uploader._client import AsyncClient
 from uploader._errors import UploaderError
 from uploader._progress import Progress
@@ -22,6 +23,7 @@ from uploader.batch import OUTCOMES, Row, RowError, RowResult, manifest_columns,
 from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
 from uploader.preflight import check_files
+from uploader.transfer.budget import TransferBudget
 
 __all__ = ["batch"]
 
@@ -77,8 +79,10 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
         status.ended(result, out)
 
     async def run(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
-        async with AsyncClient(settings(), concurrency=concurrency, bwlimit=bwlimit,
-                               state_dir=state_dir, connections=concurrency + files) as client:
+        budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
+        async with AsyncClient(settings(), budget=budget, state_dir=state_dir,
+                               concurrency=min(concurrency, MAX_CONCURRENCY),
+                               connections=concurrency + files) as client:
             async for result in client.batch(rows, files=files, submit=submit_review,
                                              wait=wait, fail_fast=fail_fast, progress=status):
                 ended(result, status, out)
