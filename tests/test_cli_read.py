@@ -1,4 +1,5 @@
-"""`uploader jobs`, `status` and `voices`, run as a user runs them, against the emulator."""
+"""`uploader jobs`, `status` and `voices` against the emulator, through click's CliRunner (they
+need no signal and no process of their own)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner, Result
 
 from uploader import MetaStudioClient, Settings
+from uploader.cli import main
 from uploader.emulator import RunningEmulator
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m uploader ARGS` with only `env` as MetaStudio settings."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("METASTUDIO_", "CLOUD_SDK_"))}
-    return subprocess.run([sys.executable, "-m", "uploader", *args], env=base | (env or {}),
-                          capture_output=True, text=True, timeout=60)
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """`uploader ARGS` in this process, with only `env` as MetaStudio settings."""
+    cleared: dict[str, str | None] = {k: None for k in os.environ
+                                      if k.startswith(("METASTUDIO_", "CLOUD_SDK_"))}
+    return CliRunner().invoke(main, list(args), env=cleared | (env or {}))
 
 
 async def _make_jobs(emulator: RunningEmulator) -> str:
@@ -34,19 +36,19 @@ def test_jobs_status_voices_as_json(emulator_thread: RunningEmulator):
     env = emulator_thread.client_env()
 
     listed = run_cli("jobs", "--json", "--state", "WAIT_FILE_UPLOAD", "--limit", "1", env=env)
-    assert listed.returncode == 0, listed.stderr
+    assert listed.exit_code == 0, listed.stderr
     page = json.loads(listed.stdout)
     assert page["count"] == 2 and len(page["jobs"]) == 1
 
     shown = run_cli("status", job_id, "--json", env=env)
-    assert shown.returncode == 0, shown.stderr
+    assert shown.exit_code == 0, shown.stderr
     status = json.loads(shown.stdout)
     assert status["state"] == "WAIT_FILE_UPLOAD"
     assert "waiting for the job's files" in status["meaning"]
     assert status["latest_log"]["log_type"] == "USER_CREATE_JOD"
 
     voices = run_cli("voices", "--json", env=env)
-    assert voices.returncode == 0 and json.loads(voices.stdout)["count"] == 1
+    assert voices.exit_code == 0 and json.loads(voices.stdout)["count"] == 1
 
 
 def test_jobs_table_is_readable(emulator_thread: RunningEmulator):
@@ -54,7 +56,7 @@ def test_jobs_table_is_readable(emulator_thread: RunningEmulator):
 
     job_id = asyncio.run(_make_jobs(emulator_thread))
     result = run_cli("jobs", env=emulator_thread.client_env())
-    assert result.returncode == 0
+    assert result.exit_code == 0
     assert result.stdout.splitlines()[0].split() == ["JOB", "ID", "STATE", "CREATED", "NAME"]
     assert job_id in result.stdout and "2 shown of 2" in result.stdout
 
@@ -65,13 +67,13 @@ def test_jobs_table_is_readable(emulator_thread: RunningEmulator):
 ])
 def test_read_errors_exit_4_without_traceback(emulator_thread, env_change, exit_code, text):
     result = run_cli("status", "0" * 32, env=emulator_thread.client_env() | env_change)
-    assert result.returncode == exit_code
+    assert result.exit_code == exit_code
     assert text in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_job_exits_4(emulator_thread: RunningEmulator):
     result = run_cli("status", "f" * 32, env=emulator_thread.client_env())
-    assert result.returncode == 4 and "not found" in result.stderr
+    assert result.exit_code == 4 and "not found" in result.stderr
 
 
 def test_emulator_command_prints_its_url_and_environment():

@@ -1,0 +1,284 @@
+"""The front door: the client pair, the job description, errors by meaning, the pure plans,
+and the README's library examples run as written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import uploader
+from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.uploads import REQUIRED, Recorder, cli_env, video_of
+from uploader import AsyncClient, Client, Job, JobStateError, TransferError, UsageError
+from uploader.emulator import EmulatorThread, RunningEmulator
+from uploader.transfer.plan import Piece
+from uploader.workflow.finish import submit as submit_for_review
+from uploader.workflow.job import Next, next_step
+from uploader.workflow.send import judge_stored
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+# ---- the public names ------------------------------------------------------------------
+
+
+def test_public_names_are_pinned():
+    assert uploader.__all__ == sorted(uploader.__all__)
+    assert set(uploader.__all__) == {
+        "ApiError", "AsyncClient", "Backoff", "BrokerError", "Client", "CommandResult",
+        "ConfirmError", "Facts", "FileChangedError", "FileFacts", "FileKind", "FileResult",
+        "Job", "JobDetail", "JobList", "JobLockedError", "JobStateError", "JobSummary",
+        "JobUrls", "JournalError", "LocalFileError", "MalformedAnswerError",
+        "MetaStudioClient", "MissingFilesError", "OperationLog", "PlanError",
+        "PreflightError", "Problem", "Progress", "RefusedError", "Report", "Settings",
+        "SettingsError", "Step", "SubmitResult", "TransferBudget", "TransferConfig",
+        "TransferError", "UnreachableError", "UploadResult", "UploadedPart", "UploaderError",
+        "UsageError", "VoiceJob", "VoiceJobList", "check_video", "check_video_async",
+        "submit_job", "submit_job_sync", "upload_video", "upload_video_sync",
+    }
+    # What the package really exports is what __all__ says: nothing more, nothing less.
+    exported = {name for name, value in vars(uploader).items()
+                if not name.startswith("_") and not isinstance(value, type(uploader))}
+    assert exported == set(uploader.__all__)
+
+
+def test_no_exit_code_outside_the_cli():
+    found = [str(path.relative_to(ROOT)) for path in (ROOT / "uploader").rglob("*.py")
+             if "exit_code" in path.read_text() and "cli" not in path.parts]
+    assert found == []
+
+
+# ---- the README's library examples, as written -----------------------------------------
+
+
+def _readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### From code"):text.index("## Layout")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_readme_library_examples_run_as_written(tmp_path: Path):
+    examples = _readme_examples()
+    assert len(examples) == 2
+    for n in (1, 2, 3):
+        video_of(tmp_path, 8 * MiB, f"talk{n}.mp4")
+    for name, path in (("front.jpg", REQUIRED["id_card_front"]),
+                       ("back.jpg", REQUIRED["id_card_back"]),
+                       ("letter.pdf", REQUIRED["grant_file"])):
+        shutil.copyfile(path, tmp_path / name)
+    config = emulator_config(tmp_path / "emulator", link_rate=8 * MiB)
+    with EmulatorThread(config) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        shared = _run_example(examples[0], tmp_path, env)
+        faults = emulator.emulator.faults
+        # Three uploads of 8 parts each, 4 pieces at most in flight over all of them.
+        assert 2 <= faults.most_in_flight <= 4, faults.most_in_flight
+        rows = [line.split() for line in shared.splitlines()]
+        assert len({job for job, _, _ in rows}) == 3
+        assert all(state in ("AUTO_VERIFYING", "MANUAL_VERIFYING") for _, state, _ in rows)
+        assert all(int(sent) > 8 * MiB for _, _, sent in rows)
+        inside_a_loop = _run_example(examples[1], tmp_path, env)
+        job_id, state = inside_a_loop.split()
+        assert state == "WAIT_FILE_UPLOAD" and job_id in emulator.emulator.store.jobs
+
+
+def _run_example(code: str, folder: Path, env: dict[str, str]) -> str:
+    run = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+# ---- the client pair -------------------------------------------------------------------
+
+
+async def test_a_client_shares_its_budget_and_session_between_uploads(
+        emulator: RunningEmulator, settings, tmp_path: Path):
+    emulator.emulator.faults.link_rate = 4 * MiB
+    videos = [video_of(tmp_path, 4 * MiB, f"v{n}.mp4") for n in range(3)]
+    told = [Recorder() for _ in videos]
+    async with AsyncClient(settings, concurrency=3, state_dir=tmp_path / "state") as client:
+        results = await asyncio.gather(*(
+            client.upload(Job(video=v, name=v.stem, parts=4), progress=p)
+            for v, p in zip(videos, told, strict=True)))
+    assert emulator.emulator.faults.most_in_flight == 3  # 12 pieces wanted at once
+    assert emulator.emulator.faults.most_connections <= 3 + 2
+    for video, result, progress in zip(videos, results, told, strict=True):
+        assert result.bytes_uploaded == video.stat().st_size
+        assert (progress.done[-1], progress.total) == (video.stat().st_size,) * 2
+        assert [step for step, _ in progress.steps] == ["sending", "confirmed"]
+
+
+def test_the_sync_client_works_inside_a_running_event_loop(emulator_thread, tmp_path: Path):
+    settings = uploader.Settings.from_env(emulator_thread.client_env())
+
+    async def inside() -> tuple[str, str]:
+        with Client(settings, state_dir=tmp_path / "state") as client:
+            result = client.upload(Job.of(GOOD_VIDEO, name="in a loop", **REQUIRED),
+                                   submit=True)
+            again = uploader.upload_video_sync(GOOD_VIDEO, name="in a loop", **REQUIRED,
+                                               settings=settings, state_dir=tmp_path / "state")
+            assert again.job_id == result.job_id and again.bytes_uploaded == 0
+            return result.job_id, client.status(result.job_id).state
+
+    job_id, state = asyncio.run(inside())
+    assert state in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
+    assert job_id in emulator_thread.emulator.store.jobs
+
+
+def test_the_sync_client_iterates_a_batch(emulator_thread, tmp_path: Path):
+    from uploader.batch import Row
+
+    settings = uploader.Settings.from_env(emulator_thread.client_env())
+    videos = [video_of(tmp_path, 2 * MiB, f"b{n}.mp4") for n in range(3)]
+    rows = [Row(n, Job(video=v, name=v.stem)) for n, v in enumerate(videos, start=1)]
+    with Client(settings, state_dir=tmp_path / "state") as client:
+        results = list(client.batch(rows, files=2))
+        again = client.upload_row(rows[0])
+    assert sorted(r.outcome for r in results) == ["ok"] * 3
+    assert again.outcome == "skipped" and again.job_id in {r.job_id for r in results}
+
+
+async def test_submit_of_a_job_in_a_wrong_state_is_a_job_state_error(settings, tmp_path):
+    async with AsyncClient(settings, state_dir=tmp_path / "state") as client:
+        result = await client.upload(Job.of(GOOD_VIDEO, name="twice", **REQUIRED), submit=True)
+        with pytest.raises(JobStateError) as caught:
+            await client.submit(result.job_id)
+    assert caught.value.job_id == result.job_id and caught.value.state != "WAIT_FILE_UPLOAD"
+
+
+async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, tmp_path,
+                                                            caplog):
+    async with AsyncClient(settings, state_dir=tmp_path / "state") as client:
+        job_id = (await client.upload(Job.of(GOOD_VIDEO, name="lost", **REQUIRED))).job_id
+    faults = emulator.emulator.faults
+    faults.api_statuses = [503] * 100  # every answer lost, those of the checks included
+    caplog.set_level(logging.INFO, logger="uploader")
+    async with uploader.MetaStudioClient(settings) as api:
+        with pytest.raises(TransferError, match="SUBMITVERIFYING did not get through"):
+            await submit_for_review(api, job_id)
+        attempts = api.backoff.attempts
+    # The command is tried the policy's count (it was 24 with a retry inside a retry); before
+    # each retry, show job is asked (with its own tries) whether it took effect.
+    assert caplog.text.count("SUBMITVERIFYING failed") == attempts - 1
+    assert 100 - len(faults.api_statuses) == attempts * (1 + attempts)
+
+
+# ---- the job description ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [
+    {}, {"name": "a", "job_id": "b"}, {"name": "x", "kind_that_is_not": "f.jpg"},
+    {"name": "x", "tags": "one"}, {"name": "x", "parts": 1001}, {"name": "x", "cover": 3},
+    {"name": "x", "training_video": "again.mp4"},
+])
+def test_a_job_is_checked_when_it_is_made(values):
+    with pytest.raises(UsageError):
+        Job.of("talk.mp4", **values)
+
+
+def test_a_job_is_frozen_and_lists_its_files_in_the_tables_order():
+    job = Job.of("talk.mp4", name="n", cover="c.jpg", id_card_front="f.jpg", tags=["t"])
+    assert [k.name for k in job.paths] == ["training_video", "id_card_front", "cover"]
+    assert job.labels == {"tags": ["t"]}
+    with pytest.raises(AttributeError):
+        job.name = "other"  # type: ignore[misc]
+
+
+def test_a_new_file_kind_is_one_row(tmp_path: Path):
+    """A kind added to the table shows up as a flag (with its help), a manifest column and a
+    field of the job, with nothing else changed."""
+    script = textwrap.dedent('''
+        import json, sys
+        from click.testing import CliRunner
+        from uploader import _files
+
+        _files.KINDS += (_files.FileKind(
+            name="voice_sample", title="voice sample", link_field="voice_sample_upload_url",
+            download_field="voice_sample_download_url", rule="audio",
+            help="A sample of the voice (zip)."),)
+
+        from uploader import Job
+        from uploader.batch import manifest_columns, read_manifest
+        from uploader.cli import main
+
+        help = CliRunner().invoke(main, ["upload", "--help"]).output
+        batch_help = CliRunner().invoke(main, ["batch", "--help"]).output
+        job = Job.of("talk.mp4", name="n", voice_sample="v.zip")
+        [row] = read_manifest(sys.argv[1])
+        print(json.dumps({"flag": "--voice-sample" in help and "A sample of the voice" in help,
+                          "batch_help": "voice_sample" in " ".join(batch_help.split()),
+                          "column": "voice_sample" in manifest_columns(),
+                          "field": str(job.files["voice_sample"]),
+                          "row": str(row.job.files["voice_sample"].name),
+                          "kinds": [k.name for k in job.paths]}))
+    ''')
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,name,voice_sample\nt.mp4,n,s.zip\n")
+    run = subprocess.run([sys.executable, "-c", script, str(manifest)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {
+        "flag": True, "batch_help": True, "column": True, "field": "v.zip", "row": "s.zip",
+        "kinds": ["training_video", "voice_sample"]}
+
+
+# ---- the pure plans, without a server --------------------------------------------------
+
+
+@pytest.mark.parametrize(("state", "facts", "expected"), [
+    ("WAIT_FILE_UPLOAD", {}, Next.NEW_LINKS),
+    ("WAIT_FILE_UPLOAD", {"links_usable": True}, Next.REUSE_LINKS),
+    ("AUTO_VERIFY_FAILED", {"links_usable": True, "review_failed": True}, Next.NEW_LINKS),
+    ("MANUAL_VERIFYING", {}, Next.REFUSE),
+    ("MANUAL_VERIFYING", {"adopted": True}, Next.RECORD_SUBMITTED),
+    ("AUTO_VERIFYING", {"confirmed": True}, Next.RECORD_SUBMITTED),
+    ("MANUAL_VERIFYING", {"submitted": True}, Next.NOTHING),
+    ("WAIT_FILE_UPLOAD", {"submitted": True}, Next.NOTHING),
+])
+def test_what_to_do_with_a_job_found(state, facts, expected):
+    given = {"submitted": False, "confirmed": False, "adopted": False,
+             "review_failed": False, "links_usable": False} | facts
+    assert next_step(state, **given) is expected
+
+
+def _piece(number: int, kind: str = "training_video") -> Piece:
+    return Piece(kind, number, Path("v.mp4"), 0, 1, "application/octet-stream", f"part {number}")
+
+
+MD5 = {n: f"{n:032x}" for n in range(1, 5)}
+
+
+def test_stored_pieces_judged_against_the_file_and_the_journal():
+    pieces = [_piece(n) for n in range(1, 5)]
+    key = {n: ("training_video", n) for n in range(1, 5)}
+    verdict = judge_stored(
+        pieces, stored={key[1]: f'"{MD5[1]}"', key[2]: f'"{MD5[2]}"', key[3]: "sse-etag"},
+        journal={key[1]: MD5[1], key[3]: MD5[3]},
+        local={key[1]: MD5[1], key[2]: MD5[2], key[3]: MD5[3]}, job_id="j")
+    # 4 is not stored; 3's ETag says nothing, but the journal sent it; 2 is learned.
+    assert [p.number for p in verdict.missing] == [4]
+    assert verdict.learned == {key[2]: MD5[2]}
+
+
+def test_a_stored_piece_that_is_not_the_file_is_a_changed_file_or_a_replaced_one():
+    part, cover = _piece(1), _piece(1, "cover")
+    with pytest.raises(uploader.FileChangedError):
+        judge_stored([part], stored={part.key: f'"{MD5[2]}"'}, journal={},
+                     local={part.key: MD5[1]}, job_id="j")
+    with pytest.raises(uploader.FileChangedError, match="changed since part 1 was sent"):
+        judge_stored([part], stored={part.key: f'"{MD5[1]}"'}, journal={part.key: MD5[2]},
+                     local={part.key: MD5[1]}, job_id="j")
+    verdict = judge_stored([cover], stored={cover.key: f'"{MD5[2]}"'}, journal={},
+                           local={cover.key: MD5[1]}, job_id="j")
+    assert verdict.missing == [cover]  # another file stands where the cover goes: replaced
