@@ -10,11 +10,15 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from click.testing import CliRunner
 
 from samples.make_samples import grow
 from tests.conftest import GOOD_VIDEO, SAMPLES
 from uploader import Backoff, MetaStudioClient, Progress, Settings, Step
+from uploader.cli import main
 from uploader.emulator import RunningEmulator
 from uploader.transfer.engine import TransferConfig
 
@@ -63,13 +67,33 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 120
-            ) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Ran:
+    """How a command ended, as `subprocess.run` tells it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> Ran:
+    """`uploader ARGS` in this process (click's CliRunner), with `env` as the whole
+    environment: for commands that need no signal and no process of their own."""
+    cleared: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    result = CliRunner().invoke(main, list(args), env=cleared | env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback: the test says what it was
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def run_process(*args: str, env: dict[str, str], timeout: float = 120
+                ) -> subprocess.CompletedProcess[str]:
+    """`python -m uploader ARGS` in a process of its own."""
     return subprocess.run([sys.executable, "-m", "uploader", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def json_out(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+def json_out(result: Ran | subprocess.CompletedProcess[str]) -> dict[str, object]:
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 

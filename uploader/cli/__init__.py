@@ -8,6 +8,7 @@ send (upload, submit), `batch` many videos (here or on workers), `worker` a Cele
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -27,17 +28,33 @@ __all__ = ["main"]
 @click.option("--allow-http", is_flag=True,
               help="Allow a plain http:// endpoint that is not on loopback (unsafe).")
 @click.version_option(package_name="uploader")
-def main(verbose: int, debug: bool, allow_http: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int, debug: bool, allow_http: bool) -> None:
     """Upload training videos to Huawei Cloud MetaStudio digital-human training jobs.
 
     Settings come from the environment: METASTUDIO_ENDPOINT (or METASTUDIO_REGION),
     METASTUDIO_PROJECT_ID, and CLOUD_SDK_AK + CLOUD_SDK_SK or METASTUDIO_AUTH_TOKEN.
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(2 if debug else verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactingFilter())
+    _log_to_stderr(ctx, {0: logging.WARNING, 1: logging.INFO}.get(
+        2 if debug else verbose, logging.DEBUG))
 
+
+def _log_to_stderr(ctx: click.Context, level: int) -> None:
+    """The library's log, redacted, on stderr for this command (and taken off when it ends,
+    so that a host that runs commands in its own process keeps its logging as it was)."""
+    logger = logging.getLogger("uploader")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(level)
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    ctx.call_on_close(restore)
 
 
 for _command in (upload, batch, submit, check, jobs, status, voices, emulator, worker):
