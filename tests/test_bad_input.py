@@ -155,6 +155,7 @@ def test_plain_http_elsewhere_needs_the_flag(emulator_thread, tmp_path, fake):
     assert code == 4 and f"cannot reach MetaStudio at {elsewhere}" in output
 
 
+@pytest.mark.slow
 def test_endpoint_refusing_connections(emulator_thread, tmp_path):
     env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": "http://127.0.0.1:9"}
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
@@ -209,6 +210,7 @@ def fake() -> Iterator[Any]:
     (503, b"<html>Service Unavailable</html>", "HTTP 503 without a JSON error"),
     (404, b"<html>Not Found</html>", "HTTP 404 without a JSON error"),
 ])
+@pytest.mark.slow
 def test_endpoint_answering_html_or_bare_errors(emulator_thread, tmp_path, fake, status, body,
                                                 text):
     server = fake(status, body)

@@ -50,6 +50,7 @@ def _report(path: Path) -> dict[int, dict[str, object]]:
     return {int(row["line"]): row for row in rows}
 
 
+@pytest.mark.slow
 def test_a_manifest_of_good_bad_and_missing_rows(tmp_path: Path):
     manifest, videos = _manifest(tmp_path)
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
@@ -83,6 +84,7 @@ def test_a_manifest_of_good_bad_and_missing_rows(tmp_path: Path):
         assert len(jobs) == 3
 
 
+@pytest.mark.slow
 def test_dry_run_and_fail_fast_send_nothing_when_a_row_is_bad(tmp_path: Path):
     manifest, _ = _manifest(tmp_path)
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
@@ -93,6 +95,7 @@ def test_dry_run_and_fail_fast_send_nothing_when_a_row_is_bad(tmp_path: Path):
         assert not emulator.emulator.store.jobs
 
 
+@pytest.mark.slow
 def test_a_clean_manifest_exits_0_and_reads_json_lines(tmp_path: Path):
     videos = [video_of(tmp_path, 8 * PART, f"j{n}.mp4") for n in range(4)]
     manifest = tmp_path / "rows.jsonl"
@@ -109,6 +112,7 @@ def test_a_clean_manifest_exits_0_and_reads_json_lines(tmp_path: Path):
         assert faults.most_in_flight == 3 and faults.most_connections <= 3 + 2
 
 
+@pytest.mark.slow
 def test_a_bad_manifest_is_a_usage_error(tmp_path: Path):
     wrong = tmp_path / "rows.csv"
     wrong.write_text("file,name\nx.mp4,y\n")
@@ -163,6 +167,7 @@ async def test_upload_batch_refuses_bad_values(settings, files):
         [r async for r in upload_batch([], files=files, settings=settings)]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
     videos = [video_of(tmp_path, 8 * PART, f"k{n}.mp4") for n in range(3)]
     manifest = tmp_path / "rows.csv"
@@ -196,6 +201,7 @@ def test_kill_9_mid_batch_then_the_same_command(tmp_path: Path):
             assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
 
 
+@pytest.mark.slow
 async def test_rows_waiting_for_their_review_hold_no_place(tmp_path):
     running = await start_emulator(emulator_config(tmp_path / "emulator", review_delay=1.5))
     try:
@@ -213,6 +219,7 @@ async def test_rows_waiting_for_their_review_hold_no_place(tmp_path):
     assert took < 3 * 1.5  # the reviews overlapped: each row let the next start
 
 
+@pytest.mark.slow
 def test_a_manifest_on_stdin_and_a_batch_bandwidth_cap(tmp_path: Path):
     videos = [video_of(tmp_path, 4 * PART, f"s{n}.mp4") for n in range(2)]
     rows = "path,name\n" + "".join(f"{v.name},{v.stem}\n" for v in videos)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+#: The benchmark tier: whole benchmark scripts, shrunk.
+pytestmark = pytest.mark.slow
+
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 

@@ -28,6 +28,9 @@ from uploader import Job, Settings
 from uploader.batch import Row, RowResult
 from uploader.emulator import EmulatorThread, RunningEmulator
 
+#: The broker tier: a real RabbitMQ and worker processes.
+pytestmark = pytest.mark.slow
+
 PART = 512 * 1024
 
 

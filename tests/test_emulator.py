@@ -76,6 +76,7 @@ async def test_tampered_url_is_refused(client, tamper):
     assert status == 403 and "SignatureDoesNotMatch" in body
 
 
+@pytest.mark.slow
 async def test_expired_url_is_refused(tmp_path: Path):
     running = await start_emulator(emulator_config(tmp_path, url_ttl=1))
     try:

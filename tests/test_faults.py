@@ -131,6 +131,7 @@ async def test_connection_reset_mid_body(emulator, tmp_path):
     assert_sent_only_as_explained(emulator, job_id)
 
 
+@pytest.mark.slow
 async def test_link_so_slow_that_the_timeout_fires(emulator, tmp_path):
     emulator.emulator.faults.link_rate = 1024
 
@@ -155,6 +156,7 @@ async def test_link_that_stays_too_slow_is_a_transfer_error(emulator, tmp_path):
         await _upload(emulator, tmp_path, transfer=hasty)
 
 
+@pytest.mark.slow
 async def test_urls_expiring_mid_upload(tmp_path):
     running = await start_emulator(
         emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
@@ -167,6 +169,7 @@ async def test_urls_expiring_mid_upload(tmp_path):
         await running.stop()
 
 
+@pytest.mark.slow
 async def test_update_that_drops_stored_parts(tmp_path, caplog):
     running = await start_emulator(
         emulator_config(tmp_path / "emulator", update_resets_parts=True, url_ttl=1,
@@ -208,6 +211,7 @@ def _emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Po
     return process, url
 
 
+@pytest.mark.slow
 def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path):
     data = tmp_path / "emulator"
     server, url = _emulator_process(data, 0, "--link-rate", str(400 * 1024))
@@ -241,6 +245,7 @@ def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path):
         server.stdout.close()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stored_at_kill", range(10))
 def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
     from uploader.emulator import EmulatorThread

@@ -67,6 +67,7 @@ def _readme_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_readme_library_examples_run_as_written(tmp_path: Path):
     examples = _readme_examples()
     assert len(examples) == 2
@@ -102,6 +103,7 @@ def _run_example(code: str, folder: Path, env: dict[str, str]) -> str:
 # ---- the client pair -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_a_client_shares_its_budget_and_session_between_uploads(
         emulator: RunningEmulator, settings, tmp_path: Path):
     emulator.emulator.faults.link_rate = 4 * MiB
@@ -157,6 +159,7 @@ async def test_submit_of_a_job_in_a_wrong_state_is_a_job_state_error(settings, t
     assert caught.value.job_id == result.job_id and caught.value.state != "WAIT_FILE_UPLOAD"
 
 
+@pytest.mark.slow
 async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, tmp_path,
                                                             caplog):
     async with AsyncClient(settings, state_dir=tmp_path / "state") as client:

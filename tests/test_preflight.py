@@ -163,6 +163,7 @@ def test_check_json_gives_the_verdicts_the_samples_readme_promises():
         assert set(entry) == {"path", "kind", "ok", "problems", "facts"}
 
 
+@pytest.mark.slow
 def test_check_exit_codes_and_mixed_verdicts(tmp_path: Path):
     good = _run_check(str(SAMPLES / "landscape_1080p.mp4"), str(SAMPLES / "landscape_4k.mp4"))
     assert good.returncode == 0 and good.stdout.count("passes") == 2

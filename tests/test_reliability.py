@@ -77,6 +77,7 @@ async def test_links_whose_host_refuses_connections_are_replaced(emulator, setti
     assert await assembled(settings, result.job_id) == video.read_bytes()
 
 
+@pytest.mark.slow
 def test_emulator_restarted_on_another_port_with_the_same_data(tmp_path: Path):
     video = video_of(tmp_path, 8 * PART)
     data = tmp_path / "emulator"
@@ -194,6 +195,7 @@ async def test_the_three_kinds_of_api_failure(emulator, settings, client):
 
 # ---- 11. structured concurrency in the engine ----------------------------------------------
 
+@pytest.mark.slow
 def test_a_file_that_vanishes_mid_upload_is_a_clear_error_not_a_traceback(tmp_path: Path):
     video = video_of(tmp_path, 8 * PART)
     config = emulator_config(tmp_path / "emulator", link_rate=1024 * 1024)
@@ -228,6 +230,7 @@ def _emulator(*flags: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_the_emulator_stops_at_once_with_uploads_in_flight(tmp_path: Path, sig: int):
     server = _emulator("--port", "0", "--link-rate", "65536")
@@ -263,6 +266,7 @@ def test_the_emulator_removes_its_temporary_folder(tmp_path: Path):
     assert server.returncode == 0 and not folder.exists()
 
 
+@pytest.mark.slow
 def test_the_emulator_on_a_busy_port_or_an_unusable_folder_says_so_in_one_line(
         tmp_path: Path):
     with socket.socket() as busy:
@@ -281,6 +285,7 @@ def test_the_emulator_on_a_busy_port_or_an_unusable_folder_says_so_in_one_line(
 
 # ---- 14. output tells the truth ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_the_bar_names_the_file_says_it_waits_and_counts_in_mib(tmp_path: Path):
     video = video_of(tmp_path, 8 * PART, "named.mp4")
     config = emulator_config(tmp_path / "emulator", review_delay=1.5)
@@ -324,6 +329,7 @@ def test_library_errors_are_all_uploader_errors():
 
 # ---- issue 13, in part: one budget for many uploads ----------------------------------------
 
+@pytest.mark.slow
 async def test_a_shared_budget_caps_pieces_in_flight_across_uploads(emulator, settings,
                                                                    tmp_path):
     emulator.emulator.faults.link_rate = 4 * 1024 * 1024  # slow enough to overlap
@@ -338,6 +344,7 @@ async def test_a_shared_budget_caps_pieces_in_flight_across_uploads(emulator, se
         assert await assembled(settings, result.job_id) == video.read_bytes()
 
 
+@pytest.mark.slow
 def test_bwlimit_caps_the_bytes_a_second(tmp_path: Path):
     video = video_of(tmp_path, 8 * PART)  # 4 MiB at 1 MiB/s: about 4 s (bursts of 0.1 s)
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:

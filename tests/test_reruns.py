@@ -79,6 +79,7 @@ async def _cut_short(settings: Settings, video: Path, state: Path, **options: ob
 
 # ---- 1. re-running never duplicates ------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_review_wait_then_the_same_command(tmp_path: Path):
     video = video_of(tmp_path, 4 * PART)
     config = emulator_config(tmp_path / "emulator", review_delay=60.0)
@@ -261,6 +262,7 @@ async def test_a_record_cut_by_a_crash_is_ignored_and_later_records_stay_whole(
 
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_the_job_id_and_the_next_run_resumes(tmp_path):
     video = video_of(tmp_path, 16 * PART)
     state = tmp_path / "state"
@@ -352,6 +354,7 @@ async def test_an_edit_that_keeps_size_and_time_is_caught_before_the_confirm(
 
 # ---- 10. two videos under one name at once -------------------------------------------------
 
+@pytest.mark.slow
 def test_two_videos_under_one_name_at_once(tmp_path: Path):
     one, two = (video_of(tmp_path, 8 * PART, name) for name in ("one.mp4", "two.mp4"))
     config = emulator_config(tmp_path / "emulator", link_rate=2 * 1024 * 1024)
@@ -366,6 +369,7 @@ def test_two_videos_under_one_name_at_once(tmp_path: Path):
             == {"twins"}
 
 
+@pytest.mark.slow
 def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
     video = video_of(tmp_path, 8 * PART)
     config = emulator_config(tmp_path / "emulator", link_rate=1024 * 1024)

@@ -54,6 +54,7 @@ def _scenarios(emulator: RunningEmulator, tmp_path: Path) -> list[str]:
     return [run.stdout + run.stderr for run in runs]
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_output_at_debug_level(tmp_path: Path):
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
         outputs = _scenarios(emulator, tmp_path)
@@ -72,6 +73,7 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     return key, cert
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 def test_tls_certificates_are_verified(emulator_thread: RunningEmulator, tmp_path: Path):
     key, cert = _self_signed(tmp_path)

@@ -159,6 +159,7 @@ def test_library_sync_one_part(emulator_thread: RunningEmulator, tmp_path: Path)
     assert asyncio.run(assembled(settings, result.job_id)) == GOOD_VIDEO.read_bytes()
 
 
+@pytest.mark.slow
 async def test_a_thousand_parts(settings: Settings, tmp_path: Path):
     video = video_of(tmp_path, 1000 * 100 * 1024 + 777)
     result = await upload_video(video, name="many", parts=1000, settings=settings,
@@ -213,6 +214,7 @@ async def test_a_job_created_by_a_run_that_died_is_not_created_twice(settings, t
     assert await assembled(settings, orphan) == video.read_bytes()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path: Path):
     video = video_of(tmp_path, 16 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=2 * 1024 * 1024)
@@ -236,6 +238,7 @@ def test_resume_after_kill_9(tmp_path: Path):
         assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path):
     video = video_of(tmp_path, 8 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=1024 * 1024)
@@ -303,6 +306,7 @@ async def test_resume_without_the_journal_checks_stored_parts_against_the_file(
     assert await assembled(settings, job_id) == video.read_bytes()
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_job_the_second_is_refused(tmp_path: Path):
     video = video_of(tmp_path, 4 * 512 * 1024)
     config = emulator_config(tmp_path / "emulator", link_rate=64 * 1024)

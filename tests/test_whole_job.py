@@ -211,6 +211,7 @@ async def test_single_file_answers_lost(tmp_path: Path):
         await running.stop()
 
 
+@pytest.mark.slow
 async def test_expired_links_are_refreshed(tmp_path: Path):
     running = await start_emulator(emulator_config(tmp_path / "emulator", url_ttl=1,
                                                    link_rate=300 * 1024))
@@ -268,6 +269,7 @@ def _put(url: str, body: bytes) -> None:
     urllib.request.urlopen(request).close()
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_action_video_then_resume(emulator_thread, tmp_path: Path):
     video = video_of(tmp_path, 500_000)
     action = video_of(tmp_path, 3_000_000, "action.mp4")
