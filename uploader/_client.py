@@ -63,12 +63,11 @@ class AsyncClient:
                  state_dir: str | os.PathLike[str] | None = None,
                  transfer: TransferConfig | None = None, wait_timeout: float = 1800.0,
                  session: aiohttp.ClientSession | None = None) -> None:
-        if settings is not None and not isinstance(settings, Settings):
-            raise UsageError(f"settings must be a Settings, not {settings!r}")
-        if transfer is not None and not isinstance(transfer, TransferConfig):
-            raise UsageError(f"transfer must be a TransferConfig, not {transfer!r}")
-        if budget is not None and not isinstance(budget, TransferBudget):
-            raise UsageError(f"budget must be a TransferBudget, not {budget!r}")
+        for name, value, kind in (("settings", settings, Settings),
+                                  ("transfer", transfer, TransferConfig),
+                                  ("budget", budget, TransferBudget)):
+            if value is not None and not isinstance(value, kind):
+                raise UsageError(f"{name} must be a {kind.__name__}, not {value!r}")
         if budget is not None and bwlimit is not None:
             raise UsageError("give bwlimit to the budget (TransferBudget(bwlimit=...)), not "
                              "beside it")

@@ -108,34 +108,48 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
 
     await journal.lock_job(job_id)
     detail = detail or await client.show_job(job_id)
-    resumable = journal.header is not None
     links = links_for(job_id)
-    step = next_step(
+    step = _next_for(detail, journal, files, adopted=adopted, links=links)
+    await _take(step, detail, journal, files, submit=submit)
+    if step is Next.NEW_LINKS:
+        await links.adopt(await client.update_job(job_id, **fields))
+    elif step is Next.REUSE_LINKS:
+        log.info("reusing the links issued earlier")
+    return OpenJob(job_id, links), files
+
+
+def _next_for(detail: JobDetail, journal: Journal, files: list[LocalFile], *, adopted: bool,
+              links: Links) -> Next:
+    """`next_step` for the job found, from what the journal recorded."""
+    resumable = journal.header is not None
+    return next_step(
         detail.state, submitted=resumable and SUBMIT_STEP in journal.steps,
         confirmed=resumable and all(confirm_step(f.kind.name) in journal.steps
                                     for f in files if f.kind.confirm_command is not None),
         adopted=adopted, review_failed=detail.state in REVIEW_FAILED,
         links_usable=links.usable())
+
+
+async def _take(step: Next, detail: JobDetail, journal: Journal, files: list[LocalFile], *,
+                submit: bool) -> None:
+    """Refuse the job, or make it this run's: in the journal before any link is spent."""
+    job_id = detail.job_id
     if step is Next.REFUSE:
         raise JobStateError(
             f"job {job_id} is in state {detail.state} ({explain_state(detail.state)}): it "
             "cannot take files now; only WAIT_FILE_UPLOAD, AUTO_VERIFY_FAILED and "
             "MANUAL_VERIFY_FAILED can", job_id=job_id, state=detail.state)
-    if step in (Next.NEW_LINKS, Next.REUSE_LINKS) and submit:
+    if step is Next.NOTHING:
+        return
+    if step is not Next.RECORD_SUBMITTED and submit:
         refuse_missing(files, stored=stored_kinds(detail), job_id=job_id)
-    if step is not Next.NOTHING and not resumable:
+    if journal.header is None:
         await journal.start(job_id)
     if step is Next.RECORD_SUBMITTED:
         log.info("job %s was submitted by an earlier run (state %s)", job_id, detail.state)
         await journal.record_step(SUBMIT_STEP)
-    if step in (Next.NOTHING, Next.RECORD_SUBMITTED):
-        return OpenJob(job_id, links), files
-    await _record_files(journal, files)
-    if step is Next.NEW_LINKS:
-        await links.adopt(await client.update_job(job_id, **fields))
     else:
-        log.info("reusing the links issued earlier")
-    return OpenJob(job_id, links), files
+        await _record_files(journal, files)
 
 
 async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, Any], *,
