@@ -35,8 +35,9 @@ def main(ctx: click.Context, verbose: int, debug: bool, allow_http: bool) -> Non
     Settings come from the environment: METASTUDIO_ENDPOINT (or METASTUDIO_REGION),
     METASTUDIO_PROJECT_ID, and CLOUD_SDK_AK + CLOUD_SDK_SK or METASTUDIO_AUTH_TOKEN.
     """
-    _log_to_stderr(ctx, {0: logging.WARNING, 1: logging.INFO}.get(
-        2 if debug else verbose, logging.DEBUG))
+    if ctx.invoked_subcommand != "worker":  # a Celery worker sets up its own logging
+        _log_to_stderr(ctx, {0: logging.WARNING, 1: logging.INFO}.get(
+            2 if debug else verbose, logging.DEBUG))
 
 
 def _log_to_stderr(ctx: click.Context, level: int) -> None:

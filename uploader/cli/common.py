@@ -12,6 +12,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from uploader._client import AsyncClient
 from uploader._errors import (
     ApiError,
     BrokerError,
@@ -27,7 +28,6 @@ from uploader._errors import (
 )
 from uploader._files import TRAINING_VIDEO, kind
 from uploader._redact import redact
-from uploader.api.client import MetaStudioClient
 from uploader.api.settings import Settings
 from uploader.preflight import Report
 
@@ -112,11 +112,10 @@ def interrupted(message: str, *, as_json: bool, job_id: str | None) -> NoReturn:
     sys.exit(130)
 
 
-def with_client(call: Callable[[MetaStudioClient], Awaitable[T]], *, as_json: bool = False
-                ) -> T:
+def with_client(call: Callable[[AsyncClient], Awaitable[T]], *, as_json: bool = False) -> T:
     """Run `call` with a client of the configured service; fail as documented."""
     async def run() -> T:
-        async with MetaStudioClient(settings()) as client:
+        async with AsyncClient(settings()) as client:
             return await call(client)
 
     try:

@@ -48,7 +48,7 @@ def _echo_verdict(report: Report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def jobs(state: str | None, limit: int, offset: int, as_json: bool) -> None:
     """List training jobs."""
-    page = with_client(lambda c: c.list_jobs(state=state, limit=limit, offset=offset),
+    page = with_client(lambda c: c.jobs(state=state, limit=limit, offset=offset),
                        as_json=as_json)
     if as_json:
         print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
@@ -67,7 +67,7 @@ def jobs(state: str | None, limit: int, offset: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(job_id: str, as_json: bool) -> None:
     """Show a job's state, what it means, and its latest log entry."""
-    job = with_client(lambda c: c.show_job(job_id), as_json=as_json)
+    job = with_client(lambda c: c.status(job_id), as_json=as_json)
     latest = job.operation_logs[-1] if job.operation_logs else None
     if as_json:
         print_json({
@@ -96,7 +96,7 @@ def status(job_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def voices(as_json: bool) -> None:
     """List voice training jobs."""
-    page = with_client(lambda c: c.list_voice_jobs(), as_json=as_json)
+    page = with_client(lambda c: c.voices(), as_json=as_json)
     if as_json:
         print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
         return

@@ -42,7 +42,7 @@ from uploader.workflow.result import (
 )
 from uploader.workflow.send import Sender
 
-__all__ = ["FileResult", "SubmitResult", "UploadResult", "submit", "upload"]
+__all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "submit", "upload"]
 
 log = logging.getLogger("uploader")
 
