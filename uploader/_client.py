@@ -22,6 +22,7 @@ import aiohttp
 
 from uploader import _checks as checks
 from uploader._errors import UsageError
+from uploader._http import new_session
 from uploader._job import Job
 from uploader._journal import default_state_dir
 from uploader._progress import Progress
@@ -103,8 +104,8 @@ class AsyncClient:
         stack = contextlib.AsyncExitStack()
         session = self._given_session
         if session is None:
-            session = await stack.enter_async_context(aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.connections)))
+            session = await stack.enter_async_context(
+                new_session(self.settings, limit=self.connections))
         api = await stack.enter_async_context(MetaStudioClient(self.settings, session=session))
         self._stack, self._run = stack, Run(
             api=api, session=session, state_dir=self.state_dir, config=self.transfer,

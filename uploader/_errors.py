@@ -11,6 +11,7 @@
     │   ├── UnreachableError  MetaStudio could not be reached (`may_have_arrived`)
     │   ├── RefusedError      MetaStudio answered with an error
     │   └── MalformedAnswerError  MetaStudio's answer is not what the API documents
+    ├── CredentialsError      temporary keys or a token could not be had (`source`)
     ├── BrokerError           the task broker (RabbitMQ) could not be reached or refused
     ├── JobStateError         the job's state does not allow this (`state`)
     ├── JournalError          the local journal forbids going on
@@ -34,6 +35,7 @@ __all__ = [
     "ApiError",
     "BrokerError",
     "ConfirmError",
+    "CredentialsError",
     "FileChangedError",
     "JobLockedError",
     "JobStateError",
@@ -159,6 +161,15 @@ class RefusedError(ApiError):
 
 class MalformedAnswerError(ApiError):
     """MetaStudio answered, but not as the API documents (not JSON, fields missing...)."""
+
+
+class CredentialsError(UploaderError):
+    """Keys or a token could not be had from where the settings say (the ECS metadata
+    service, a token file); `source` names it."""
+
+    def __init__(self, message: str, *, source: str) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class BrokerError(UploaderError):

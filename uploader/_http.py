@@ -8,14 +8,16 @@ whether the request may have reached the server, with every link's query redacte
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 
 import aiohttp
 
-from uploader._errors import UnreachableError
+from uploader._errors import SettingsError, UnreachableError
 from uploader._redact import redact
+from uploader.api.settings import CA_BUNDLE, Settings
 
-__all__ = ["http_errors", "never_connected"]
+__all__ = ["http_errors", "never_connected", "new_session", "tls_context"]
 
 
 def never_connected(exc: BaseException) -> bool:
@@ -31,8 +33,34 @@ def http_errors(target: str, *, job_id: str | None = None) -> Iterator[None]:
     """Raise what aiohttp raises inside as an UnreachableError: "cannot reach `target`"."""
     try:
         yield
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise UnreachableError(
+            redact(f"cannot reach {target}: its TLS certificate could not be verified "
+                   f"({exc.certificate_error}); if your network re-signs TLS (an inspecting "
+                   f"proxy), set {CA_BUNDLE} to its CA certificate (a PEM file)"),
+            may_have_arrived=False, job_id=job_id) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = f": {exc}" if str(exc) else ""
         raise UnreachableError(redact(f"cannot reach {target}: {type(exc).__name__}{detail}"),
                                may_have_arrived=not never_connected(exc),
                                job_id=job_id) from exc
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The system's CAs, and `settings.ca_bundle` besides (a TLS-inspecting proxy's CA)."""
+    context = ssl.create_default_context()
+    if settings.ca_bundle is not None:
+        try:
+            context.load_verify_locations(cafile=settings.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"{CA_BUNDLE} ({settings.ca_bundle}) is not a PEM file of "
+                                f"certificates: {exc}", variable=CA_BUNDLE) from None
+    return context
+
+
+def new_session(settings: Settings, *, limit: int = 100) -> aiohttp.ClientSession:
+    """A session as enterprises need it: the proxy variables honoured (`HTTPS_PROXY`,
+    `HTTP_PROXY`, `NO_PROXY`: aiohttp's `trust_env`), the CA bundle trusted, at most
+    `limit` connections. Redirects are refused by each request, never followed."""
+    connector = aiohttp.TCPConnector(limit=limit, ssl=tls_context(settings))
+    return aiohttp.ClientSession(connector=connector, trust_env=True)

@@ -16,9 +16,14 @@ _SECRET_FIELDS = re.compile(
 )
 
 
+#: A URL's user and password (a proxy's: `http://user:password@proxy:3128`).
+_URL_USER = re.compile(r"(\w+://)[^/\s@'\"<>]+@")
+
+
 def redact(text: str) -> str:
-    """`text` with URL queries and credential values replaced by `<redacted>`."""
-    return _SECRET_FIELDS.sub(r"\1<redacted>", _URL_QUERY.sub(r"\1?<redacted>", text))
+    """`text` with URL queries, URL users and credential values replaced by `<redacted>`."""
+    text = _URL_USER.sub(r"\1<redacted>@", _URL_QUERY.sub(r"\1?<redacted>", text))
+    return _SECRET_FIELDS.sub(r"\1<redacted>", text)
 
 
 class RedactingFilter(logging.Filter):

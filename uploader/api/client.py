@@ -15,9 +15,11 @@ import aiohttp
 from yarl import URL
 
 from uploader._errors import ApiError, MalformedAnswerError, RefusedError, UnreachableError
-from uploader._http import http_errors
+from uploader._http import http_errors, new_session
 from uploader._retry import Backoff, retry, retry_after
+from uploader.api.credentials import Credentials, Signing, credentials_for
 from uploader.api.models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
+from uploader.api.pace import Pace
 from uploader.api.settings import Settings
 from uploader.api.signing import DATE_FORMAT, authorization, canonical_query
 
@@ -41,6 +43,10 @@ class MetaStudioClient:
     """Async client of the MetaStudio training-job API.
 
     Give it a `session` to share connections, `clock` and `sleep` to control time in tests.
+    It signs with what its `credentials` (default: those the settings name) give it before
+    each request, and asks them once more after a 401 (temporary keys that expired, a
+    rotated token). Each API is paced to the service's flow control (`pace`). Redirects are
+    never followed: the API does not redirect, and a 3xx would carry signed headers away.
     Every call is retried with `backoff` on 429 (honouring Retry-After) and when it cannot
     have reached the service (connection refused); idempotent calls (GET, update,
     GET_MULTIPART_UPLOADED) also on 5xx, timeouts and lost answers. Create, confirm and
@@ -55,8 +61,10 @@ class MetaStudioClient:
         backoff: Backoff = DEFAULT_BACKOFF,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        credentials: Credentials | None = None,
     ) -> None:
         self.settings = settings
+        self._credentials = credentials or credentials_for(settings)
         self._session = session
         self._owns_session = session is None
         self.backoff = backoff
@@ -85,7 +93,7 @@ class MetaStudioClient:
     ) -> JobUrls:
         """Create a training job; the answer holds one upload URL per part."""
         body = {"name": name, "video_multipart_count": video_multipart_count, **fields}
-        data = await self._call("POST", _JOBS, body=body, idempotent=False)
+        data = await self._call("POST", _JOBS, body=body, idempotent=False, api="create")
         return JobUrls.from_json(data)
 
     async def list_jobs(
@@ -96,7 +104,7 @@ class MetaStudioClient:
         if state is not None and not isinstance(state, str):
             state = ",".join(state)
         params = {"offset": offset, "limit": limit, "state": state, **query}
-        data = await self._call("GET", _JOBS, query=_present(params))
+        data = await self._call("GET", _JOBS, query=_present(params), api="list")
         return JobList.from_json(data)
 
     async def show_job(self, job_id: str) -> JobDetail:
@@ -109,7 +117,8 @@ class MetaStudioClient:
     ) -> JobUrls:
         """Update a job; with `video_multipart_count` it issues fresh upload URLs."""
         body = _present({"video_multipart_count": video_multipart_count, **fields})
-        data = await self._call("PUT", _job_path(job_id), body=body, job_id=job_id)
+        data = await self._call("PUT", _job_path(job_id), body=body, job_id=job_id,
+                                api="update")
         return JobUrls.from_json(data, job_id=job_id)
 
     async def command(self, job_id: str, command: str, *, settle: Settle | None = None,
@@ -122,6 +131,7 @@ class MetaStudioClient:
         data = await self._call(
             "POST", f"{_job_path(job_id)}/command", body={"command": command, **fields},
             idempotent=command.startswith("GET_"), job_id=job_id, settle=settle, what=command,
+            api="command",
         )
         return CommandResult.from_json(data)
 
@@ -130,14 +140,15 @@ class MetaStudioClient:
     ) -> VoiceJobList:
         """List voice training jobs."""
         data = await self._call(
-            "GET", _VOICE_JOBS, query=_present({"offset": offset, "limit": limit, **query})
+            "GET", _VOICE_JOBS, query=_present({"offset": offset, "limit": limit, **query}),
+            api="list",
         )
         return VoiceJobList.from_json(data)
 
     async def _call(
         self, method: str, path: str, *, query: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None, idempotent: bool = True, job_id: str | None = None,
-        settle: Settle | None = None, what: str | None = None,
+        settle: Settle | None = None, what: str | None = None, api: str = "show",
     ) -> dict[str, Any]:
         """Send one call, retried by the one policy (`backoff`): the only retry loop of an
         API call. With `settle`, a lost answer is retried only once the service has been
@@ -147,9 +158,13 @@ class MetaStudioClient:
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
         what = what or f"{method} {path}"
 
+        pace = Pace.of(self.settings, api)
+
         async def attempt() -> dict[str, Any]:
+            if pace is not None:
+                await pace.turn()
             try:
-                return await self._send(method, path, pairs, payload, job_id)
+                return await self._signed(method, path, pairs, payload, job_id)
             except ApiError as exc:
                 if settle is not None and answer_lost(exc) and await settle():
                     log.info("the answer to %s was lost, but it took effect", what)
@@ -166,46 +181,75 @@ class MetaStudioClient:
         return await retry(attempt, backoff=self.backoff, retryable=retryable, what=what,
                            sleep=self._sleep)
 
+    async def _signed(self, method: str, path: str, query: list[tuple[str, str]],
+                      payload: bytes, job_id: str | None) -> dict[str, Any]:
+        """Send with the credentials' current signing; after a 401, once more if they have
+        something new (refreshed temporary keys, a rotated token)."""
+        signing = await self._credentials.current()
+        try:
+            return await self._send(method, path, query, payload, job_id, signing)
+        except RefusedError as exc:
+            if exc.status != 401 or not await self._credentials.refresh(signing):
+                raise
+        log.debug("%s %s: HTTP 401; sending again with refreshed credentials", method, path)
+        return await self._send(method, path, query, payload, job_id,
+                                await self._credentials.current())
+
     async def _send(
         self, method: str, path: str, query: list[tuple[str, str]], payload: bytes,
-        job_id: str | None,
+        job_id: str | None, signing: Signing,
     ) -> dict[str, Any]:
         url = f"{self._base}{path}"
         query_string = canonical_query(query)
-        headers = self._headers(method, urlsplit(url).path, query, payload)
+        headers = self._headers(method, urlsplit(url).path, query, payload, signing)
         full = URL(f"{url}?{query_string}" if query_string else url, encoded=True)
-        log.debug("%s %s", method, urlsplit(url).path)
         with http_errors(f"MetaStudio at {self.settings.endpoint}", job_id=job_id):
             async with self._get_session().request(
-                method, full, data=payload or None, headers=headers, timeout=_TIMEOUT
+                method, full, data=payload or None, headers=headers, timeout=_TIMEOUT,
+                allow_redirects=False,
             ) as response:
                 raw = await response.read()
+        log.debug("%s %s: HTTP %s, request id %s", method, urlsplit(url).path,
+                  response.status, response.headers.get("X-Request-Id"))
+        if 300 <= response.status < 400:
+            raise _redirect(response, job_id)
         return _decode(response, raw, job_id)
 
     def _headers(
-        self, method: str, path: str, query: list[tuple[str, str]], payload: bytes
+        self, method: str, path: str, query: list[tuple[str, str]], payload: bytes,
+        signing: Signing,
     ) -> dict[str, str]:
-        settings = self.settings
         headers = {"Content-Type": "application/json", "Host": self._host}
-        if settings.app_user_id:
-            headers["X-App-UserId"] = settings.app_user_id
-        if settings.token is not None:
-            headers["X-Auth-Token"] = settings.token
+        if self.settings.app_user_id:
+            headers["X-App-UserId"] = self.settings.app_user_id
+        if signing.token is not None:
+            headers["X-Auth-Token"] = signing.token
             return headers
-        assert settings.ak is not None and settings.sk is not None
+        assert signing.ak is not None and signing.sk is not None
         now = self._clock()
         headers["X-Sdk-Date"] = now.strftime(DATE_FORMAT)
-        headers["X-Project-Id"] = settings.project_id
+        headers["X-Project-Id"] = self.settings.project_id
+        if signing.security_token is not None:  # temporary keys: the token is signed too
+            headers["X-Security-Token"] = signing.security_token
         headers["Authorization"] = authorization(
             method=method, path=path, query=query, headers=headers, body=payload,
-            ak=settings.ak, sk=settings.sk, date=now,
+            ak=signing.ak, sk=signing.sk, date=now,
         )
         return headers
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = new_session(self.settings)
         return self._session
+
+
+def _redirect(response: aiohttp.ClientResponse, job_id: str | None) -> RefusedError:
+    """A 3xx from the API: refused, not followed (nothing is sent to where it points)."""
+    where = urlsplit(response.headers.get("Location", "")).netloc.rpartition("@")[2]
+    return RefusedError(f"MetaStudio answered a redirect to {where or 'nowhere'}, which is "
+                        "not followed (the API does not redirect): check METASTUDIO_ENDPOINT "
+                        "and any proxy", status=response.status,
+                        request_id=response.headers.get("X-Request-Id"), job_id=job_id)
 
 
 def answer_lost(exc: Exception) -> bool:

@@ -132,7 +132,8 @@ async def put_part(
         try:
             with http_errors("the storage"):
                 async with session.put(URL(url, encoded=True), data=body, headers=headers,
-                                       timeout=config.client_timeout) as response:
+                                       timeout=config.client_timeout,
+                                       allow_redirects=False) as response:
                     text = "" if response.status == 200 else (await response.text())[:2000]
                     etag = response.headers.get("ETag")
                     status = response.status
@@ -160,7 +161,7 @@ def _failure_for(status: int, text: str, asked: float | None) -> PartFailure:
     reason = f"HTTP {status}" + (f" {code[1]}" if code else "")
     if status in _RETRYABLE_STATUS or status >= 500:
         return PartFailure(reason, retryable=True, status=status, retry_after=asked)
-    if status in (403, 404):
+    if status in (403, 404) or 300 <= status < 400:  # a redirect is never followed
         return PartFailure(reason, retryable=False, url_refused=True, status=status)
     return PartFailure(reason, retryable=False, status=status)
 
@@ -316,7 +317,8 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
     try:
         with http_errors("a stored file's link"):
             async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
-                                   timeout=aiohttp.ClientTimeout(total=60)) as response:
+                                   timeout=aiohttp.ClientTimeout(total=60),
+                                   allow_redirects=False) as response:
                 await response.read()
     except UnreachableError as exc:
         if not exc.may_have_arrived:  # the link's host is gone: the file is as good as absent
@@ -325,6 +327,6 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
         raise TransferError(f"cannot read a stored file's ETag: {exc}") from exc
     if response.status in (200, 206):
         return response.headers.get("ETag")
-    if response.status == 404:
+    if response.status == 404 or 300 <= response.status < 400:  # a redirect: not followed
         return None
     raise TransferError(f"reading a stored file's ETag answered HTTP {response.status}")
