@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from urllib.parse import urlencode
@@ -58,8 +59,32 @@ def test_our_authorization_equals_the_official_sdk(method, path, query, body):
 @pytest.mark.parametrize(("method", "path", "query", "body"), CASES)
 def test_emulator_accepts_what_the_official_sdk_signs(method, path, query, body):
     headers = CIMultiDict(_headers(), Authorization=_sdk_authorization(method, path, query, body))
-    verify_api_request(method=method, raw_path=path, query_string=urlencode(query),
-                       headers=headers, body=body, ak=AK, sk=SK, project_id=PROJECT, now=DATE)
+    signer = verify_api_request(method=method, raw_path=path, query_string=urlencode(query),
+                                headers=headers, body=body, secret_of=_secret_of(AK, SK),
+                                project_id=PROJECT, now=DATE)
+    assert signer == AK
+
+
+def _secret_of(ak: str, sk: str) -> Callable[[str], str]:
+    def secret_of(given: str) -> str:
+        if given != ak:
+            raise AuthFailure("unknown access key")
+        return sk
+    return secret_of
+
+
+def test_a_payload_hash_counts_only_when_it_is_signed():
+    """A captured signature replayed with another body and the first body's hash in an
+    unsigned X-Sdk-Content-Sha256 header is refused."""
+    import hashlib
+
+    method, path, first = "POST", JOBS, b'{"name": "x"}'
+    headers = CIMultiDict(_headers(), Authorization=_sdk_authorization(method, path, [], first))
+    headers["X-Sdk-Content-Sha256"] = hashlib.sha256(first).hexdigest()
+    with pytest.raises(AuthFailure, match="signature"):
+        verify_api_request(method=method, raw_path=path, query_string="", headers=headers,
+                           body=b'{"name": "other"}', secret_of=_secret_of(AK, SK),
+                           project_id=PROJECT, now=DATE)
 
 
 @pytest.mark.parametrize(("change", "reason"), [
@@ -74,8 +99,10 @@ def test_emulator_refuses_altered_requests(change, reason):
     headers = CIMultiDict(_headers(), Authorization=_sdk_authorization(method, path, query, body))
     args = dict(method=method, raw_path=path, query_string="", headers=headers, body=body,
                 ak=AK, sk=SK, project_id=PROJECT, now=DATE) | change
+    keys = _secret_of(AK, str(args.pop("sk")))
+    known = keys if args.pop("ak") == AK else _secret_of("NOT" + AK, SK)
     with pytest.raises(AuthFailure, match=reason):
-        verify_api_request(**args)
+        verify_api_request(**args, secret_of=known)
 
 
 def test_canonical_query_sorts_and_encodes():

@@ -15,6 +15,24 @@ import click
 __all__ = ["emulator"]
 
 
+def _rates(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> dict[str, float]:
+    from uploader.emulator._gateway import API_NAMES
+
+    rates: dict[str, float] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        name, _, number = item.partition("=")
+        try:
+            rates[name.strip()] = float(number)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not NAME=N") from None
+        if name.strip() not in API_NAMES or not rates[name.strip()] > 0:
+            raise click.BadParameter(f"{item!r}: NAME is one of {', '.join(API_NAMES)}, N > 0")
+    return rates
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8790, show_default=True,
@@ -39,12 +57,25 @@ __all__ = ["emulator"]
 @click.option("--review-delay", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Seconds the automatic review takes.")
 @click.option("--seed", type=int, default=None, help="Seed the fault injection.")
+@click.option("--credential-ttl", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Serve the ECS metadata service on a port of its own, issuing temporary "
+                   "keys (with a security token) that live this many seconds.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Serve https with this certificate (PEM; with --tls-key).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The private key of --tls-cert (PEM).")
+@click.option("--api-rate", "api_rates", callback=_rates, metavar="NAME=N[,NAME=N...]",
+              help="Answer 429 APIGW.0308 over N calls a second of an API (create, list, "
+                   "show, update, command, delete), per tenant, as the gateway does.")
 def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> None:
     """Run a local MetaStudio emulator until interrupted (Ctrl-C or SIGTERM: it stops within
     two seconds, uploads in flight cut, what is stored kept). Without --data-dir its data
     live in a temporary folder, removed when it stops. Exit codes: 0 stopped; 1 it cannot
     listen or cannot use its data folder."""
     from uploader.emulator import EmulatorConfig, start_emulator
+
+    if (options["tls_cert"] is None) != (options["tls_key"] is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
 
     async def serve(folder: Path) -> None:
         stop = asyncio.Event()
@@ -61,6 +92,10 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
         click.echo(f"MetaStudio emulator serving on {running.url} (data in {folder})")
         exports = " ".join(f"{k}={v}" for k, v in running.client_env().items())
         click.echo(f"export {exports}")
+        if running.metadata_url is not None:
+            click.echo(f"ECS metadata service on {running.metadata_url} (keys live "
+                       f"{options['credential_ttl']:g} s): METASTUDIO_CREDENTIALS=ecs "
+                       f"METASTUDIO_METADATA_URL={running.metadata_url}")
         sys.stdout.flush()
         try:
             await stop.wait()

@@ -8,25 +8,35 @@ package; the CLI does, lazily, for `uploader emulator` and `--emulator`.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from dataclasses import dataclass
 from types import TracebackType
 
 from aiohttp import web
 
-from uploader.emulator._app import EMULATOR, Emulator, EmulatorConfig, build_app
+from uploader.emulator._app import (
+    EMULATOR,
+    Emulator,
+    EmulatorConfig,
+    build_app,
+    build_metadata_app,
+)
 
 __all__ = ["Emulator", "EmulatorConfig", "EmulatorThread", "RunningEmulator", "start_emulator"]
 
 
 @dataclass
 class RunningEmulator:
-    """An emulator serving on a socket; `stop()` it when done."""
+    """An emulator serving on a socket; `stop()` it when done. `metadata_url` is its copy of
+    the ECS metadata service (with `credential_ttl`), on a port of its own."""
 
     url: str
     config: EmulatorConfig
     emulator: Emulator
     runner: web.AppRunner
+    metadata_runner: web.AppRunner | None = None
+    metadata_url: str | None = None
 
     def client_env(self) -> dict[str, str]:
         """The environment that points `uploader` (or the official SDK) at this emulator."""
@@ -37,29 +47,66 @@ class RunningEmulator:
             "CLOUD_SDK_SK": self.config.sk,
         }
 
+    def ecs_env(self) -> dict[str, str]:
+        """The environment of an ECS with an agency: keys from the metadata service."""
+        assert self.metadata_url is not None, "start the emulator with credential_ttl"
+        return {
+            "METASTUDIO_ENDPOINT": self.url,
+            "METASTUDIO_PROJECT_ID": self.config.project_id,
+            "METASTUDIO_CREDENTIALS": "ecs",
+            "METASTUDIO_METADATA_URL": self.metadata_url,
+        }
+
     async def stop(self) -> None:
+        if self.metadata_runner is not None:
+            await self.metadata_runner.cleanup()
         await self.runner.cleanup()
 
 
 async def start_emulator(
     config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0
 ) -> RunningEmulator:
-    """Serve an emulator on `host:port` (0 picks a free port) in the running loop."""
+    """Serve an emulator on `host:port` (0 picks a free port) in the running loop; https
+    with `config.tls_cert`; its metadata service on a free port with `credential_ttl`."""
     app = build_app(config)
+    context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls_cert, config.tls_key)
     # Requests in flight when it stops are cancelled after at most a second: uploads are
     # cut as a crash would cut them (what is stored stays stored), and it stops at once.
+    runner = await _serve(app, host, port, context)
+    running = RunningEmulator(_url(runner, "https" if context else "http"), config,
+                              app[EMULATOR], runner)
+    if config.credential_ttl is not None:
+        try:
+            running.metadata_runner = await _serve(
+                build_metadata_app(running.emulator), host, 0, None)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        running.metadata_url = _url(running.metadata_runner, "http")
+    return running
+
+
+async def _serve(app: web.Application, host: str, port: int,
+                 context: ssl.SSLContext | None) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                            shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
+    return runner
+
+
+def _url(runner: web.AppRunner, scheme: str) -> str:
     bound = runner.addresses[0]
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    return RunningEmulator(f"http://{shown}:{bound[1]}", config, app[EMULATOR], runner)
+    return f"{scheme}://{shown}:{bound[1]}"
 
 
 class EmulatorThread:

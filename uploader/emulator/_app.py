@@ -16,11 +16,12 @@ from aiohttp import web
 from uploader.emulator._api import Api
 from uploader.emulator._auth import AuthFailure, verify_api_request
 from uploader.emulator._faults import Faults
+from uploader.emulator._gateway import API_NAMES, Gateway, TemporaryKeys
 from uploader.emulator._review import Reviewer
 from uploader.emulator._storage import BUCKET, ObjectStorage
 from uploader.emulator._store import Store
 
-__all__ = ["EMULATOR", "Emulator", "EmulatorConfig", "build_app"]
+__all__ = ["EMULATOR", "Emulator", "EmulatorConfig", "build_app", "build_metadata_app"]
 
 _JOBS = "/v1/{project_id}/digital-human-training-manage/user/jobs"
 
@@ -47,6 +48,10 @@ class EmulatorConfig:
     update_resets_parts: bool = False
     review_delay: float = 0.5
     seed: int | None = None
+    credential_ttl: float | None = None  #: serve temporary keys that live this long
+    tls_cert: Path | None = None  #: serve https with this certificate (PEM) ...
+    tls_key: Path | None = None  #: ... and its key
+    api_rates: dict[str, float] = field(default_factory=dict)  #: calls a second, by API
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "reset_rate"):
@@ -56,6 +61,13 @@ class EmulatorConfig:
             raise ValueError("link_rate must be positive")
         if self.url_ttl < 1:
             raise ValueError("url_ttl must be at least 1 second")
+        if self.credential_ttl is not None and self.credential_ttl <= 0:
+            raise ValueError("credential_ttl must be positive")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        unknown = set(self.api_rates) - set(API_NAMES)
+        if unknown or any(not rate > 0 for rate in self.api_rates.values()):
+            raise ValueError(f"api_rates are calls a second (> 0) by API: {', '.join(API_NAMES)}")
 
 
 class Emulator:
@@ -73,6 +85,8 @@ class Emulator:
         self.api = Api(project_id=config.project_id, store=self.store, storage=self.storage,
                        reviewer=self.reviewer, faults=self.faults,
                        update_resets_parts=config.update_resets_parts)
+        self.keys = TemporaryKeys(config.credential_ttl or 0.0)
+        self.gateway = Gateway(config.api_rates)
 
     @web.middleware
     async def request_id(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -111,11 +125,26 @@ class Emulator:
             if not hmac.compare_digest(token.encode(), cfg.token.encode()):
                 raise AuthFailure("the token is not valid")
             return
-        verify_api_request(
+        ak = verify_api_request(
             method=request.method, raw_path=request.raw_path.split("?", 1)[0],
             query_string=request.query_string, headers=request.headers, body=body,
-            ak=cfg.ak, sk=cfg.sk, project_id=cfg.project_id, now=datetime.now(UTC),
+            secret_of=self._secret_of, project_id=cfg.project_id, now=datetime.now(UTC),
         )
+        if ak != cfg.ak:  # temporary keys: valid with their security token, until they expire
+            self.keys.check(ak, request.headers)
+
+    def _secret_of(self, ak: str) -> str:
+        if hmac.compare_digest(ak, self.config.ak):
+            return self.config.sk
+        return self.keys.secret_of(ak)
+
+    @web.middleware
+    async def flow_control(self, request: web.Request, handler: Handler
+                           ) -> web.StreamResponse:
+        """Over an API's rate (`api_rates`), 429 `APIGW.0308` as the gateway answers, and a
+        line on stderr for each."""
+        refused = self.gateway.refuse(request)
+        return refused if refused is not None else await handler(request)
 
     async def on_startup(self, app: web.Application) -> None:
         for job in self.store.jobs.values():
@@ -135,7 +164,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     emulator = Emulator(config)
     api, storage = emulator.api, emulator.storage
     app = web.Application(
-        middlewares=[emulator.request_id, emulator.authenticate,
+        middlewares=[emulator.request_id, emulator.flow_control, emulator.authenticate,
                      emulator.faults.rewrite_answers],
         client_max_size=1024**2,
     )
@@ -150,4 +179,12 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get(f"/{BUCKET}/{{key:.+}}", storage.get_object)
     app.on_startup.append(emulator.on_startup)
     app.on_cleanup.append(emulator.on_cleanup)
+    return app
+
+
+def build_metadata_app(emulator: Emulator) -> web.Application:
+    """The ECS metadata service's two paths, issuing `emulator`'s temporary keys."""
+    app = web.Application()
+    app.router.add_put("/meta-data/latest/api/token", emulator.keys.session_token)
+    app.router.add_get("/openstack/latest/securitykey", emulator.keys.security_key)
     return app

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -34,17 +34,16 @@ def verify_api_request(
     query_string: str,
     headers: Mapping[str, str],
     body: bytes,
-    ak: str,
-    sk: str,
+    secret_of: Callable[[str], str],
     project_id: str,
     now: datetime,
-) -> None:
-    """Check an AK/SK-signed request as the API gateway would; raise AuthFailure if wrong."""
+) -> str:
+    """Check an AK/SK-signed request as the API gateway would (`secret_of(ak)` gives the SK
+    of a known AK, else raises AuthFailure); return the AK it was signed with."""
     match = _AUTH_RE.match(headers.get("Authorization", "").strip())
     if not match:
         raise AuthFailure("missing or malformed Authorization header")
-    if not hmac.compare_digest(match["ak"], ak):
-        raise AuthFailure("unknown access key")
+    sk = secret_of(match["ak"])
     _check_date(headers.get("X-Sdk-Date"), now)
     if headers.get("X-Project-Id") != project_id:
         raise AuthFailure("X-Project-Id does not match the project")
@@ -56,7 +55,9 @@ def verify_api_request(
         if name not in headers:
             raise AuthFailure(f"signed header {name} is missing")
         lines.append(f"{name}:{headers[name].strip()}\n")
-    unsigned = headers.get("X-Sdk-Content-Sha256") if body else None
+    # The payload's hash may be replaced only by a header that is itself signed: else a
+    # captured signature would pass with any body.
+    unsigned = headers.get("X-Sdk-Content-Sha256") if "x-sdk-content-sha256" in signed else None
     payload_hash = unsigned or hashlib.sha256(body).hexdigest()
     canonical = "\n".join([
         method, _uri(raw_path), _query(query_string), "".join(lines), match["signed"],
@@ -67,6 +68,7 @@ def verify_api_request(
     expected = hmac.new(sk.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, match["sig"]):
         raise AuthFailure("the signature does not match")
+    return match["ak"]
 
 
 def _check_date(value: str | None, now: datetime) -> None:
