@@ -54,7 +54,7 @@ async def client(settings: Settings) -> AsyncIterator[MetaStudioClient]:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MetaStudio or SDK variable from the developer's shell leaks into a test."""
     for name in list(os.environ):
-        if name.startswith(("METASTUDIO_", "CLOUD_SDK_")):
+        if name.startswith(("METASTUDIO_", "CLOUD_SDK_", "HUAWEICLOUD_SDK_")):
             monkeypatch.delenv(name)
 
 

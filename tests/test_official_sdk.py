@@ -204,3 +204,26 @@ def test_sdk_review_refuses_a_job_missing_a_required_file(emulator_thread: Runni
     assert shown.operation_logs[-1].log_type == "SYSTEM_VERIFY_FAILED"
     assert shown.operation_logs[-1].error_code == code
     assert shown.id_card_image1_download_url is None
+
+
+def test_sdk_drives_the_emulator_with_temporary_keys(tmp_path):
+    """BasicCredentials(...).with_security_token(...), the SDK's temporary keys, from the
+    emulator's own metadata service: accepted with their token, refused without it."""
+    from tests.conftest import emulator_config
+    from tests.test_cloud import metadata_keys
+    from uploader.emulator import EmulatorThread
+
+    with EmulatorThread(emulator_config(tmp_path / "emulator", credential_ttl=60)) as running:
+        assert running.metadata_url is not None
+        ak, sk, token = metadata_keys(running.metadata_url)
+        project = running.config.project_id
+        sdk = (MetaStudioClient.new_builder()
+               .with_credentials(BasicCredentials(ak, sk, project).with_security_token(token))
+               .with_endpoints([running.url]).build())
+        assert sdk.list2d_model_training_job(List2dModelTrainingJobRequest()).count == 0
+        bare = (MetaStudioClient.new_builder()
+                .with_credentials(BasicCredentials(ak, sk, project))
+                .with_endpoints([running.url]).build())
+        with pytest.raises(ClientRequestException) as refused:
+            bare.list2d_model_training_job(List2dModelTrainingJobRequest())
+        assert refused.value.status_code == 401

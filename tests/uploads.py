@@ -56,9 +56,13 @@ def _download(url: str) -> bytes:
         return bytes(response.read())
 
 
+#: What a test's environment never inherits: settings, credentials, proxies.
+FOREIGN = ("METASTUDIO_", "CLOUD_SDK_", "HUAWEICLOUD_SDK_", "HTTP_PROXY", "HTTPS_PROXY",
+           "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+
+
 def cli_env(emulator_env: dict[str, str], state_dir: Path) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("METASTUDIO_", "CLOUD_SDK_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
     return base | emulator_env | {"XDG_STATE_HOME": str(state_dir)}
 
 

@@ -86,6 +86,7 @@ class Emulator:
                        reviewer=self.reviewer, faults=self.faults,
                        update_resets_parts=config.update_resets_parts)
         self.keys = TemporaryKeys(config.credential_ttl or 0.0)
+        self.token = config.token  #: the IAM token accepted now (a test may rotate it)
         self.gateway = Gateway(config.api_rates)
 
     @web.middleware
@@ -122,7 +123,7 @@ class Emulator:
         if token is not None:
             if "Authorization" in request.headers:
                 raise AuthFailure("both X-Auth-Token and Authorization were sent")
-            if not hmac.compare_digest(token.encode(), cfg.token.encode()):
+            if not hmac.compare_digest(token.encode(), self.token.encode()):
                 raise AuthFailure("the token is not valid")
             return
         ak = verify_api_request(

@@ -90,13 +90,17 @@ class Gateway:
 
     def __init__(self, rates: Mapping[str, float]) -> None:
         self.rates = dict(rates)
+        self.calls: Counter[str] = Counter()  #: API calls received, by API
         self.refused: Counter[str] = Counter()  #: 429s answered, by API
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # tokens, when
 
     def refuse(self, request: web.Request) -> web.Response | None:
         api = api_of(request)
-        rate = self.rates.get(api or "")
-        if api is None or rate is None:
+        if api is None:
+            return None
+        self.calls[api] += 1
+        rate = self.rates.get(api)
+        if rate is None:
             return None
         key = (request.match_info.get("project_id", ""), api)
         now = time.monotonic()

@@ -1,0 +1,334 @@
+"""Real cloud machines, on loopback: credentials in the SDK's order, temporary keys from the
+ECS metadata service (the emulator's own copy), a real proxy, a TLS CA of the test's own,
+redirects refused, and the service's flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from aiohttp import web
+
+from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.proxy import Proxy
+from tests.uploads import REQUIRED_FLAGS, assembled, cli_env, run_cli, video_of
+from uploader import Settings, SettingsError
+from uploader.emulator import EmulatorThread, RunningEmulator
+
+MiB = 1024 * 1024
+
+
+def metadata_keys(url: str) -> tuple[str, str, str]:
+    """Temporary keys from a metadata service, as the official SDK asks for them."""
+    put = urllib.request.Request(url + "/meta-data/latest/api/token", method="PUT",
+                                 headers={"X-Metadata-Token-Ttl-Seconds": "21600"})
+    with urllib.request.urlopen(put, timeout=10) as answer:
+        session = answer.read().decode()
+    get = urllib.request.Request(url + "/openstack/latest/securitykey",
+                                 headers={"X-Metadata-Token": session})
+    with urllib.request.urlopen(get, timeout=10) as answer:
+        found = json.loads(answer.read())["credential"]
+    return found["access"], found["secret"], found["securitytoken"]
+
+
+def _env(emulator: RunningEmulator, tmp_path: Path, **more: str) -> dict[str, str]:
+    return cli_env(emulator.client_env(), tmp_path / "state") | more
+
+
+# ---- where the credentials come from -----------------------------------------------------
+
+
+def test_sdk_environment_names_with_a_security_token(tmp_path: Path):
+    with EmulatorThread(emulator_config(tmp_path / "emulator", credential_ttl=60)) as running:
+        assert running.metadata_url is not None
+        ak, sk, token = metadata_keys(running.metadata_url)
+        env = cli_env({"METASTUDIO_ENDPOINT": running.url,
+                       "HUAWEICLOUD_SDK_PROJECT_ID": running.config.project_id,
+                       "HUAWEICLOUD_SDK_AK": ak, "HUAWEICLOUD_SDK_SK": sk}, tmp_path / "state")
+        refused = run_cli("jobs", "--json", env=env)  # temporary keys without their token
+        assert refused.returncode == 4 and "HTTP 401" in refused.stderr
+        listed = run_cli("jobs", "--json", env=env | {"HUAWEICLOUD_SDK_SECURITY_TOKEN": token})
+        assert listed.returncode == 0, listed.stderr
+        assert token not in listed.stdout + listed.stderr
+
+
+def test_the_sdk_credentials_file(emulator_thread: RunningEmulator, tmp_path: Path):
+    config = emulator_thread.config
+    file = tmp_path / "credentials"
+    file.write_text(f"[basic]\nak = {config.ak}\nsk = {config.sk}\n"
+                    f"project_id = {config.project_id}\n")
+    file.chmod(0o600)
+    env = cli_env({"METASTUDIO_ENDPOINT": emulator_thread.url,
+                   "HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(file)}, tmp_path / "state")
+    listed = run_cli("jobs", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "read by others" not in listed.stderr
+    file.chmod(0o644)
+    warned = run_cli("jobs", env=env)
+    assert warned.returncode == 0 and "may be read by others" in warned.stderr
+    missing = run_cli("jobs", env=env | {"HUAWEICLOUD_SDK_CREDENTIALS_FILE": "/no/such"})
+    assert missing.returncode == 4 and "HUAWEICLOUD_SDK_CREDENTIALS_FILE" in missing.stderr
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"CLOUD_SDK_AK": "A", "HUAWEICLOUD_SDK_AK": "B", "CLOUD_SDK_SK": "s"},
+     ("CLOUD_SDK_AK", "HUAWEICLOUD_SDK_AK")),
+    ({"METASTUDIO_PROJECT_ID": "p", "HUAWEICLOUD_SDK_PROJECT_ID": "q", "CLOUD_SDK_AK": "a",
+      "CLOUD_SDK_SK": "s"}, ("METASTUDIO_PROJECT_ID", "HUAWEICLOUD_SDK_PROJECT_ID")),
+    ({"CLOUD_SDK_AK": "a", "CLOUD_SDK_SK": "s", "METASTUDIO_CREDENTIALS": "ecs"},
+     ("METASTUDIO_CREDENTIALS",)),
+    ({"METASTUDIO_AUTH_TOKEN": "t", "METASTUDIO_AUTH_TOKEN_FILE": "f"},
+     ("METASTUDIO_AUTH_TOKEN", "METASTUDIO_AUTH_TOKEN_FILE")),
+    ({"HUAWEICLOUD_SDK_SECURITY_TOKEN": "t", "METASTUDIO_AUTH_TOKEN": "x"},
+     ("HUAWEICLOUD_SDK_SECURITY_TOKEN",)),
+    ({"METASTUDIO_CREDENTIALS": "iam", "METASTUDIO_PROJECT_ID": "p"},
+     ("METASTUDIO_CREDENTIALS",)),
+    ({"METASTUDIO_API_RATES": "command=fast"}, ("METASTUDIO_API_RATES",)),
+])
+def test_contradictory_settings_name_every_variable(env, named):
+    env = {"METASTUDIO_PROJECT_ID": "p", "HOME": "/nonexistent"} | env
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert all(name in caught.value.message for name in named), caught.value.message
+
+
+def test_the_metadata_service_is_asked_only_when_told():
+    """Without METASTUDIO_CREDENTIALS=ecs nothing signs with the metadata service, and its
+    default address is the real one: the tests always give their own."""
+    settings = Settings.from_env({"METASTUDIO_PROJECT_ID": "p", "CLOUD_SDK_AK": "a",
+                                  "CLOUD_SDK_SK": "s"})
+    assert settings.credentials is None and settings.metadata_url.startswith("http://169.")
+    ecs = Settings.from_env({"METASTUDIO_PROJECT_ID": "p", "METASTUDIO_CREDENTIALS": "ECS",
+                             "METASTUDIO_METADATA_URL": "http://127.0.0.1:9/"})
+    assert ecs.credentials == "ecs" and ecs.metadata_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.slow
+def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
+    """Keys that live 10 s, an upload paced to last over 30 s whose links expire on the way
+    (so that the API is called throughout): exit 0, the bytes intact, keys refreshed."""
+    config = emulator_config(tmp_path / "emulator", credential_ttl=10, url_ttl=8,
+                             link_rate=256 * 1024)
+    video = video_of(tmp_path, 8 * MiB)
+    with EmulatorThread(config) as running:
+        env = cli_env(running.ecs_env(), tmp_path / "state")
+        started = time.monotonic()
+        result = run_cli("-vv", "upload", str(video), "--name", "agency", "--parts", "8",
+                         "--concurrency", "1", "--json", env=env)
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stderr[-3000:]
+        job_id = json.loads(result.stdout)["job_id"]
+        settings = Settings.from_env(running.client_env())
+        assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
+        issued = running.emulator.keys.issued
+    assert took > 30 and issued >= 3, (took, issued)  # the first keys, then refreshed twice+
+    assert "temporary keys from the metadata service" in result.stderr
+
+
+def test_a_token_file_rotated_mid_batch(emulator_thread: RunningEmulator, tmp_path: Path):
+    token = tmp_path / "token"
+    token.write_text(emulator_thread.config.token + "\n")
+    videos = [video_of(tmp_path, 2 * MiB, f"t{n}.mp4") for n in range(4)]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,name\n" + "".join(f"{v.name},{v.stem}\n" for v in videos))
+    emulator = emulator_thread.emulator
+    seen: list[int] = []
+
+    def rotate_after_the_first_row() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(emulator.store.jobs) < 2:
+            time.sleep(0.01)  # the first row is done, the second has begun
+        emulator.token = "rotated-token"  # the old one is refused from now on
+        token.write_text("rotated-token\n")
+        seen.append(len(emulator.store.jobs))
+
+    emulator.faults.link_rate = 4 * MiB
+    rotator = threading.Thread(target=rotate_after_the_first_row)
+    rotator.start()
+    env = cli_env({"METASTUDIO_ENDPOINT": emulator_thread.url,
+                   "METASTUDIO_PROJECT_ID": emulator_thread.config.project_id,
+                   "METASTUDIO_AUTH_TOKEN_FILE": str(token)}, tmp_path / "state")
+    result = run_cli("batch", str(manifest), "--files", "1", "--json", env=env)
+    rotator.join()
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] == 4 and seen and seen[0] < 4
+
+
+# ---- the network as enterprises have it --------------------------------------------------
+
+
+def test_an_upload_and_a_batch_go_through_the_proxy(emulator_thread: RunningEmulator,
+                                                    tmp_path: Path):
+    video = video_of(tmp_path, 3 * MiB)
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text(f"path,name\n{video.name},batched\n")
+    with Proxy(user="alice", password="proxy-secret") as proxy:
+        env = _env(emulator_thread, tmp_path,
+                   HTTP_PROXY=proxy.url(user="alice", password="proxy-secret"))
+        upload = run_cli("-vv", "upload", str(video), "--name", "proxied", "--parts", "3",
+                         env=env)
+        assert upload.returncode == 0, upload.stderr
+        batch = run_cli("batch", str(manifest), "--json", env=env)
+        assert batch.returncode == 0, batch.stderr
+        puts = [s for s in proxy.seen if s.startswith("PUT /metastudio-emulator/")]
+        api = [s for s in proxy.seen if "/digital-human-training-manage/" in s]
+        assert len(puts) == 3 + 1 and len(api) >= 6, proxy.seen  # 3 parts, then 1; the calls
+        assert proxy.refused == 0
+        assert "proxy-secret" not in upload.stdout + upload.stderr + batch.stderr
+        before = len(proxy.seen)
+        bypass = run_cli("upload", str(video), "--name", "direct", "--restart",
+                         env=env | {"NO_PROXY": "127.0.0.1"})
+        assert bypass.returncode == 0, bypass.stderr
+        assert len(proxy.seen) == before  # NO_PROXY names the host: the proxy saw nothing
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> Iterator[tuple[RunningEmulator, Path]]:
+    """The emulator over https, with a certificate from a CA of the test's own; the CA's
+    PEM file."""
+    authority = trustme.CA()
+    server = authority.issue_cert("127.0.0.1")
+    cert, key, bundle = (tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem")
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    for blob in server.cert_chain_pems[1:]:
+        blob.write_to_path(str(cert), append=True)
+    server.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(bundle))
+    config = emulator_config(tmp_path / "emulator", tls_cert=cert, tls_key=key)
+    with EmulatorThread(config) as running:
+        assert running.url.startswith("https://")
+        yield running, bundle
+
+
+def test_a_ca_bundle_through_a_connect_proxy(tls: tuple[RunningEmulator, Path],
+                                             tmp_path: Path):
+    running, bundle = tls
+    with Proxy() as proxy:
+        env = _env(running, tmp_path, HTTPS_PROXY=proxy.url())
+        untrusted = run_cli("jobs", env=env)
+        assert untrusted.returncode == 4
+        assert "METASTUDIO_CA_BUNDLE" in untrusted.stderr and "certificate" in untrusted.stderr
+        trusted = run_cli("upload", str(GOOD_VIDEO), "--name", "tls", *REQUIRED_FLAGS,
+                          "--submit", "--json", env=env | {"METASTUDIO_CA_BUNDLE": str(bundle)})
+        assert trusted.returncode == 0, trusted.stderr
+        assert json.loads(trusted.stdout)["submitted"] is True
+        assert proxy.seen and all(s.startswith("CONNECT 127.0.0.1:") for s in proxy.seen)
+
+
+class _Redirector:
+    """A server that answers every request 307 to `target`, and a target that counts what
+    reaches it."""
+
+    def __init__(self) -> None:
+        self.redirected: list[str] = []
+        self.reached: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runners: list[web.AppRunner] = []
+
+    def __enter__(self) -> _Redirector:
+        self._thread.start()
+        self.target = self._serve(self._count)
+        self.url = self._serve(self._redirect)
+        return self
+
+    def _serve(self, handler: object) -> str:
+        async def start() -> str:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self._runners.append(runner)
+            return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        self.redirected.append(f"{request.method} {request.path}")
+        raise web.HTTPTemporaryRedirect(self.target + request.path_qs)
+
+    async def _count(self, request: web.Request) -> web.Response:
+        self.reached.append(f"{request.method} {request.path} {dict(request.headers)}")
+        return web.json_response({"count": 0, "jobs": []})
+
+    def __exit__(self, *exc_info: object) -> None:
+        async def stop() -> None:
+            for runner in self._runners:
+                await runner.cleanup()
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+def test_redirects_are_never_followed(emulator_thread: RunningEmulator, tmp_path: Path):
+    with _Redirector() as redirector:
+        env = _env(emulator_thread, tmp_path, METASTUDIO_ENDPOINT=redirector.url)
+        refused = run_cli("jobs", env=env)
+        assert refused.returncode == 4 and "redirect" in refused.stderr
+        assert redirector.redirected and redirector.reached == []
+
+        # The first links point at the redirector: each PUT is refused like a spent link,
+        # fresh links come by an update, and nothing reaches the redirect's target.
+        port = emulator_thread.url.rsplit(":", 1)[1]
+        faults = emulator_thread.emulator.faults
+
+        def first_links_redirected(request: web.Request, answer: object) -> object:
+            if request.method == "POST" and request.path.endswith("/jobs"):
+                faults.rewrite = None
+                return json.loads(json.dumps(answer).replace(
+                    f"127.0.0.1:{port}", redirector.url.split("//", 1)[1]))
+            return answer
+
+        faults.rewrite = first_links_redirected
+        video = video_of(tmp_path, 2 * MiB)
+        upload = run_cli("upload", str(video), "--name", "redirected", "--parts", "2",
+                         env=_env(emulator_thread, tmp_path))
+        assert upload.returncode == 0, upload.stderr
+        assert [r for r in redirector.redirected if r.startswith("PUT")]
+        assert redirector.reached == []
+
+
+# ---- the service's flow control ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_paced_batch_meets_few_429s(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    rates = {"command": 3.0, "show": 3.0}
+    videos = [video_of(tmp_path, 256 * 1024, f"r{n:02}.mp4") for n in range(24)]
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text("path,name\n" + "".join(f"{v.name},{v.stem}\n" for v in videos))
+    with EmulatorThread(emulator_config(tmp_path / "emulator", api_rates=rates)) as running:
+        env = _env(running, tmp_path, METASTUDIO_API_RATES="command=3,show=3")
+        started = time.monotonic()
+        result = run_cli("batch", str(manifest), "--files", "8", "--json", env=env)
+        seconds = time.monotonic() - started
+        gateway = running.emulator.gateway
+        calls, refused = sum(gateway.calls.values()), sum(gateway.refused.values())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] == 24
+    assert capfd.readouterr().err.count("APIGW.0308") == refused <= 2
+    with capfd.disabled():
+        print(f"\npaced batch: 24 videos, {calls} API calls ({dict(gateway.calls)}), "
+              f"{refused} answered 429 APIGW.0308, {seconds:.1f} s")
+
+
+def test_the_region_sets_the_pace():
+    from uploader.api.pace import rates_for
+
+    beijing = Settings(project_id="p", ak="a", sk="s")
+    shanghai = Settings(project_id="p", ak="a", sk="s",
+                        endpoint="https://metastudio.cn-east-3.myhuaweicloud.com")
+    local = Settings(project_id="p", ak="a", sk="s", endpoint="http://127.0.0.1:8790")
+    told = Settings(project_id="p", ak="a", sk="s", endpoint="http://127.0.0.1:8790",
+                    api_rates={"command": 2})
+    assert rates_for(beijing)["command"] == 10 and rates_for(shanghai)["command"] == 3
+    assert rates_for(shanghai)["create"] == 1 and rates_for(local) == {}
+    assert rates_for(told) == {"command": 2.0}
