@@ -412,7 +412,7 @@ def main() -> None:
             [4 * MIB, 8 * MIB] if small else [8 * MIB, 32 * MIB, 128 * MIB, 512 * MIB],
             16 * MIB if small else GIB),
         "link": lambda: bench_link(table, folder, 16 * MIB if small else 128 * MIB,
-                                   4 * MIB if small else LINK),
+                                   16 * MIB if small else LINK),
         "resume": lambda: (bench_resume(table, folder, 16 * MIB if small else 128 * MIB,
                                         2 * MIB if small else LINK),
                            bench_verify(table, folder, 16 * MIB if small else GIB)),

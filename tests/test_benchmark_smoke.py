@@ -23,7 +23,7 @@ def test_benchmark_smoke_prints_every_figure(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("| what"):]
     for row in ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
-                "(c) peak RSS, 16 MiB file", "(d) 4 MiB/s link, K=16", "(e) resume after kill",
+                "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16", "(e) resume after kill",
                 "(f) preflight"):
         assert row in table, row
     assert list(tmp_path.iterdir()) == []  # it cleans up after itself
@@ -38,6 +38,6 @@ def test_batch_benchmark_smoke_prints_every_figure(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("| what"):]
     for row in ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
-                "(h) batch peak RSS, 256 videos", "(i) --bwlimit 32M", "(i) API calls"):
+                "(h) batch peak RSS, 48 videos", "(i) --bwlimit 32M", "(i) API calls"):
         assert row in table, row
     assert list(tmp_path.iterdir()) == []

@@ -159,7 +159,6 @@ async def test_submit_of_a_job_in_a_wrong_state_is_a_job_state_error(settings, t
     assert caught.value.job_id == result.job_id and caught.value.state != "WAIT_FILE_UPLOAD"
 
 
-@pytest.mark.slow
 async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, tmp_path,
                                                             caplog):
     async with AsyncClient(settings, state_dir=tmp_path / "state") as client:
@@ -167,7 +166,8 @@ async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, 
     faults = emulator.emulator.faults
     faults.api_statuses = [503] * 100  # every answer lost, those of the checks included
     caplog.set_level(logging.INFO, logger="uploader")
-    async with uploader.MetaStudioClient(settings) as api:
+    quick = uploader.Backoff(attempts=4, base=0.01, cap=0.05)
+    async with uploader.MetaStudioClient(settings, backoff=quick) as api:
         with pytest.raises(TransferError, match="SUBMITVERIFYING did not get through"):
             await submit_for_review(api, job_id)
         attempts = api.backoff.attempts

@@ -16,8 +16,8 @@ _SECRET_FIELDS = re.compile(
 )
 
 
-#: A URL's user and password (a proxy's: `http://user:password@proxy:3128`).
-_URL_USER = re.compile(r"(\w+://)[^/\s@'\"<>]+@")
+#: A URL's password (a proxy's: `http://user:password@proxy:3128`), unless masked already.
+_URL_USER = re.compile(r"(\w+://[^/\s:@'\"<>]*:)(?!\*\*@)[^/\s@'\"<>]+@")
 
 
 def redact(text: str) -> str:

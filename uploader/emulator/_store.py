@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # The parts of each upload touched so far, by number: read from disk once, kept in
+        # step with it (a folder listing per stored part made a 1000-part upload quadratic).
+        self._parts: dict[str, dict[int, StoredPart]] = {}
+        self._parts_lock = threading.Lock()
         for sub in ("parts", "objects", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for leftover in (root / "tmp").iterdir():
@@ -82,26 +87,38 @@ class Store:
 
     def parts(self, upload_id: str) -> dict[int, StoredPart]:
         """The stored parts of an upload, by part number."""
-        folder = self._upload_dir(upload_id)
-        found: dict[int, StoredPart] = {}
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                match = _PART_RE.match(entry.name)
-                if match:
-                    found[int(match[1])] = StoredPart(int(match[1]), match[2], entry)
-        return found
+        with self._parts_lock:
+            return dict(self._index(upload_id))
+
+    def _index(self, upload_id: str) -> dict[int, StoredPart]:
+        if upload_id not in self._parts:
+            folder = self._upload_dir(upload_id)
+            found: dict[int, StoredPart] = {}
+            if folder.is_dir():
+                for entry in folder.iterdir():
+                    match = _PART_RE.match(entry.name)
+                    if match:
+                        found[int(match[1])] = StoredPart(int(match[1]), match[2], entry)
+            self._parts[upload_id] = found
+        return self._parts[upload_id]
 
     def commit_part(self, upload_id: str, number: int, etag: str, received: Path) -> None:
         """Move a fully received body into place; a re-upload of the number replaces it."""
         folder = self._upload_dir(upload_id)
         folder.mkdir(exist_ok=True)
-        old = self.parts(upload_id).get(number)
-        os.replace(received, folder / f"{number:05d}.{etag}")
+        target = folder / f"{number:05d}.{etag}"
+        with self._parts_lock:
+            index = self._index(upload_id)
+            old = index.get(number)
+            os.replace(received, target)
+            index[number] = StoredPart(number, etag, target)
         if old is not None and old.etag != etag:
             old.path.unlink(missing_ok=True)
 
     def drop_upload(self, upload_id: str) -> None:
-        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
+        with self._parts_lock:
+            self._parts.pop(upload_id, None)
+            shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
     # ---- a job's files ----------------------------------------------------------------
 
