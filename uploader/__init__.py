@@ -16,6 +16,7 @@ from uploader._errors import (
     ApiError,
     BrokerError,
     ConfirmError,
+    CredentialsError,
     FileChangedError,
     JobLockedError,
     JobStateError,
@@ -33,7 +34,7 @@ from uploader._errors import (
     UsageError,
 )
 from uploader._files import FileKind
-from uploader._job import Job
+from uploader._job import Job, JobOptions
 from uploader._progress import Progress, Step
 from uploader._retry import Backoff
 from uploader.api.client import MetaStudioClient
@@ -69,6 +70,7 @@ __all__ = [
     "Client",
     "CommandResult",
     "ConfirmError",
+    "CredentialsError",
     "Facts",
     "FileChangedError",
     "FileFacts",
@@ -78,6 +80,7 @@ __all__ = [
     "JobDetail",
     "JobList",
     "JobLockedError",
+    "JobOptions",
     "JobStateError",
     "JobSummary",
     "JobUrls",

@@ -8,6 +8,7 @@ Every value is checked when the description is made: UsageError, naming the fiel
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,9 +22,116 @@ from uploader._errors import UsageError
 from uploader._files import TRAINING_VIDEO, FileKind
 from uploader.transfer.plan import MAX_PARTS
 
-__all__ = ["Job"]
+__all__ = ["EDITIONS", "MODEL_VERSIONS", "SERVICES", "VOICE_LANGUAGES", "VOICE_SEXES",
+           "VOICE_TAGS", "Job", "JobOptions"]
 
 PathLike = str | os.PathLike[str]
+
+#: The model versions a job may ask for (API.md §2; V2 and V3 are withdrawn).
+MODEL_VERSIONS = ("V3.2", "V3.3")
+#: The editions: standard, the basic Flexus one, the fast Flexus one (model V3.3).
+EDITIONS = ("standard", "flexus", "fast-flexus")
+SERVICES = ("VIDEO_2D", "LIVE_2D", "CHAT_2D")
+VOICE_TAGS = ("ECOMMERCE", "NEWS", "MARKETING")
+VOICE_SEXES = ("FEMALE", "MALE")
+VOICE_LANGUAGES = ("CN", "EN")
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    """The model a new job trains (create's options, API.md §2). None leaves the service's
+    default: background replacement on (a green-screen video), model V3.2, the standard
+    edition, the services the edition offers, the voice trained with the figure.
+
+    `background_replacement` False for a real-scene video; `edition` "standard", "flexus" or
+    "fast-flexus" (model V3.3); `services` of VIDEO_2D, LIVE_2D, CHAT_2D (Flexus: VIDEO_2D
+    only); `human_only` (Flexus only) trains the figure, not the voice; `voice_tag`
+    (ECOMMERCE, NEWS, MARKETING), `voice_sex` (FEMALE, MALE), `voice_language` (CN, EN)
+    describe the voice trained from the video. A contradictory set is a UsageError.
+    """
+
+    background_replacement: bool | None = None
+    model_version: str | None = None
+    edition: str | None = None
+    services: tuple[str, ...] = ()
+    human_only: bool | None = None
+    voice_tag: str | None = None
+    voice_sex: str | None = None
+    voice_language: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("background_replacement", "human_only"):
+            if getattr(self, key) not in (None, True, False):
+                raise UsageError(f"{key} must be true or false, not {getattr(self, key)!r}")
+        self._set("model_version", _one_of(self.model_version, "model_version",
+                                           MODEL_VERSIONS, withdrawn=("V2", "V3")))
+        self._set("edition", _one_of(self.edition, "edition", EDITIONS, lower=True))
+        self._set("voice_tag", _one_of(self.voice_tag, "voice_tag", VOICE_TAGS))
+        self._set("voice_sex", _one_of(self.voice_sex, "voice_sex", VOICE_SEXES))
+        self._set("voice_language", _one_of(self.voice_language, "voice_language",
+                                            VOICE_LANGUAGES))
+        if isinstance(self.services, str) or not isinstance(self.services, tuple | list):
+            raise UsageError(f"services must be a list, not {self.services!r}")
+        services = tuple(str(_one_of(s, "a service", SERVICES)) for s in self.services)
+        if len(set(services)) != len(services):
+            raise UsageError(f"a service is named twice: {', '.join(services)}")
+        self._set("services", services)
+        self._check_together()
+
+    def _set(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+
+    def _check_together(self) -> None:
+        flexus = self.edition in ("flexus", "fast-flexus")
+        if self.edition == "fast-flexus" and self.model_version not in (None, "V3.3"):
+            raise UsageError(f"the fast Flexus edition trains model V3.3, not "
+                             f"{self.model_version}")
+        if flexus and set(self.services) - {"VIDEO_2D"}:
+            raise UsageError(f"the {self.edition} edition offers VIDEO_2D only, not "
+                             f"{', '.join(s for s in self.services if s != 'VIDEO_2D')}")
+        if self.human_only and not flexus:
+            raise UsageError("human_only (the figure without the voice) is for the flexus "
+                             "and fast-flexus editions only")
+        if self.human_only and (self.voice_tag or self.voice_sex or self.voice_language):
+            raise UsageError("human_only trains no voice: the voice options contradict it")
+
+    def create_fields(self) -> dict[str, Any]:
+        """The create request's fields for these options (only those given)."""
+        fields: dict[str, Any] = self.update_fields()
+        if self.model_version is not None:
+            fields["model_version"] = self.model_version
+        if self.edition is not None:
+            fields["is_flexus"] = self.edition == "flexus"
+            fields["is_fast_flexus"] = self.edition == "fast-flexus"
+        return fields
+
+    def update_fields(self) -> dict[str, Any]:
+        """The fields an update may change (model version and edition cannot)."""
+        fields: dict[str, Any] = {}
+        if self.background_replacement is not None:
+            fields["is_background_replacement"] = self.background_replacement
+        if self.services:
+            fields["supported_service"] = list(self.services)
+        if self.human_only is not None:
+            fields["is_only_human_model"] = self.human_only
+        voice = {k: v for k, v in (("job_tag", self.voice_tag), ("sex", self.voice_sex),
+                                   ("language", self.voice_language)) if v is not None}
+        if voice:
+            fields["voice_properties"] = voice
+        return fields
+
+
+def _one_of(value: object, what: str, allowed: tuple[str, ...], *, lower: bool = False,
+            withdrawn: tuple[str, ...] = ()) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    text = text.lower() if lower else text.upper()
+    if text in withdrawn:
+        raise UsageError(f"{what} {text} is withdrawn: use one of {', '.join(allowed)}")
+    if text not in allowed:
+        raise UsageError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+    return text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,8 +149,11 @@ class Job:
     contact: str | None = None
     parts: int | None = None
     part_size: int | None = None
+    options: JobOptions = field(default_factory=JobOptions)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, JobOptions):
+            raise UsageError(f"options must be a JobOptions, not {self.options!r}")
         if (self.job_id is None) == (self.name is None):
             raise UsageError("give exactly one of job_id (an existing job) or name (a new job)")
         known = {k.name for k in _files.other_kinds()}
@@ -75,8 +186,12 @@ class Job:
     def of(cls, video: PathLike, **values: Any) -> Job:
         """A job from keywords: the fields above, and each other file by its kind's name."""
         kinds = {k.name for k in _files.other_kinds()}
+        option_keys = set(JobOptions.__dataclass_fields__)
         files = {k: v for k, v in values.items() if k in kinds}
-        rest = {k: v for k, v in values.items() if k not in kinds}
+        chosen = {k: v for k, v in values.items() if k in option_keys and v is not None}
+        rest = {k: v for k, v in values.items() if k not in kinds | option_keys}
+        if chosen:
+            rest["options"] = JobOptions(**chosen)
         unknown = set(rest) - {f for f in cls.__dataclass_fields__ if f != "files"}
         if unknown:
             raise UsageError(f"unknown keyword(s): {', '.join(sorted(unknown))}")
@@ -111,7 +226,11 @@ class Job:
             "path": str(self.video.absolute()), "name": self.name, "job_id": self.job_id,
             "parts": self.parts, "part_size": self.part_size, "tags": list(self.tags),
             "batch_name": self.batch_name, "contact": self.contact,
-            **{k: str(p.absolute()) for k, p in self.files.items()}}
+            **{k: str(p.absolute()) for k, p in self.files.items()},
+            **{k: v for k, v in dataclasses.asdict(self.options).items()
+               if v is not None and v != ()}}
+        if "services" in values:  # the manifest's column
+            values["service"] = list(values.pop("services"))
         return {k: v for k, v in values.items() if v not in (None, [])}
 
 

@@ -20,12 +20,14 @@ from typing import Any
 
 from uploader import _files
 from uploader._errors import UploaderError, UsageError
-from uploader._job import Job
+from uploader._job import Job, JobOptions
 from uploader.transfer.plan import parse_size
 
 __all__ = ["Row", "RowError", "manifest_columns", "read_manifest", "row_from_json"]
 
-_FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact")
+_FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
+           "background_replacement", "model_version", "edition", "service", "human_only",
+           "voice_tag", "voice_sex", "voice_language")
 
 
 def manifest_columns() -> tuple[str, ...]:
@@ -135,9 +137,34 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
             files={k.name: base / str(given[k.name])
                    for k in _files.other_kinds() if k.name in given},
             tags=tuple(tags), batch_name=_text(given.get("batch_name")),
-            contact=_text(given.get("contact"))))
+            contact=_text(given.get("contact")), options=_options(given)))
     except UploaderError as exc:
         return RowError(line, path, exc.message)
+
+
+def _options(given: dict[str, Any]) -> JobOptions:
+    services = given.get("service", [])
+    if isinstance(services, str):
+        services = [s.strip() for s in services.split(";") if s.strip()]
+    return JobOptions(
+        background_replacement=_flag(given.get("background_replacement"),
+                                     "background_replacement"),
+        model_version=_text(given.get("model_version")), edition=_text(given.get("edition")),
+        services=tuple(services) if isinstance(services, list) else services,
+        human_only=_flag(given.get("human_only"), "human_only"),
+        voice_tag=_text(given.get("voice_tag")), voice_sex=_text(given.get("voice_sex")),
+        voice_language=_text(given.get("voice_language")))
+
+
+def _flag(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise UsageError(f"{what} must be true or false, not {value!r}")
 
 
 def _text(value: Any) -> str | None:

@@ -14,7 +14,15 @@ import click
 from uploader import _files
 from uploader._client import AsyncClient
 from uploader._errors import UploaderError
-from uploader._job import Job
+from uploader._job import (
+    EDITIONS,
+    MODEL_VERSIONS,
+    SERVICES,
+    VOICE_LANGUAGES,
+    VOICE_SEXES,
+    VOICE_TAGS,
+    Job,
+)
 from uploader._progress import Progress, Step
 from uploader.api.settings import Settings
 from uploader.cli.common import fail, interrupted, print_json, settings
@@ -45,11 +53,38 @@ def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of the model a new job trains (`uploader.JobOptions`)."""
+    for option in reversed([
+        click.option("--background-replacement/--no-background-replacement",
+                     "background_replacement", default=None,
+                     help="A green-screen video whose background the model replaces (the "
+                          "service's default), or a real-scene video (--no-...)."),
+        click.option("--model-version", metavar="VERSION",
+                     help=f"The model: {' or '.join(MODEL_VERSIONS)} [service default: V3.2]."),
+        click.option("--edition", metavar="EDITION",
+                     help=f"{', '.join(EDITIONS)} (fast-flexus trains V3.3) [service "
+                          "default: standard]."),
+        click.option("--service", "services", multiple=True, metavar="NAME",
+                     help=f"A service the model serves: {', '.join(SERVICES)} (repeat it; "
+                          "Flexus editions: VIDEO_2D only)."),
+        click.option("--human-only", is_flag=True, default=None,
+                     help="Train the figure, not the voice (Flexus editions only)."),
+        click.option("--voice-tag", metavar="TAG",
+                     help=f"The voice's use: {', '.join(VOICE_TAGS)}."),
+        click.option("--voice-sex", metavar="SEX", help=f"{', '.join(VOICE_SEXES)}."),
+        click.option("--voice-language", metavar="LANG", help=f"{', '.join(VOICE_LANGUAGES)}."),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.command(epilog=_EXIT_CODES)
 @click.argument("video", type=click.Path(path_type=Path))
 @click.option("--job-id", help="Upload to this existing job.")
 @click.option("--name", help="Create a job with this name and upload to it.")
 @_file_options
+@_model_options
 @click.option("--submit", "submit_review", is_flag=True,
               help="After the files are confirmed, submit the job for review.")
 @click.option("--parts", type=click.IntRange(1, 1000), help="Cut the video into N parts.")

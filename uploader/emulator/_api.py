@@ -120,11 +120,17 @@ class Api:
             "project_id": self.project_id, "asset_id": None,
             "create_time": created, "last_update_time": created,
             "contact": body.get("contact"), "batch_name": body.get("batch_name"),
-            "tags": body.get("tags"), "model_version": body.get("model_version", "V3.2"),
+            "tags": body.get("tags"), "model_version": body.get(
+                "model_version", "V3.3" if body.get("is_fast_flexus") else "V3.2"),
             "matting_type": "AI", "model_resolution": "1080P",
             "app_user_id": request.headers.get("X-App-UserId"),
             "is_background_replacement": body.get("is_background_replacement", True),
             "audio_source_type": body.get("audio_source_type", "VIDEO"),
+            "is_flexus": body.get("is_flexus", False),
+            "is_fast_flexus": body.get("is_fast_flexus", False),
+            "is_only_human_model": body.get("is_only_human_model", False),
+            "supported_service": body.get("supported_service") or _default_services(body),
+            "voice_properties": body.get("voice_properties"),
             "operation_logs": [log_entry("USER_CREATE_JOD", "USER")],
             "uploads": {}, "last_expires": 0,
         }
@@ -146,7 +152,8 @@ class Api:
         except _BadRequest as exc:
             return _mss(400, f"Invalid parameter: {exc}")
         for key in ("contact", "batch_name", "tags", "is_background_replacement",
-                    "audio_source_type"):
+                    "audio_source_type", "is_only_human_model", "supported_service",
+                    "voice_properties"):
             if key in body:
                 job[key] = body[key]
         keep = job["state"] == "WAIT_FILE_UPLOAD" and not self.update_resets_parts
@@ -234,6 +241,9 @@ class Api:
             "operation_logs": job["operation_logs"], "comment_logs": [],
             "is_background_replacement": job["is_background_replacement"],
             "audio_source_type": job["audio_source_type"],
+            "is_fast_flexus": job.get("is_fast_flexus", False),
+            "supported_service": job.get("supported_service"),
+            "voice_properties": job.get("voice_properties"),
         }
         for file in FILES:
             detail[file.download_field] = (
@@ -244,7 +254,8 @@ class Api:
     def _basic_info(self, request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
         cover = "cover" in self.store.files(job["job_id"])
         return {key: job.get(key) for key in _BASIC} | {
-            "is_flexus": False, "is_only_human_model": False,
+            "is_flexus": job.get("is_flexus", False),
+            "is_only_human_model": job.get("is_only_human_model", False),
             "cover_download_url": (self.storage.download_url(request, job["job_id"], "cover")
                                    if cover else None),
         }
@@ -365,9 +376,39 @@ def _counts(body: dict[str, Any], *, defaults: dict[str, int]) -> dict[str, int]
     return counts
 
 
+def _default_services(body: dict[str, Any]) -> list[str]:
+    flexus = body.get("is_flexus") or body.get("is_fast_flexus")
+    return ["VIDEO_2D"] if flexus else ["VIDEO_2D", "LIVE_2D", "CHAT_2D"]
+
+
+_VOICE = {"job_tag": ("ECOMMERCE", "NEWS", "MARKETING"), "sex": ("FEMALE", "MALE"),
+          "language": ("CN", "EN")}
+
+
 def _check_fields(body: dict[str, Any]) -> None:
+    """The create/update fields the service checks (API.md §2)."""
     if body.get("audio_source_type", "VIDEO") not in ("VIDEO", "AUDIO"):
         raise _BadRequest("audio_source_type must be VIDEO or AUDIO")
+    for key in ("is_background_replacement", "is_flexus", "is_fast_flexus",
+                "is_only_human_model"):
+        if key in body and not isinstance(body[key], bool):
+            raise _BadRequest(f"{key} must be a boolean")
+    if body.get("model_version", "V3.2") not in ("V3.2", "V3.3"):
+        raise _BadRequest("model_version must be V3.2 or V3.3 (V2 and V3 are withdrawn)")
+    if body.get("is_fast_flexus") and body.get("model_version", "V3.3") != "V3.3":
+        raise _BadRequest("the fast Flexus edition trains model V3.3")
+    services = body.get("supported_service")
+    if services is not None and not (isinstance(services, list) and services and set(
+            services) <= {"VIDEO_2D", "LIVE_2D", "CHAT_2D"}):
+        raise _BadRequest("supported_service is a list of VIDEO_2D, LIVE_2D, CHAT_2D")
+    if (body.get("is_flexus") or body.get("is_fast_flexus")) and services not in (
+            None, ["VIDEO_2D"]):
+        raise _BadRequest("a Flexus job serves VIDEO_2D only")
+    voice = body.get("voice_properties")
+    if voice is not None and not (isinstance(voice, dict) and all(
+            k in _VOICE and v in _VOICE[k] for k, v in voice.items())):
+        raise _BadRequest("voice_properties: job_tag ECOMMERCE|NEWS|MARKETING, sex "
+                          "FEMALE|MALE, language CN|EN")
     tags = body.get("tags")
     if tags is not None and not (isinstance(tags, list)
                                  and all(isinstance(t, str) for t in tags)):

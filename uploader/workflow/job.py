@@ -89,7 +89,7 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
         if detail is not None:
             files = _check_journal(journal, files, job.explicit_plan)
             job_id = detail.job_id
-    fields = _fields(files)
+    fields = _fields(files) | job.options.update_fields()
 
     def links_for(job_id: str) -> Links:
         return Links(client=client, session=session, journal=journal, job_id=job_id,
@@ -161,7 +161,8 @@ async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, 
         refuse_missing(files, stored=set(), job_id=None)
     labels = job.labels
     labels["tags"] = [tag, *labels.get("tags", ())]
-    answer = await client.create_job(job.name, **labels, **fields)
+    answer = await client.create_job(job.name, **labels,
+                                     **(fields | job.options.create_fields()))
     await journal.lock_job(answer.job_id)
     await journal.start(answer.job_id)
     await _record_files(journal, files)
