@@ -36,8 +36,9 @@ def test_public_names_are_pinned():
     assert uploader.__all__ == sorted(uploader.__all__)
     assert set(uploader.__all__) == {
         "ApiError", "AsyncClient", "Backoff", "BrokerError", "Client", "CommandResult",
-        "ConfirmError", "CredentialsError", "Facts", "FileChangedError", "FileFacts", "FileKind", "FileResult",
-        "Job", "JobDetail", "JobList", "JobLockedError", "JobOptions", "JobStateError", "JobSummary",
+        "ConfirmError", "CredentialsError", "Facts", "FileChangedError", "FileFacts",
+        "FileKind", "FileResult", "Job", "JobDetail", "JobList", "JobLockedError", "JobOptions",
+        "JobStateError", "JobSummary",
         "JobUrls", "JournalError", "LocalFileError", "MalformedAnswerError",
         "MetaStudioClient", "MissingFilesError", "OperationLog", "PlanError",
         "PreflightError", "Problem", "Progress", "RefusedError", "Report", "Settings",
