@@ -31,7 +31,7 @@ from uploader.api.models import JobDetail, JobList, VoiceJobList
 from uploader.api.settings import Settings
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
-from uploader.workflow import Run, SubmitResult, UploadResult, submit, upload
+from uploader.workflow import Run, SubmitResult, UploadResult, delete, submit, upload
 
 if TYPE_CHECKING:
     from uploader.batch import Row, RowError, RowResult
@@ -137,6 +137,11 @@ class AsyncClient:
         return await submit(checks.job_id(job_id), (await self._opened()).api, wait=wait,
                             wait_timeout=self.wait_timeout)
 
+    async def delete(self, job_id: str) -> None:
+        """Delete a job and its files (JobStateError in a state that does not allow it:
+        under review or in training)."""
+        await delete(checks.job_id(job_id), (await self._opened()).api)
+
     async def status(self, job_id: str) -> JobDetail:
         """Everything about one job: its state, files and operation log."""
         return await (await self._opened()).api.show_job(checks.job_id(job_id))
@@ -211,6 +216,10 @@ class Client:
     def submit(self, job_id: str, **options: Any) -> SubmitResult:
         """`AsyncClient.submit`."""
         return self._call(self._async.submit(job_id, **options))
+
+    def delete(self, job_id: str) -> None:
+        """`AsyncClient.delete`."""
+        self._call(self._async.delete(job_id))
 
     def status(self, job_id: str) -> JobDetail:
         """`AsyncClient.status`."""

@@ -121,6 +121,21 @@ class MetaStudioClient:
                                 api="update")
         return JobUrls.from_json(data, job_id=job_id)
 
+    async def delete_job(self, job_id: str) -> None:
+        """Delete a job and its files. A lost answer is settled by asking whether the job is
+        still there; the call is sent again only if it is."""
+        async def gone() -> bool:
+            try:
+                await self.show_job(job_id)
+            except RefusedError as exc:
+                if exc.status == 404:
+                    return True
+                raise
+            return False
+
+        await self._call("DELETE", _job_path(job_id), idempotent=False, job_id=job_id,
+                         settle=gone, what=f"delete job {job_id}", api="delete")
+
     async def command(self, job_id: str, command: str, *, settle: Settle | None = None,
                       **fields: Any) -> CommandResult:
         """Run a job command such as GET_MULTIPART_UPLOADED or CONFIRM_MULTIPART_UPLOADED.
@@ -269,6 +284,8 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
 
 def _decode(response: aiohttp.ClientResponse, raw: bytes, job_id: str | None) -> dict[str, Any]:
     request_id = response.headers.get("X-Request-Id")
+    if response.status == 204:  # delete's answer: no content
+        return {}
     try:
         data = json.loads(raw) if raw else None
     except ValueError:

@@ -1,8 +1,9 @@
 """The `uploader` command: parse, call the library, print, exit with the documented code.
 
 `read` holds the commands that only look (check, jobs, status, voices), `upload` those that
-send (upload, submit), `batch` many videos (here or on workers), `worker` a Celery worker,
-`emulator` the local MetaStudio; `common` what they share.
+send (upload, submit), `delete` the one that removes a job, `batch` many videos (here or
+on workers), `worker` a Celery worker, `emulator` the local MetaStudio; `common` what they
+share.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 
 from uploader._redact import RedactingFilter
 from uploader.cli.batch import batch
+from uploader.cli.delete import delete
 from uploader.cli.emulator import emulator
 from uploader.cli.read import check, jobs, status, voices
 from uploader.cli.upload import submit, upload
@@ -58,5 +60,6 @@ def _log_to_stderr(ctx: click.Context, level: int) -> None:
     ctx.call_on_close(restore)
 
 
-for _command in (upload, batch, submit, check, jobs, status, voices, emulator, worker):
+for _command in (upload, batch, submit, delete, check, jobs, status, voices, emulator,
+                 worker):
     main.add_command(_command)

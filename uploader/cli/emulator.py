@@ -64,6 +64,8 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
               help="Serve https with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The private key of --tls-cert (PEM).")
+@click.option("--review-outcome", metavar="STATE[:ERROR_CODE]",
+              help="End every review in STATE (with ERROR_CODE in its log), whatever the files.")
 @click.option("--api-rate", "api_rates", callback=_rates, metavar="NAME=N[,NAME=N...]",
               help="Answer 429 APIGW.0308 over N calls a second of an API (create, list, "
                    "show, update, command, delete), per tenant, as the gateway does.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from uploader.api.states import explain_error_code, explain_state
+from uploader.api.states import explain_error_code, explain_state, outcome
 from uploader.cli.common import echo_problems, print_json, with_client
 from uploader.preflight import Facts, Report, check_video
 
@@ -72,7 +72,7 @@ def status(job_id: str, as_json: bool) -> None:
     if as_json:
         print_json({
             "job_id": job.job_id, "name": job.name, "state": job.state,
-            "meaning": explain_state(job.state),
+            "meaning": explain_state(job.state), "review_outcome": outcome(job.state),
             "latest_log": None if latest is None else {
                 "operate_time": latest.operate_time, "log_type": latest.log_type,
                 "log_description": latest.log_description, "error_code": latest.error_code,

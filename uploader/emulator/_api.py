@@ -62,6 +62,11 @@ FILES = (
 _MULTIPART = tuple(f for f in FILES if f.count_field)
 _BY_LIST = {f.list_command: f for f in _MULTIPART}
 _BY_CONFIRM = {f.confirm_command: f for f in _MULTIPART}
+#: API.md §2: the states in which delete is accepted.
+DELETABLE = frozenset({
+    "WAIT_FILE_UPLOAD", "AUTO_VERIFY_FAILED", "MANUAL_VERIFYING", "MANUAL_VERIFY_FAILED",
+    "TRAINING_DATA_PREPROCESS_FAILED", "TRAIN_FAILED", "INFERENCE_DATA_PREPROCESS_FAILED",
+    "JOB_SUCCESS", "WAIT_USER_CONFIRM", "JOB_REJECT", "JOB_FINISH"})
 _BASIC = ("job_id", "name", "state", "asset_id", "project_id", "last_update_time",
           "create_time", "contact", "batch_name", "tags", "model_version", "matting_type",
           "model_resolution", "app_user_id")
@@ -200,6 +205,20 @@ class Api:
         upload = {"upload_id": uuid.uuid4().hex, "count": count}
         job["uploads"][name] = upload
         return dict(upload)
+
+    async def delete_job(self, request: web.Request) -> web.StreamResponse:
+        """DELETE: in the states the API lists, the job and its files go (204); elsewhere
+        409 with an MSS error."""
+        job = self._job(request)
+        if job["state"] not in DELETABLE:
+            return _mss(409, f"job in state {job['state']} cannot be deleted",
+                        code="MSS.00000009")
+        for upload in job["uploads"].values():
+            self.store.drop_upload(upload["upload_id"])
+        self.store.drop_job(job["job_id"])
+        del self.store.jobs[job["job_id"]]
+        self.store.save()
+        return web.Response(status=204)
 
     # ---- list, show -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class EmulatorConfig:
     tls_cert: Path | None = None  #: serve https with this certificate (PEM) ...
     tls_key: Path | None = None  #: ... and its key
     api_rates: dict[str, float] = field(default_factory=dict)  #: calls a second, by API
+    review_outcome: str | None = None  #: "STATE[:ERROR_CODE]" every review ends in
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "reset_rate"):
@@ -65,6 +67,9 @@ class EmulatorConfig:
             raise ValueError("credential_ttl must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
+        if self.review_outcome is not None and not re.fullmatch(
+                r"[A-Z_]+(:[A-Za-z0-9.]+)?", self.review_outcome):
+            raise ValueError("review_outcome is STATE or STATE:ERROR_CODE")
         unknown = set(self.api_rates) - set(API_NAMES)
         if unknown or any(not rate > 0 for rate in self.api_rates.values()):
             raise ValueError(f"api_rates are calls a second (> 0) by API: {', '.join(API_NAMES)}")
@@ -81,7 +86,7 @@ class Emulator:
                              seed=config.seed)
         self.storage = ObjectStorage(ak=config.ak, sk=config.sk, url_ttl=config.url_ttl,
                                      store=self.store, faults=self.faults)
-        self.reviewer = Reviewer(self.store, config.review_delay)
+        self.reviewer = Reviewer(self.store, config.review_delay, config.review_outcome)
         self.api = Api(project_id=config.project_id, store=self.store, storage=self.storage,
                        reviewer=self.reviewer, faults=self.faults,
                        update_resets_parts=config.update_resets_parts)
@@ -174,6 +179,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get(_JOBS, api.list_jobs)
     app.router.add_get(_JOBS + "/{job_id}", api.show_job)
     app.router.add_put(_JOBS + "/{job_id}", api.update_job)
+    app.router.add_delete(_JOBS + "/{job_id}", api.delete_job)
     app.router.add_post(_JOBS + "/{job_id}/command", api.command)
     app.router.add_get("/v1/{project_id}/voice-training-manage/user/jobs", api.list_voice_jobs)
     app.router.add_put(f"/{BUCKET}/{{key:.+}}", storage.put_object)

@@ -68,10 +68,13 @@ def assemble(store: Store, job_id: str, kind: str, parts: list[tuple[Path, str]]
 
 
 class Reviewer:
-    """Reviews submitted jobs in the background, `delay` seconds each."""
+    """Reviews submitted jobs in the background, `delay` seconds each. With `outcome`
+    ("STATE" or "STATE:ERROR_CODE"), every review ends in that state instead, for a client to
+    be tested against any of them."""
 
-    def __init__(self, store: Store, delay: float) -> None:
+    def __init__(self, store: Store, delay: float, outcome: str | None = None) -> None:
         self.store, self.delay = store, delay
+        self.outcome = outcome
         self.tasks: set[asyncio.Task[None]] = set()
 
     def schedule(self, job: dict[str, Any]) -> None:
@@ -92,7 +95,14 @@ class Reviewer:
         except Exception as exc:  # a broken review must not leave the job reviewing forever
             log.exception("review of job %s failed", job_id)
             verdict = "44005903", f"the video could not be processed: {exc}"
-        if verdict is None:
+        if self.outcome is not None:
+            state, _, code = self.outcome.partition(":")
+            job["state"] = state
+            failed = "FAIL" in state or state == "JOB_REJECT"
+            job["operation_logs"].append(log_entry(
+                "SYSTEM_VERIFY_FAILED" if failed else "SYSTEM_VERIFY_SUCCESS", "SYSTEM",
+                code or None, f"the review ended in {state} (--review-outcome)"))
+        elif verdict is None:
             job["state"] = "MANUAL_VERIFYING"
             job["operation_logs"].append(log_entry("SYSTEM_VERIFY_SUCCESS", "SYSTEM"))
         else:

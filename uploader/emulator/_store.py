@@ -144,6 +144,10 @@ class Store:
         if old is not None and old.etag != etag:
             old.path.unlink(missing_ok=True)
 
+    def drop_job(self, job_id: str) -> None:
+        """Remove every file of a job."""
+        shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
+
     def delete_file(self, job_id: str, kind: str) -> None:
         old = self.files(job_id).get(kind)
         if old is not None:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import aiohttp
 
-from uploader._errors import ApiError, JobStateError, PreflightError
+from uploader._errors import ApiError, JobStateError, PreflightError, RefusedError
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
 from uploader._progress import Progress, Step
 from uploader.api.client import MetaStudioClient
-from uploader.api.states import explain_state
+from uploader.api.states import DELETABLE, explain_state
 from uploader.preflight import check_files
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
@@ -42,7 +42,7 @@ from uploader.workflow.result import (
 )
 from uploader.workflow.send import Sender
 
-__all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "submit", "upload"]
+__all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "delete", "submit", "upload"]
 
 log = logging.getLogger("uploader")
 
@@ -120,6 +120,22 @@ async def submit(job_id: str, api: MetaStudioClient, *, wait: bool, wait_timeout
     await submit_for_review(api, job_id)
     outcome = await _outcome(api, job_id, wait=wait, timeout=wait_timeout)
     return SubmitResult(job_id, True, **dataclasses.asdict(outcome))
+
+
+async def delete(job_id: str, api: MetaStudioClient) -> None:
+    """Delete a job, once its state allows it (API.md §2): JobStateError otherwise."""
+    job = await api.show_job(job_id)
+    if job.state not in DELETABLE:
+        raise JobStateError(f"job {job_id} is in state {job.state} ({explain_state(job.state)})"
+                            ": it cannot be deleted now (a job under review or in training "
+                            "cannot)", job_id=job_id, state=job.state)
+    try:
+        await api.delete_job(job_id)
+    except RefusedError as exc:
+        if exc.status != 409:
+            raise
+        raise JobStateError(f"MetaStudio refused to delete job {job_id} in its state: "
+                            f"{exc.error_msg or exc}", job_id=job_id, state=job.state) from exc
 
 
 async def _local_file(file: FileKind, path: Path, parts: int | None,

@@ -17,6 +17,7 @@ from uploader._files import FileKind
 from uploader._journal import Journal
 from uploader.api.client import MetaStudioClient, Settle, answer_lost
 from uploader.api.models import JobDetail
+from uploader.api.states import UNDER_REVIEW
 from uploader.workflow.links import Links
 from uploader.workflow.send import confirm_step
 
@@ -25,8 +26,6 @@ __all__ = ["SUBMIT_STEP", "confirm_files", "follow_review", "submit"]
 log = logging.getLogger("uploader")
 
 SUBMIT_STEP = "submit"
-#: States a submitted job passes through before the automatic review has its outcome.
-_BEFORE_OUTCOME = frozenset({"WAIT_FILE_UPLOAD", "AUTO_VERIFYING"})
 
 
 async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal,
@@ -77,7 +76,7 @@ async def follow_review(client: MetaStudioClient, job_id: str, *, wait: bool,
     job = await client.show_job(job_id)
     deadline = time.monotonic() + timeout
     pause = 0.25
-    while wait and job.state in _BEFORE_OUTCOME and time.monotonic() < deadline:
+    while wait and job.state in UNDER_REVIEW and time.monotonic() < deadline:
         await asyncio.sleep(pause)
         pause = min(pause * 2, 10.0)
         try:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from uploader.api.models import JobDetail
-from uploader.api.states import REVIEW_FAILED, explain_error_code, explain_state
+from uploader.api.states import FAILED, explain_error_code, explain_state, outcome
 
 __all__ = ["UNKNOWN_STATE", "FileResult", "JobOutcome", "SubmitResult", "UploadResult",
            "outcome_of"]
@@ -29,12 +29,15 @@ class FileResult:
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """Where the job stands: its state, what it means, and any review error."""
+    """Where the job stands: its state, what it means, what it says of the automatic review
+    (`review_outcome`: "passed", "failed", "pending", or None for a state this tool does not
+    know), and any review error."""
 
     state: str
     state_meaning: str
     review_error_code: str | None = None
     review_error_meaning: str | None = None
+    review_outcome: str | None = None
 
 
 def outcome_of(job: JobDetail | None) -> JobOutcome:
@@ -42,9 +45,11 @@ def outcome_of(job: JobDetail | None) -> JobOutcome:
     if job is None:
         return JobOutcome(UNKNOWN_STATE, "the files are confirmed, but the job's state could "
                           "not be read")
+    verdict = outcome(job.state)
     code = next((e.error_code for e in reversed(job.operation_logs) if e.error_code), None)
-    code = code if job.state in REVIEW_FAILED else None
-    return JobOutcome(job.state, explain_state(job.state), code, explain_error_code(code))
+    code = code if verdict == FAILED else None
+    return JobOutcome(job.state, explain_state(job.state), code, explain_error_code(code),
+                      verdict)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class UploadResult:
     state_meaning: str
     review_error_code: str | None = None
     review_error_meaning: str | None = None
+    review_outcome: str | None = None
     submitted: bool = False
     files: list[FileResult] = field(default_factory=list)
 
@@ -81,6 +87,7 @@ class SubmitResult:
     state_meaning: str
     review_error_code: str | None = None
     review_error_meaning: str | None = None
+    review_outcome: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
