@@ -64,6 +64,17 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
               help="Serve https with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The private key of --tls-cert (PEM).")
+@click.option("--link-style", type=click.Choice(["v2", "v4"]), default="v2", show_default=True,
+              help="The form of the presigned links (OBS V2 query signature, or V4).")
+@click.option("--link-security-token", is_flag=True,
+              help="Links carry their signer's security token, and need it.")
+@click.option("--link-early-expiry", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Refuse a link this long after its issue, whatever its "
+                                      "expiry says (its signer's token expired).")
+@click.option("--move-delay", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
+              help="A single file reaches its download link this long after its PUT.")
+@click.option("--etag-style", type=click.Choice(["md5", "sse"]), default="md5",
+              show_default=True, help="sse: ETags of an encrypted bucket (not the MD5).")
 @click.option("--review-outcome", metavar="STATE[:ERROR_CODE]",
               help="End every review in STATE (with ERROR_CODE in its log), whatever the files.")
 @click.option("--api-rate", "api_rates", callback=_rates, metavar="NAME=N[,NAME=N...]",

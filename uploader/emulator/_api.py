@@ -191,7 +191,7 @@ class Api:
                     for n in range(1, upload["count"] + 1)]
             elif file.name != "audio" or job["audio_source_type"] == "AUDIO":
                 answer[f"{file.name}_upload_url"] = self.storage.presign(
-                    request, "PUT", f"assets/{job['job_id']}/{file.name}",
+                    request, "PUT", f"assets/{job['job_id']}/{file.name}_tmp",
                     content_type=file.content_type, expires=expires)
         return answer
 
@@ -255,7 +255,7 @@ class Api:
 
     async def show_job(self, request: web.Request) -> web.Response:
         job = self._job(request)
-        stored = self.store.files(job["job_id"])
+        stored = self.store.files(job["job_id"], moved=True)
         detail = self._basic_info(request, job) | {
             "operation_logs": job["operation_logs"], "comment_logs": [],
             "is_background_replacement": job["is_background_replacement"],
@@ -271,7 +271,7 @@ class Api:
         return web.json_response(detail)
 
     def _basic_info(self, request: web.Request, job: dict[str, Any]) -> dict[str, Any]:
-        cover = "cover" in self.store.files(job["job_id"])
+        cover = "cover" in self.store.files(job["job_id"], moved=True)
         return {key: job.get(key) for key in _BASIC} | {
             "is_flexus": job.get("is_flexus", False),
             "is_only_human_model": job.get("is_only_human_model", False),

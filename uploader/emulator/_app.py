@@ -18,6 +18,7 @@ from uploader.emulator._api import Api
 from uploader.emulator._auth import AuthFailure, verify_api_request
 from uploader.emulator._faults import Faults
 from uploader.emulator._gateway import API_NAMES, Gateway, TemporaryKeys
+from uploader.emulator._links import LinkSigner
 from uploader.emulator._review import Reviewer
 from uploader.emulator._storage import BUCKET, ObjectStorage
 from uploader.emulator._store import Store
@@ -54,6 +55,11 @@ class EmulatorConfig:
     tls_key: Path | None = None  #: ... and its key
     api_rates: dict[str, float] = field(default_factory=dict)  #: calls a second, by API
     review_outcome: str | None = None  #: "STATE[:ERROR_CODE]" every review ends in
+    link_style: str = "v2"  #: OBS's signed link form: "v2" or "v4"
+    link_security_token: bool = False  #: links carry their signer's security token
+    link_early_expiry: float | None = None  #: links refused this long after their issue
+    move_delay: float = 0.0  #: seconds before a single file reaches its download link
+    etag_style: str = "md5"  #: "sse": ETags of an encrypted bucket, not the body's MD5
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate", "reset_rate"):
@@ -70,6 +76,11 @@ class EmulatorConfig:
         if self.review_outcome is not None and not re.fullmatch(
                 r"[A-Z_]+(:[A-Za-z0-9.]+)?", self.review_outcome):
             raise ValueError("review_outcome is STATE or STATE:ERROR_CODE")
+        if self.link_style not in ("v2", "v4") or self.etag_style not in ("md5", "sse"):
+            raise ValueError("link_style is v2 or v4; etag_style is md5 or sse")
+        if self.move_delay < 0 or (self.link_early_expiry is not None
+                                   and self.link_early_expiry <= 0):
+            raise ValueError("move_delay and link_early_expiry are positive seconds")
         unknown = set(self.api_rates) - set(API_NAMES)
         if unknown or any(not rate > 0 for rate in self.api_rates.values()):
             raise ValueError(f"api_rates are calls a second (> 0) by API: {', '.join(API_NAMES)}")
@@ -84,8 +95,11 @@ class Emulator:
         self.faults = Faults(fail_rate=config.fail_rate, drop_rate=config.drop_rate,
                              reset_rate=config.reset_rate, link_rate=config.link_rate,
                              seed=config.seed)
-        self.storage = ObjectStorage(ak=config.ak, sk=config.sk, url_ttl=config.url_ttl,
-                                     store=self.store, faults=self.faults)
+        signer = LinkSigner(ak=config.ak, sk=config.sk, url_ttl=config.url_ttl,
+                            style=config.link_style, security_token=config.link_security_token,
+                            early_expiry=config.link_early_expiry)
+        self.storage = ObjectStorage(signer=signer, store=self.store, faults=self.faults,
+                                     move_delay=config.move_delay, etag_style=config.etag_style)
         self.reviewer = Reviewer(self.store, config.review_delay, config.review_outcome)
         self.api = Api(project_id=config.project_id, store=self.store, storage=self.storage,
                        reviewer=self.reviewer, faults=self.faults,
@@ -184,6 +198,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_get("/v1/{project_id}/voice-training-manage/user/jobs", api.list_voice_jobs)
     app.router.add_put(f"/{BUCKET}/{{key:.+}}", storage.put_object)
     app.router.add_get(f"/{BUCKET}/{{key:.+}}", storage.get_object)
+    app.on_response_prepare.append(storage.stamp)
     app.on_startup.append(emulator.on_startup)
     app.on_cleanup.append(emulator.on_cleanup)
     return app

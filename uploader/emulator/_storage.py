@@ -1,104 +1,100 @@
-"""The object storage behind the presigned links: OBS V2 signatures, single-use PUTs,
-MD5 ETags, paced and faulty links, and downloads of a job's stored files.
+"""The object storage behind the presigned links, as OBS behaves: links in either signed
+form (`_links`), single-use PUTs, MD5 ETags (or, with `etag_style="sse"`, ETags of an
+encrypted bucket that are not the body's MD5), every answer with `x-obs-request-id` and
+`x-obs-id-2` and every error in OBS's XML, paced and faulty links, single files that reach
+their download link only `move_delay` seconds after their PUT, and downloads of a job's
+stored files.
 
 Keys: `training/<job_id>/<kind>.mp4?partNumber=N&uploadId=U` (a part of a multipart file),
-`assets/<job_id>/<kind>` (a single file), `files/<job_id>/<kind>` (a stored file, GET only).
+`assets/<job_id>/<kind>_tmp` (a single file, as the seeds' links show), `files/<job_id>/<kind>`
+(a stored file, GET only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import re
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
-from uploader.emulator._auth import obs_signature
 from uploader.emulator._faults import Faults, cut
+from uploader.emulator._links import BUCKET, Denied, LinkSigner
 from uploader.emulator._store import Store
 
-__all__ = ["BUCKET", "ObjectStorage"]
+__all__ = ["BUCKET", "SSE_HEADER", "ObjectStorage", "obs_error"]
 
-BUCKET = "metastudio-emulator"
 _CHUNK = 1024 * 1024
 _BATCH = 4 * 1024 * 1024
 _PART_KEY = re.compile(r"training/([0-9a-f]{32})/([a-z0-9_]+)\.mp4")
 _FILE_KEY = re.compile(r"(assets|files)/([0-9a-f]{32})/([a-z0-9_]+)")
+#: The header OBS answers for an object stored with server-side encryption (SSE-KMS).
+SSE_HEADER = "x-obs-server-side-encryption"
 
 
-def obs_error(status: int, code: str, message: str) -> web.Response:
+def obs_error(status: int, code: str, message: str, resource: str = "") -> web.Response:
+    """An OBS error: XML with Code, Message, RequestId, HostId and Resource, the same request
+    id in the `x-obs-request-id` header."""
+    request_id, host_id = _ids()
     body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-            f"<Message>{escape(message)}</Message><RequestId>{uuid.uuid4().hex}</RequestId>"
-            "</Error>")
-    return web.Response(status=status, text=body, content_type="application/xml")
+            f"<Message>{escape(message)}</Message><RequestId>{request_id}</RequestId>"
+            f"<HostId>{host_id}</HostId><Resource>{escape(resource)}</Resource></Error>")
+    return web.Response(status=status, text=body, content_type="application/xml",
+                        headers={"x-obs-request-id": request_id, "x-obs-id-2": host_id})
 
 
-class _Denied(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def response(self) -> web.Response:
-        return obs_error(self.status, self.code, self.message)
+def _ids() -> tuple[str, str]:
+    return uuid.uuid4().hex[:16].upper(), uuid.uuid4().hex + uuid.uuid4().hex
 
 
 class ObjectStorage:
     """Signs links, and takes and serves the objects they point at."""
 
-    def __init__(self, *, ak: str, sk: str, url_ttl: int, store: Store, faults: Faults) -> None:
-        self.ak, self._sk, self.url_ttl = ak, sk, url_ttl
+    def __init__(self, *, signer: LinkSigner, store: Store, faults: Faults,
+                 move_delay: float = 0.0, etag_style: str = "md5") -> None:
+        if etag_style not in ("md5", "sse"):
+            raise ValueError("etag style is md5 or sse")
+        self.signer, self.url_ttl = signer, signer.url_ttl
         self.store, self.faults = store, faults
+        self.move_delay, self.sse = move_delay, etag_style == "sse"
 
     # ---- links ------------------------------------------------------------------------
 
     def presign(self, request: web.Request, method: str, key: str, *,
                 sub: dict[str, str] | None = None, content_type: str = "",
                 expires: int | None = None) -> str:
-        """An OBS V2 temporary URL for `method` on `key`, signed for `content_type`."""
-        sub = sub or {}
-        expires = expires or int(time.time()) + self.url_ttl
-        signature = obs_signature(
-            sk=self._sk, method=method, content_md5="", content_type=content_type,
-            expires=str(expires), obs_headers={}, resource=_resource(key, sub),
-        )
-        query = "&".join(f"{k}={quote(v, safe='')}" for k, v in sub.items())
-        query += (f"{'&' if query else ''}AccessKeyId={self.ak}&Expires={expires}"
-                  f"&Signature={quote(signature, safe='')}")
-        return f"{request.scheme}://{request.host}/{BUCKET}/{quote(key)}?{query}"
+        """A temporary URL for `method` on `key`, signed for `content_type`."""
+        return self.signer.presign(request.scheme, request.host, method, key, sub=sub or {},
+                                   content_type=content_type,
+                                   expires=expires or int(time.time()) + self.url_ttl)
 
     def download_url(self, request: web.Request, job_id: str, kind: str) -> str:
         return self.presign(request, "GET", f"files/{job_id}/{kind}")
 
-    def _check_presigned(self, request: web.Request, key: str) -> str:
-        """Check an OBS V2 presigned request; return its signature, or raise _Denied."""
-        q = request.query
-        if not {"AccessKeyId", "Expires", "Signature"} <= q.keys():
-            raise _Denied(403, "AccessDenied", "Anonymous access is forbidden")
-        if ".." in key.split("/") or key.startswith("/") or "\\" in key:
-            raise _Denied(400, "InvalidObjectName", "The object key is not valid")
-        sub = {k: q[k] for k in ("partNumber", "uploadId") if k in q}
-        obs_headers = {k.lower(): v for k, v in request.headers.items()
-                       if k.lower().startswith("x-obs-")}
-        expected = obs_signature(
-            sk=self._sk, method=request.method,
-            content_md5=request.headers.get("Content-MD5", ""),
-            content_type=request.headers.get("Content-Type", ""),
-            expires=q["Expires"], obs_headers=obs_headers, resource=_resource(key, sub),
-        )
-        if q["AccessKeyId"] != self.ak or not hmac.compare_digest(expected, q["Signature"]):
-            raise _Denied(403, "SignatureDoesNotMatch",
-                          "The request signature we calculated does not match the signature "
-                          "you provided")
-        if not q["Expires"].isdigit() or int(q["Expires"]) < time.time():
-            raise _Denied(403, "AccessDenied", "Request has expired")
-        return q["Signature"]
+    def _etag(self, md5_hex: str) -> str:
+        """The ETag of a stored body: its MD5, or on an encrypted bucket something else."""
+        if not self.sse:
+            return md5_hex
+        return hashlib.sha256(b"sse-kms:" + bytes.fromhex(md5_hex)).hexdigest()[:32]
+
+    def _stored_headers(self, etag: str) -> dict[str, str]:
+        headers = {"ETag": f'"{etag}"'}
+        if self.sse:
+            headers[SSE_HEADER] = "kms"
+        return headers
+
+    @staticmethod
+    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        """Every storage answer carries OBS's request ids (on_response_prepare)."""
+        if request.path.startswith(f"/{BUCKET}/") and "x-obs-request-id" not in response.headers:
+            request_id, host_id = _ids()
+            response.headers["x-obs-request-id"] = request_id
+            response.headers["x-obs-id-2"] = host_id
 
     # ---- PUT: a part or a single file -------------------------------------------------
 
@@ -117,14 +113,14 @@ class ObjectStorage:
         ledger = faults.ledger[(_job_of(key), _int_or_zero(request.query.get("partNumber")))]
         ledger["attempts"] += 1
         try:
-            signature = self._check_presigned(request, key)
+            signature = self.signer.check(request, key)
             if signature in self.store.spent:
-                raise _Denied(403, "AccessDenied", "This URL has already been used")
+                raise Denied(403, "AccessDenied", "This URL has already been used")
             commit = self._target(request, key)
-        except _Denied as exc:
+        except Denied as exc:
             ledger["refused"] += 1
             await _discard(request)
-            return exc.response()
+            return obs_error(exc.status, exc.code, exc.message, f"/{BUCKET}/{key}")
         if faults.draw(faults.fail_rate):
             ledger["failed"] += 1
             await _discard(request)
@@ -142,14 +138,15 @@ class ObjectStorage:
         if received is None:
             ledger["cut"] += 1
             return web.Response(status=400)
-        tmp, etag = received
+        tmp, md5_hex = received
+        etag = self._etag(md5_hex)
         commit(etag, tmp)
         ledger["stored"] += 1
         self.store.spend(signature)
         if faults.draw(faults.drop_rate):
             ledger["dropped"] += 1
             cut(request)
-        return web.Response(status=200, headers={"ETag": f'"{etag}"'})
+        return web.Response(status=200, headers=self._stored_headers(etag))
 
     def _target(self, request: web.Request, key: str) -> Any:
         """Where a received body goes: a function (etag, received file) that commits it."""
@@ -157,18 +154,19 @@ class ObjectStorage:
         part = _PART_KEY.fullmatch(key)
         single = _FILE_KEY.fullmatch(key)
         if single is not None and single[1] == "assets" and "uploadId" not in q:
-            job_id, kind = single[2], single[3]
+            job_id, kind = single[2], single[3].removesuffix("_tmp")
             if job_id not in self.store.jobs:
-                raise _Denied(404, "NoSuchBucket", "The job of this link does not exist")
-            return lambda etag, tmp: self.store.commit_file(job_id, kind, etag, tmp)
+                raise Denied(404, "NoSuchBucket", "The job of this link does not exist")
+            return lambda etag, tmp: self.store.commit_file(
+                job_id, kind, etag, tmp, visible_after=self.move_delay)
         job = self.store.jobs.get(part[1]) if part else None
         upload = (job.get("uploads") or {}).get(part[2]) if job and part else None
         if (upload is None or upload["upload_id"] != q.get("uploadId")
                 or job is None or job["state"] != "WAIT_FILE_UPLOAD"):
-            raise _Denied(404, "NoSuchUpload", "The specified upload does not exist")
+            raise Denied(404, "NoSuchUpload", "The specified upload does not exist")
         number = q.get("partNumber", "")
         if not number.isdigit() or not 1 <= int(number) <= upload["count"]:
-            raise _Denied(400, "InvalidArgument", "partNumber is out of range")
+            raise Denied(400, "InvalidArgument", "partNumber is out of range")
         upload_id = upload["upload_id"]
         return lambda etag, tmp: self.store.commit_part(upload_id, int(number), etag, tmp)
 
@@ -228,11 +226,11 @@ class ObjectStorage:
         """Serve a stored file with its ETag; a `Range` of bytes answers 206 with that range."""
         key = request.match_info["key"]
         try:
-            self._check_presigned(request, key)
-        except _Denied as exc:
-            return exc.response()
+            self.signer.check(request, key)
+        except Denied as exc:
+            return obs_error(exc.status, exc.code, exc.message, f"/{BUCKET}/{key}")
         match = _FILE_KEY.fullmatch(key)
-        stored = (self.store.files(match[2]).get(match[3])
+        stored = (self.store.files(match[2], moved=True).get(match[3])
                   if match and match[1] == "files" and match[2] in self.store.jobs else None)
         if stored is None:
             return obs_error(404, "NoSuchKey", "The specified key does not exist")
@@ -246,7 +244,7 @@ class ObjectStorage:
         if partial and start >= stop:
             return obs_error(416, "InvalidRange", "The requested range cannot be satisfied")
         response = web.StreamResponse(status=206 if partial else 200, headers={
-            "ETag": f'"{stored.etag}"', "Content-Type": "application/octet-stream",
+            **self._stored_headers(stored.etag), "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes"})
         if partial:
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
@@ -292,8 +290,3 @@ def _store_batch(out: Any, digest: Any, batch: list[bytes]) -> None:
     for chunk in batch:
         digest.update(chunk)
         out.write(chunk)
-
-
-def _resource(key: str, sub: dict[str, str]) -> str:
-    query = "&".join(f"{k}={sub[k]}" for k in sorted(sub))
-    return f"/{BUCKET}/{key}" + (f"?{query}" if query else "")

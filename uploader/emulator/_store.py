@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,9 @@ class Store:
         # step with it (a folder listing per stored part made a 1000-part upload quadratic).
         self._parts: dict[str, dict[int, StoredPart]] = {}
         self._parts_lock = threading.Lock()
+        #: When each single file reaches its download link (monotonic time; in memory: after
+        #: a restart every file has moved).
+        self._moves: dict[tuple[str, str], float] = {}
         for sub in ("parts", "objects", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         for leftover in (root / "tmp").iterdir():
@@ -122,8 +126,9 @@ class Store:
 
     # ---- a job's files ----------------------------------------------------------------
 
-    def files(self, job_id: str) -> dict[str, StoredPart]:
-        """The job's stored files, by kind."""
+    def files(self, job_id: str, *, moved: bool = False) -> dict[str, StoredPart]:
+        """The job's stored files, by kind; with `moved`, only those moved from their `_tmp`
+        key to where their download link serves them."""
         folder = self._job_dir(job_id)
         found: dict[str, StoredPart] = {}
         if folder.is_dir():
@@ -131,10 +136,16 @@ class Store:
                 match = _OBJECT_RE.match(entry.name)
                 if match:
                     found[match[1]] = StoredPart(0, match[2], entry)
+        if moved:
+            now = time.monotonic()
+            found = {k: v for k, v in found.items()
+                     if self._moves.get((job_id, k), 0.0) <= now}
         return found
 
-    def commit_file(self, job_id: str, kind: str, etag: str, received: Path) -> None:
-        """Move a fully received file into place, replacing the job's earlier one."""
+    def commit_file(self, job_id: str, kind: str, etag: str, received: Path, *,
+                    visible_after: float = 0.0) -> None:
+        """Move a fully received file into place, replacing the job's earlier one; its
+        download link serves it `visible_after` seconds from now."""
         if not _KIND_RE.match(kind):
             raise ValueError("not a kind of file")
         folder = self._job_dir(job_id)
@@ -143,6 +154,7 @@ class Store:
         os.replace(received, folder / f"{kind}.{etag}")
         if old is not None and old.etag != etag:
             old.path.unlink(missing_ok=True)
+        self._moves[(job_id, kind)] = time.monotonic() + visible_after
 
     def drop_job(self, job_id: str) -> None:
         """Remove every file of a job."""
