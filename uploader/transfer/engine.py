@@ -37,8 +37,8 @@ from uploader.transfer.hashing import LaneHasher
 from uploader.transfer.plan import Piece
 from uploader.transfer.reading import PartBody, etag_matches, piece_md5
 
-__all__ = ["PartFailure", "TransferConfig", "UrlSource", "put_part", "send_pieces",
-           "stored_object_etag"]
+__all__ = ["SSE_HEADER", "PartFailure", "Sent", "TransferConfig", "UrlSource", "put_part",
+           "send_pieces", "stored_object_etag"]
 
 log = logging.getLogger("uploader.transfer")
 
@@ -92,6 +92,22 @@ class UrlSource(Protocol):
     async def stored_etag(self, piece: Piece) -> str | None: ...
 
 
+#: The header OBS answers for an object stored with server-side encryption: its ETag is then
+#: not the MD5 of the body (API.md §5).
+SSE_HEADER = "x-obs-server-side-encryption"
+#: The most of an error answer's body that is read (its XML says what went wrong).
+ERROR_BODY_LIMIT = 4096
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A piece the storage took: its MD5, and whether the storage's ETag proved the bytes
+    (False where the ETag is not an MD5: an encrypted bucket)."""
+
+    md5_hex: str
+    verified: bool
+
+
 class PartFailure(Exception):
     """One attempt at one part failed; the fields say whether to retry and how."""
 
@@ -108,10 +124,11 @@ async def put_part(
     session: aiohttp.ClientSession, url: str, part: Piece, *,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
     budget: TransferBudget | None = None,
-) -> str:
-    """PUT one part; return its MD5 once the storage has confirmed it with a matching ETag.
-    With a `budget`, each chunk waits for its share of the bandwidth (waiting for it is not a
-    stall)."""
+) -> Sent:
+    """PUT one part; return its MD5 once the storage has taken it, checked against the ETag
+    where the ETag is an MD5. With a `budget`, each chunk waits for its share of the
+    bandwidth (waiting for it is not a stall). An error's body is read up to
+    ERROR_BODY_LIMIT bytes, whatever its length."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(config.stall_timeout) as deadline:
 
@@ -134,10 +151,13 @@ async def put_part(
                 async with session.put(URL(url, encoded=True), data=body, headers=headers,
                                        timeout=config.client_timeout,
                                        allow_redirects=False) as response:
-                    text = "" if response.status == 200 else (await response.text())[:2000]
+                    text = "" if response.status == 200 else (await response.content.read(
+                        ERROR_BODY_LIMIT)).decode("utf-8", "replace")
                     etag = response.headers.get("ETag")
                     status = response.status
                     asked = retry_after(response.headers.get("Retry-After"))
+                    request_id = response.headers.get("x-obs-request-id")
+                    encrypted = SSE_HEADER in response.headers
         except UnreachableError as exc:
             if body.failure is not None:
                 raise body.failure from None
@@ -145,20 +165,23 @@ async def put_part(
             raise PartFailure(exc.message, retryable=exc.may_have_arrived,
                               url_refused=not exc.may_have_arrived) from exc
     if status != 200:
-        raise _failure_for(status, text, asked)
+        raise _failure_for(status, text, asked, request_id)
     md5_hex = await body.md5_hex()
-    match = etag_matches(etag or "", md5_hex)
+    match = None if encrypted else etag_matches(etag or "", md5_hex)
     if match is None:
-        log.debug("%s: ETag %r is not a plain MD5; not checked", part.label, etag)
+        log.debug("%s: ETag %r is not an MD5 (%s); not checked", part.label, etag,
+                  "server-side encryption" if encrypted else "not 32 hex digits")
     elif not match:
         raise PartFailure(f"the stored part's ETag {etag} is not its MD5 {md5_hex}",
                           retryable=False, url_refused=True, status=status)
-    return md5_hex
+    return Sent(md5_hex, verified=bool(match))
 
 
-def _failure_for(status: int, text: str, asked: float | None) -> PartFailure:
+def _failure_for(status: int, text: str, asked: float | None,
+                 request_id: str | None) -> PartFailure:
     code = re.search(r"<Code>([^<]*)</Code>", text)
-    reason = f"HTTP {status}" + (f" {code[1]}" if code else "")
+    reason = f"HTTP {status}" + (f" {code[1]}" if code else "") + (
+        f" (storage request id {request_id})" if request_id else "")
     if status in _RETRYABLE_STATUS or status >= 500:
         return PartFailure(reason, retryable=True, status=status, retry_after=asked)
     if status in (403, 404) or 300 <= status < 400:  # a redirect is never followed
@@ -169,7 +192,7 @@ def _failure_for(status: int, text: str, asked: float | None) -> PartFailure:
 async def send_pieces(
     parts: list[Piece], *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
-    on_done: Callable[[Piece, str], Awaitable[None]], job_id: str | None = None,
+    on_done: Callable[[Piece, Sent], Awaitable[None]], job_id: str | None = None,
     budget: TransferBudget | None = None,
 ) -> int:
     """Send `parts` (of any files: video parts and single files alike) with
@@ -193,10 +216,10 @@ async def send_pieces(
         while queue:
             part = queue.popleft()
             async with budget.slot() if budget is not None else contextlib.nullcontext():
-                md5_hex = await _send_one(part, session=session, urls=urls, config=config,
+                sent = await _send_one(part, session=session, urls=urls, config=config,
                                           hasher=hasher, on_bytes=counted,
                                           on_settled=on_bytes, job_id=job_id, budget=budget)
-            await on_done(part, md5_hex)
+            await on_done(part, sent)
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -234,7 +257,7 @@ async def _send_one(
     part: Piece, *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, hasher: LaneHasher, on_bytes: Callable[[int], None],
     on_settled: Callable[[int], None], job_id: str | None, budget: TransferBudget | None,
-) -> str:
+) -> Sent:
     """Send one part until it is stored, with the one retry policy. `on_bytes` follows the
     bytes put on the wire (back down when an attempt fails); `on_settled` is told of a part
     the server turned out to hold already, which counts as done without being sent again.
@@ -242,7 +265,7 @@ async def _send_one(
     it holds the part, else replaced by fresh links and tried again at once."""
     refreshes = 0
 
-    async def attempt() -> str:
+    async def attempt() -> Sent:
         nonlocal refreshes
         generation = urls.generation
         sent = 0
@@ -266,7 +289,7 @@ async def _send_one(
             if stored is not None:
                 log.info("%s: the server already holds it", part.label)
                 on_settled(part.size)
-                return stored
+                return Sent(stored, verified=True)
             refreshes += 1
             if refreshes > config.max_refreshes:
                 raise TransferError(f"{part.label} was refused ({failure}) even with fresh "
@@ -319,7 +342,7 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
             async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
                                    timeout=aiohttp.ClientTimeout(total=60),
                                    allow_redirects=False) as response:
-                await response.read()
+                pass  # the headers say it all: a storage that ignores Range is not read
     except UnreachableError as exc:
         if not exc.may_have_arrived:  # the link's host is gone: the file is as good as absent
             log.info("%s; sending it", exc)

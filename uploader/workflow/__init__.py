@@ -168,7 +168,8 @@ def _upload_result(job_id: str, files: list[LocalFile], sender: Sender, seconds:
     video = TRAINING_VIDEO.name
     results = [FileResult(kind=f.kind.name, path=str(f.path),
                           outcome="sent" if tally.sent_pieces.get(f.kind.name) else "skipped",
-                          size_bytes=f.size, bytes_uploaded=tally.sent_bytes.get(f.kind.name, 0))
+                          size_bytes=f.size, bytes_uploaded=tally.sent_bytes.get(f.kind.name, 0),
+                          verified=f.kind.name not in tally.unverified)
                for f in files]
     return UploadResult(
         job_id=job_id, parts_total=files[0].plan.count,

@@ -18,13 +18,15 @@ UNKNOWN_STATE = "UNKNOWN"
 @dataclass(frozen=True)
 class FileResult:
     """One file of the run: `outcome` is "sent" (some or all of it went out this run) or
-    "skipped" (the service held all of it already)."""
+    "skipped" (the service held all of it already); `verified` is False when some piece of
+    it was not proved by the storage's ETag (an encrypted bucket's ETags are not MD5s)."""
 
     kind: str
     path: str
     outcome: str
     size_bytes: int
     bytes_uploaded: int
+    verified: bool = True
 
 
 @dataclass(frozen=True)

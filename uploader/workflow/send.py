@@ -9,6 +9,7 @@ alike; then the server is asked again, up to MAX_ROUNDS times.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -21,18 +22,22 @@ from uploader._progress import Progress
 from uploader.api.models import JobDetail
 from uploader.api.states import REVIEW_FAILED
 from uploader.transfer.budget import TransferBudget
-from uploader.transfer.engine import TransferConfig, send_pieces
+from uploader.transfer.engine import Sent, TransferConfig, send_pieces
 from uploader.transfer.plan import Piece
 from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
-__all__ = ["MAX_ROUNDS", "Sender", "Verdict", "confirm_step", "judge_stored"]
+__all__ = ["MAX_ROUNDS", "NOT_MD5_STEP", "Sender", "Verdict", "confirm_step", "judge_stored"]
 
 log = logging.getLogger("uploader")
 
 #: After this many rounds of "send what is missing, then ask the server", give up.
 MAX_ROUNDS = 3
+#: The journal's step once the storage answered an ETag that is not an MD5.
+NOT_MD5_STEP = "storage:etags-not-md5"
+#: How long a stored single file is waited for at its download link, and how often asked.
+MOVE_WAIT, MOVE_POLL = 30.0, 0.5
 
 
 def confirm_step(kind: str) -> str:
@@ -48,6 +53,7 @@ class Tally:
     sent_bytes: dict[str, int] = field(default_factory=dict)
     skipped_pieces: dict[str, int] = field(default_factory=dict)
     wire_bytes: int = 0
+    unverified: set[str] = field(default_factory=set)  #: kinds with a piece no ETag proved
 
 
 class Sender:
@@ -107,10 +113,26 @@ class Sender:
             chunk_size=self.config.chunk_size, concurrency=self.config.concurrency)
         local |= {key: md5 for key, md5 in self._sent.items() if key in stored}
         verdict = judge_stored(pieces, stored=stored, journal=self.journal.parts, local=local,
-                               job_id=self.links.job_id)
+                               job_id=self.links.job_id, etags_are_md5=self.etags_are_md5)
         for key, md5 in verdict.learned.items():
             await self.journal.record_part(key, md5)
+        self.tally.unverified.update(kind for kind, _ in verdict.unproved)
         return verdict.missing
+
+    @property
+    def etags_are_md5(self) -> bool:
+        """False once the storage answered ETags that are not MD5s (an encrypted bucket),
+        in this run or an earlier one (the journal remembers)."""
+        return NOT_MD5_STEP not in self.journal.steps
+
+    async def _unverifiable(self, piece: Piece) -> None:
+        """A piece whose ETag is not its MD5: said once, remembered for a resume."""
+        self.tally.unverified.add(piece.kind)
+        if self.etags_are_md5:
+            log.warning("the storage's ETags are not MD5s (server-side encryption): they "
+                        "cannot verify the bytes sent (%s first); what was sent is trusted as "
+                        "the journal recorded it", piece.label)
+            await self.journal.record_step(NOT_MD5_STEP)
 
     async def _stored(self, pending: list[LocalFile]) -> dict[tuple[str, int], str]:
         """The ETag of every piece of `pending` the server holds; a multipart file the job
@@ -129,10 +151,26 @@ class Sender:
                 stored.update({(file.kind.name, n): etag for n, etag in found.items()})
             else:
                 assert detail is not None
-                etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
+                etag = await self._single_etag(file, detail)
                 if etag is not None:
                     stored[(file.kind.name, 1)] = etag
         return stored
+
+    async def _single_etag(self, file: LocalFile, detail: JobDetail) -> str | None:
+        """The stored single file's ETag. One the journal says was stored may not be at its
+        download link yet (the service moves it from its `_tmp` key): waited for, up to
+        MOVE_WAIT seconds, rather than sent again."""
+        link = detail.raw.get(file.kind.download_field)
+        moving = (file.kind.name, 1) in self.journal.parts and detail.state not in REVIEW_FAILED
+        waited = 0.0
+        while not link and moving and waited < MOVE_WAIT:
+            if waited == 0.0:
+                log.info("the %s is stored but not yet at its download link: waiting for the "
+                         "service to move it", file.kind.title)
+            await asyncio.sleep(MOVE_POLL)
+            waited += MOVE_POLL
+            link = (await self.links.job_detail()).raw.get(file.kind.download_field)
+        return await self.links.file_etag(link)
 
     async def _confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
         """Whether the job holds this very file, confirmed (by an earlier run whose confirm
@@ -140,6 +178,11 @@ class Sender:
         ETag is the multipart ETag of the file's parts as they are now."""
         if detail.state in REVIEW_FAILED:
             return False  # the review deleted it, whatever show job still says
+        if not self.etags_are_md5:
+            log.info("the storage's ETags are not MD5s: a %s confirmed earlier cannot be "
+                     "recognised by its ETag, so its parts are hashed and listed again",
+                     file.kind.title)
+            return False
         etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
         if etag is None:
             return False
@@ -163,9 +206,11 @@ class Sender:
                         _shorten([p.label for p in lost if p.kind == name]))
             await self.journal.forget_parts(name, numbers)
 
-    async def _piece_done(self, piece: Piece, md5_hex: str) -> None:
-        self._sent[piece.key] = md5_hex
-        await self.journal.record_part(piece.key, md5_hex)
+    async def _piece_done(self, piece: Piece, sent: Sent) -> None:
+        self._sent[piece.key] = sent.md5_hex
+        await self.journal.record_part(piece.key, sent.md5_hex)
+        if not sent.verified:
+            await self._unverifiable(piece)
         self.tally.sent_pieces[piece.kind] = self.tally.sent_pieces.get(piece.kind, 0) + 1
         self.tally.sent_bytes[piece.kind] = (self.tally.sent_bytes.get(piece.kind, 0)
                                              + piece.size)
@@ -183,26 +228,28 @@ def _shorten(labels: list[str]) -> str:
 
 @dataclass
 class Verdict:
-    """What the server's stored pieces mean: those still `missing`, and the MD5s `learned`
-    of stored pieces the journal did not know (an earlier run's lost records)."""
+    """What the server's stored pieces mean: those still `missing`, the MD5s `learned` of
+    stored pieces the journal did not know (an earlier run's lost records), and the stored
+    pieces `unproved`: taken as ours on the journal's word, no ETag proving their bytes."""
 
     missing: list[Piece]
     learned: dict[tuple[str, int], str]
+    unproved: set[tuple[str, int]] = field(default_factory=set)
 
 
 def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
                  journal: dict[tuple[str, int], str], local: dict[tuple[str, int], str],
-                 job_id: str) -> Verdict:
+                 job_id: str, etags_are_md5: bool = True) -> Verdict:
     """Which of `pieces` the server lacks, from each stored piece's ETag (`stored`), the MD5
     the journal recorded when it was sent (`journal`) and its MD5 in the file now (`local`,
-    for every stored piece). Pure. FileChangedError when the file's bytes are not those
-    sent (a multipart file: its parts must all be one file's); another single file standing
-    where this one goes is simply replaced."""
-    missing: list[Piece] = []
-    learned: dict[tuple[str, int], str] = {}
+    for every stored piece); `etags_are_md5` False on a storage whose ETags prove nothing.
+    Pure. FileChangedError when the file's bytes are not those sent (a multipart file: its
+    parts must all be one file's); another single file standing where this one goes is
+    simply replaced."""
+    verdict = Verdict([], {})
     for piece in pieces:
         if piece.key not in stored:
-            missing.append(piece)
+            verdict.missing.append(piece)
             continue
         known, now = journal.get(piece.key), local[piece.key]
         if known is not None and known != now:
@@ -210,10 +257,12 @@ def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
                 f"{piece.path} changed since {piece.label} was sent (its bytes differ, though "
                 "its size and time may not): start the upload over to send it from the start",
                 job_id=job_id)
-        match = etag_matches(stored[piece.key], now)
-        if match is None:  # not a plain MD5: only the journal can say it is ours
+        match = etag_matches(stored[piece.key], now) if etags_are_md5 else None
+        if match is None:  # not an MD5: only the journal can say it is ours
             if known is None:
-                missing.append(piece)
+                verdict.missing.append(piece)
+            else:
+                verdict.unproved.add(piece.key)
             continue
         if not match:
             if kind(piece.kind).multipart:
@@ -221,8 +270,8 @@ def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
                     f"{piece.label} on the server does not match {piece.path}: the file "
                     "changed since it was sent; start the upload over to send it from the "
                     "start", job_id=job_id)
-            missing.append(piece)
+            verdict.missing.append(piece)
             continue
         if known is None:
-            learned[piece.key] = now
-    return Verdict(missing, learned)
+            verdict.learned[piece.key] = now
+    return verdict
