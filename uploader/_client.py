@@ -32,6 +32,7 @@ from uploader.api.settings import Settings
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
 from uploader.workflow import Run, SubmitResult, UploadResult, delete, submit, upload
+from uploader.workflow.verify import VERIFY_MODES
 
 if TYPE_CHECKING:
     from uploader.batch import Row, RowError, RowResult
@@ -123,14 +124,20 @@ class AsyncClient:
         return self._run
 
     async def upload(self, job: Job, *, submit: bool = False, wait: bool = False,
-                     restart: bool = False, progress: Progress | None = None) -> UploadResult:
+                     restart: bool = False, progress: Progress | None = None,
+                     verify: str = "etag") -> UploadResult:
         """Upload `job`'s files, resuming any earlier attempt; confirm them; with `submit`,
         submit the job for review (`wait`: until the automatic review has its outcome).
-        `restart` forgets earlier attempts and sends every file (a new job for a name)."""
+        `restart` forgets earlier attempts and sends every file (a new job for a name).
+        `verify` "download" reads every stored file back and compares it before the
+        submit (the proof where the storage's ETags are not MD5s)."""
         if not isinstance(job, Job):
             raise UsageError(f"upload takes a Job, not {job!r}")
+        if verify not in VERIFY_MODES:
+            raise UsageError(f"verify is one of {', '.join(VERIFY_MODES)}, not {verify!r}")
         return await upload(job, await self._opened(), submit=bool(submit), wait=bool(wait),
-                            restart=bool(restart), progress=progress or Progress())
+                            restart=bool(restart), progress=progress or Progress(),
+                            verify=verify)
 
     async def submit(self, job_id: str, *, wait: bool = False) -> SubmitResult:
         """Submit a job whose files are all stored; with `wait`, follow the review."""
@@ -285,7 +292,7 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
 async def upload_video(path: str | os.PathLike[str], *, submit: bool = False,
                        wait: bool = False, restart: bool = False,
                        progress: Progress | None = None, settings: Settings | None = None,
-                       **options: Any) -> UploadResult:
+                       verify: str = "etag", **options: Any) -> UploadResult:
     """Upload one video and the job's other files with a client of its own: the job's
     fields (`name` or `job_id`, each file by its kind, `tags`, `parts`...) and the
     client's options (`concurrency`, `state_dir`, `transfer`, `budget`, `session`...) as
@@ -293,18 +300,18 @@ async def upload_video(path: str | os.PathLike[str], *, submit: bool = False,
     job, client_options = _split(path, options)
     async with AsyncClient(settings, **client_options) as client:
         return await client.upload(job, submit=submit, wait=wait, restart=restart,
-                                   progress=progress)
+                                   progress=progress, verify=verify)
 
 
 def upload_video_sync(path: str | os.PathLike[str], *, submit: bool = False,
                       wait: bool = False, restart: bool = False,
                       progress: Progress | None = None, settings: Settings | None = None,
-                      **options: Any) -> UploadResult:
+                      verify: str = "etag", **options: Any) -> UploadResult:
     """`upload_video` for synchronous callers (inside a running event loop too)."""
     job, client_options = _split(path, options)
     with Client(settings, **client_options) as client:
         return client.upload(job, submit=submit, wait=wait, restart=restart,
-                             progress=progress)
+                             progress=progress, verify=verify)
 
 
 async def submit_job(job_id: str, *, wait: bool = False, settings: Settings | None = None,

@@ -96,6 +96,10 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the resume journal is kept [default: the user state folder].")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
+@click.option("--verify", type=click.Choice(["etag", "download"]), default="etag",
+              show_default=True,
+              help="download: also read every stored file back and compare it before the "
+                   "submit (the proof on a storage whose ETags are not MD5s).")
 @click.option("--wait", is_flag=True,
               help="With --submit: wait for the automatic review's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
@@ -112,7 +116,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     shown = _Shown(bar)
     wait = wait or use_emulator
     client_options = {k: options.pop(k) for k in ("concurrency", "bwlimit", "state_dir")}
-    restart = options.pop("restart")
+    restart, verify = options.pop("restart"), options.pop("verify")
     try:
         job = Job.of(video, **options)
     except UploaderError as error:
@@ -121,7 +125,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     async def call(env: Settings) -> UploadResult:
         async with AsyncClient(env, **client_options) as client:
             return await client.upload(job, submit=submit_review, wait=wait, restart=restart,
-                                       progress=shown)
+                                       progress=shown, verify=verify)
 
     try:
         result = _run(call,

@@ -140,6 +140,8 @@ class ObjectStorage:
             return web.Response(status=400)
         tmp, md5_hex = received
         etag = self._etag(md5_hex)
+        if faults.take_corruption():
+            await asyncio.to_thread(_flip_first_byte, tmp)
         commit(etag, tmp)
         ledger["stored"] += 1
         self.store.spend(signature)
@@ -290,3 +292,10 @@ def _store_batch(out: Any, digest: Any, batch: list[bytes]) -> None:
     for chunk in batch:
         digest.update(chunk)
         out.write(chunk)
+
+
+def _flip_first_byte(path: Path) -> None:
+    with path.open("r+b") as stored:
+        first = stored.read(1)
+        stored.seek(0)
+        stored.write(bytes([first[0] ^ 0xFF]) if first else b"")

@@ -29,9 +29,10 @@ from uploader.preflight import check_files
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
 from uploader.transfer.plan import PartPlan, plan_parts
-from uploader.workflow.finish import SUBMIT_STEP, confirm_files, follow_review
+from uploader.workflow.finish import SUBMIT_STEP, confirm_again, confirm_files, follow_review
 from uploader.workflow.finish import submit as submit_for_review
 from uploader.workflow.job import open_job, refuse_missing, stored_kinds
+from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 from uploader.workflow.result import (
     FileResult,
@@ -41,6 +42,7 @@ from uploader.workflow.result import (
     outcome_of,
 )
 from uploader.workflow.send import Sender
+from uploader.workflow.verify import verify_by_download
 
 __all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "delete", "submit", "upload"]
 
@@ -60,9 +62,10 @@ class Run:
 
 
 async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
-                 progress: Progress) -> UploadResult:
-    """Upload `job`'s files, resuming any earlier attempt; confirm them and, with `submit`,
-    submit the job (`wait`: until the automatic review has its outcome)."""
+                 progress: Progress, verify: str = "etag") -> UploadResult:
+    """Upload `job`'s files, resuming any earlier attempt; confirm them (with `verify`
+    "download", read them back and compare) and, with `submit`, submit the job (`wait`:
+    until the automatic review has its outcome)."""
     reports = await check_files(job.paths)
     refused = [report for report in reports if not report.ok]
     if refused:
@@ -85,6 +88,8 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
             seconds = round(time.monotonic() - started, 3)
             await confirm_files([f.kind for f in files], links=opened.links,
                                 journal=journal, client=run.api)
+            if verify == "download":
+                await _verify(files, opened.links, sender, run)
             progress.on_step(Step.CONFIRMED, opened.job_id)
             if submit:
                 await submit_for_review(run.api, opened.job_id)
@@ -136,6 +141,16 @@ async def delete(job_id: str, api: MetaStudioClient) -> None:
             raise
         raise JobStateError(f"MetaStudio refused to delete job {job_id} in its state: "
                             f"{exc.error_msg or exc}", job_id=job_id, state=job.state) from exc
+
+
+async def _verify(files: list[LocalFile], links: Links, sender: Sender, run: Run) -> None:
+    """Read every file back; one sent again is confirmed again."""
+    async def resend(file: LocalFile) -> None:
+        await sender.resend(file)
+        await confirm_again(file.kind, links=links, client=run.api)
+
+    proved = await verify_by_download(files, links=links, session=run.session, resend=resend)
+    sender.tally.unverified -= proved
 
 
 async def _local_file(file: FileKind, path: Path, parts: int | None,

@@ -21,7 +21,7 @@ from uploader.api.states import UNDER_REVIEW
 from uploader.workflow.links import Links
 from uploader.workflow.send import confirm_step
 
-__all__ = ["SUBMIT_STEP", "confirm_files", "follow_review", "submit"]
+__all__ = ["SUBMIT_STEP", "confirm_again", "confirm_files", "follow_review", "submit"]
 
 log = logging.getLogger("uploader")
 
@@ -43,6 +43,17 @@ async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal
 
         await _command(client, links.job_id, file.confirm_command, took_effect)
         await journal.record_step(step)
+
+
+async def confirm_again(file: FileKind, *, links: Links, client: MetaStudioClient) -> None:
+    """Send a file's confirm command once more (it was sent again after its confirm)."""
+    if file.confirm_command is not None:
+        await _command(client, links.job_id, file.confirm_command, _false)
+
+
+async def _false() -> bool:
+    """A letter's confirm taking effect twice does no harm: a lost answer is sent again."""
+    return False
 
 
 async def submit(client: MetaStudioClient, job_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -16,10 +17,14 @@ from uploader.api.models import JobDetail, JobUrls
 from uploader.transfer.engine import stored_object_etag
 from uploader.transfer.plan import Piece
 
-__all__ = ["URL_REUSE_SECONDS", "Links"]
+__all__ = ["MOVE_POLL", "MOVE_WAIT", "URL_REUSE_SECONDS", "Links"]
+
+log = logging.getLogger("uploader")
 
 #: Presigned links live about 24 h; links older than this are replaced before use.
 URL_REUSE_SECONDS = 20 * 3600
+#: How long a stored single file is waited for at its download link, and how often asked.
+MOVE_WAIT, MOVE_POLL = 30.0, 0.5
 
 
 class Links:
@@ -94,6 +99,23 @@ class Links:
     async def job_detail(self) -> JobDetail:
         """The job as show job tells it now (which files it holds, its state)."""
         return await self._client.show_job(self.job_id)
+
+    async def download_link(self, file: FileKind, *, detail: JobDetail | None = None,
+                            wait: bool = True) -> str | None:
+        """The download link of a stored file (None: not stored). A single file may reach it
+        some time after its PUT (the service moves it from its `_tmp` key): with `wait`, it
+        is waited for, up to MOVE_WAIT seconds."""
+        detail = detail or await self.job_detail()
+        link = detail.raw.get(file.download_field)
+        waited = 0.0
+        while not link and wait and not file.multipart and waited < MOVE_WAIT:
+            if waited == 0.0:
+                log.info("the %s is stored but not yet at its download link: waiting for "
+                         "the service to move it", file.title)
+            await asyncio.sleep(MOVE_POLL)
+            waited += MOVE_POLL
+            link = (await self.job_detail()).raw.get(file.download_field)
+        return link if isinstance(link, str) and link else None
 
     async def stored_etag(self, piece: Piece) -> str | None:
         file = kind(piece.kind)

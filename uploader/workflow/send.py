@@ -9,7 +9,6 @@ alike; then the server is asked again, up to MAX_ROUNDS times.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -36,8 +35,6 @@ log = logging.getLogger("uploader")
 MAX_ROUNDS = 3
 #: The journal's step once the storage answered an ETag that is not an MD5.
 NOT_MD5_STEP = "storage:etags-not-md5"
-#: How long a stored single file is waited for at its download link, and how often asked.
-MOVE_WAIT, MOVE_POLL = 30.0, 0.5
 
 
 def confirm_step(kind: str) -> str:
@@ -158,19 +155,19 @@ class Sender:
 
     async def _single_etag(self, file: LocalFile, detail: JobDetail) -> str | None:
         """The stored single file's ETag. One the journal says was stored may not be at its
-        download link yet (the service moves it from its `_tmp` key): waited for, up to
-        MOVE_WAIT seconds, rather than sent again."""
-        link = detail.raw.get(file.kind.download_field)
+        download link yet (the service moves it from its `_tmp` key): waited for rather than
+        sent again."""
         moving = (file.kind.name, 1) in self.journal.parts and detail.state not in REVIEW_FAILED
-        waited = 0.0
-        while not link and moving and waited < MOVE_WAIT:
-            if waited == 0.0:
-                log.info("the %s is stored but not yet at its download link: waiting for the "
-                         "service to move it", file.kind.title)
-            await asyncio.sleep(MOVE_POLL)
-            waited += MOVE_POLL
-            link = (await self.links.job_detail()).raw.get(file.kind.download_field)
+        link = await self.links.download_link(file.kind, detail=detail, wait=moving)
         return await self.links.file_etag(link)
+
+    async def resend(self, file: LocalFile) -> None:
+        """Send a single file again, on fresh links (its stored copy differs from it)."""
+        await self.links.refresh(self.links.generation)
+        self.tally.wire_bytes += await send_pieces(
+            file.pieces, session=self.session, urls=self.links, config=self.config,
+            on_bytes=lambda delta: None, on_done=self._piece_done, job_id=self.links.job_id,
+            budget=self.budget)
 
     async def _confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
         """Whether the job holds this very file, confirmed (by an earlier run whose confirm
