@@ -33,9 +33,10 @@ class Faults:
         self.link_rate = link_rate
         self.fail_statuses: tuple[int, ...] = (500, 503)
         self.lose_confirms = 0
-        #: How many of the next bodies to store with a byte flipped (after their ETag was
-        #: computed): corruption at rest, that only reading the object back can find.
-        self.corrupt_next = 0
+        #: By kind of file ("grant_file", "training_video", ...): how many of its next bodies
+        #: to store with a byte flipped after their ETag was computed (corruption at rest,
+        #: which only reading the object back can find).
+        self.corrupt: Counter[str] = Counter()
         self.rewrite: Callable[[web.Request, Any], Any] | None = None
         self.api_statuses: list[int] = []
         #: PUTs being served now, and the most served at once; the most connections open
@@ -66,11 +67,11 @@ class Faults:
             self._connections.add(transport)
             self.most_connections = max(self.most_connections, len(self._connections))
 
-    def take_corruption(self) -> bool:
-        """Whether this body is to be stored corrupted (counts one down if so)."""
-        if self.corrupt_next <= 0:
+    def take_corruption(self, kind: str) -> bool:
+        """Whether this body of `kind` is to be stored corrupted (counts one down if so)."""
+        if self.corrupt[kind] <= 0:
             return False
-        self.corrupt_next -= 1
+        self.corrupt[kind] -= 1
         return True
 
     def take_lost_confirm(self) -> bool:

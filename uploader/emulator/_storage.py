@@ -140,7 +140,7 @@ class ObjectStorage:
             return web.Response(status=400)
         tmp, md5_hex = received
         etag = self._etag(md5_hex)
-        if faults.take_corruption():
+        if faults.take_corruption(_kind_of(key)):
             await asyncio.to_thread(_flip_first_byte, tmp)
         commit(etag, tmp)
         ledger["stored"] += 1
@@ -292,6 +292,13 @@ def _store_batch(out: Any, digest: Any, batch: list[bytes]) -> None:
     for chunk in batch:
         digest.update(chunk)
         out.write(chunk)
+
+
+def _kind_of(key: str) -> str:
+    """The kind of file a storage key holds: `training/J/training_video.mp4` ->
+    training_video, `assets/J/grant_file_tmp` -> grant_file."""
+    name = key.rsplit("/", 1)[-1]
+    return name.removesuffix(".mp4").removesuffix("_tmp")
 
 
 def _flip_first_byte(path: Path) -> None:

@@ -63,6 +63,7 @@ class Sender:
         self.files, self.links, self.journal = files, links, journal
         self.new_job = new_job  # created by this run: it holds nothing of an earlier one
         self._untouched = new_job  # ... and nothing was sent to it yet
+        self._said_not_md5 = False
         self.budget = budget
         self.session, self.config, self.progress = session, config, progress
         self.total = sum(f.size for f in files)
@@ -125,7 +126,8 @@ class Sender:
     async def _unverifiable(self, piece: Piece) -> None:
         """A piece whose ETag is not its MD5: said once, remembered for a resume."""
         self.tally.unverified.add(piece.kind)
-        if self.etags_are_md5:
+        if self.etags_are_md5 and not self._said_not_md5:
+            self._said_not_md5 = True  # before the journal's write: pieces end together
             log.warning("the storage's ETags are not MD5s (server-side encryption): they "
                         "cannot verify the bytes sent (%s first); what was sent is trusted as "
                         "the journal recorded it", piece.label)

@@ -1,0 +1,275 @@
+"""Storage as OBS has it: both link forms with and without a security token, links that die
+early, single files that move after their PUT, an encrypted bucket's ETags (and reading the
+files back), request ids, and memory that stays bounded whatever a storage answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.uploads import REQUIRED, REQUIRED_FLAGS, assembled, cli_env, run_cli, start_cli
+from uploader import Settings
+from uploader.emulator import EmulatorThread, RunningEmulator
+
+MiB = 1024 * 1024
+SECRETS = ("Signature=", "X-Amz-Signature", "x-obs-security-token=", "X-Amz-Security-Token")
+
+
+def _upload(running: RunningEmulator, tmp_path: Path, *flags: str,
+            name: str = "obs") -> tuple[int, dict[str, Any], str]:
+    env = cli_env(running.client_env(), tmp_path / "state")
+    result = run_cli("-vv", "upload", str(GOOD_VIDEO), "--name", name, *REQUIRED_FLAGS,
+                     "--submit", "--json", *flags, env=env)
+    report = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.returncode, report, result.stdout + result.stderr
+
+
+def _no_secret(output: str, running: RunningEmulator) -> None:
+    token = running.emulator.storage.signer.token
+    assert not any(secret in output for secret in SECRETS), output
+    assert token is None or token not in output
+
+
+def _stored_once(running: RunningEmulator) -> dict[int, int]:
+    """PUT attempts by part number (0: the single files), every one stored."""
+    ledger = running.emulator.faults.ledger
+    return {part: counts["stored"] for (_, part), counts in ledger.items()}
+
+
+@pytest.mark.parametrize(("style", "token"), [("v2", True), ("v4", False), ("v4", True)])
+def test_both_link_forms_with_and_without_a_token(tmp_path: Path, style: str, token: bool):
+    config = emulator_config(tmp_path / "emulator", link_style=style,
+                             link_security_token=token)
+    with EmulatorThread(config) as running:
+        code, report, output = _upload(running, tmp_path)
+        assert code == 0, output
+        job = running.emulator.store.jobs[report["job_id"]]
+        assert job["state"] in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
+        _no_secret(output, running)
+        assert asyncio.run(assembled(Settings.from_env(running.client_env()),
+                                     report["job_id"])) == GOOD_VIDEO.read_bytes()
+
+
+def test_a_v4_link_refuses_another_content_type_and_a_missing_token(tmp_path: Path):
+    import urllib.error
+    import urllib.request
+
+    from tests.uploads import new_job
+
+    config = emulator_config(tmp_path / "emulator", link_style="v4", link_security_token=True)
+    with EmulatorThread(config) as running:
+        job_id = new_job(running)
+        answer = asyncio.run(_links(running, job_id))
+        url = answer["cover_upload_url"]
+        assert "X-Amz-Signature=" in url and "X-Amz-Security-Token=" in url
+        for changed, headers in ((url, {"Content-Type": "image/jpeg"}),
+                                 (url.split("&X-Amz-Security-Token")[0] + "&X-Amz-Signature="
+                                  + url.split("X-Amz-Signature=")[1],
+                                  {"Content-Type": "application/octet-stream"})):
+            request = urllib.request.Request(changed, data=b"x", method="PUT", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            body = refused.value.read().decode()
+            assert refused.value.code == 403 and "<RequestId>" in body and "<HostId>" in body
+            assert refused.value.headers["x-obs-request-id"] in body
+
+
+async def _links(running: RunningEmulator, job_id: str) -> dict[str, Any]:
+    from uploader import MetaStudioClient
+    async with MetaStudioClient(Settings.from_env(running.client_env())) as client:
+        return (await client.update_job(job_id, video_multipart_count=1)).raw
+
+
+def test_links_that_die_early_are_replaced(tmp_path: Path):
+    config = emulator_config(tmp_path / "emulator", link_early_expiry=1.0,
+                             link_rate=1 * MiB)
+    from tests.uploads import video_of
+    video = video_of(tmp_path, 6 * MiB)
+    with EmulatorThread(config) as running:
+        env = cli_env(running.client_env(), tmp_path / "state")
+        result = run_cli("upload", str(video), "--name", "early", "--parts", "6",
+                         "--concurrency", "2", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        refused = sum(c["refused"] for c in running.emulator.faults.ledger.values())
+        assert refused >= 1  # some links died before their stated expiry, and were replaced
+        job_id = json.loads(result.stdout)["job_id"]
+        assert asyncio.run(assembled(Settings.from_env(running.client_env()),
+                                     job_id)) == video.read_bytes()
+
+
+def test_single_files_that_move_later_are_not_sent_twice(tmp_path: Path):
+    config = emulator_config(tmp_path / "emulator", move_delay=2.0)
+    with EmulatorThread(config) as running:
+        code, report, output = _upload(running, tmp_path)
+        assert code == 0, output
+        assert _stored_once(running)[0] == 3  # the ID card images and the letter, once each
+        assert report["state"] in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
+        assert "waiting for the service to move it" in output
+
+
+def test_an_encrypted_buckets_etags_are_said_not_to_verify(tmp_path: Path):
+    config = emulator_config(tmp_path / "emulator", etag_style="sse")
+    with EmulatorThread(config) as running:
+        code, report, output = _upload(running, tmp_path)
+        assert code == 0, output
+        assert [f["verified"] for f in report["files"]] == [False] * 4
+        assert output.count("ETags are not MD5s") == 1  # said once
+        proved_code, proved, proved_output = _upload(running, tmp_path, "--verify",
+                                                     "download", name="proved")
+        assert proved_code == 0, proved_output
+        assert [f["verified"] for f in proved["files"]] == [True] * 4
+
+
+def test_verify_download_sends_a_corrupted_letter_again(tmp_path: Path):
+    config = emulator_config(tmp_path / "emulator", etag_style="sse")
+    with EmulatorThread(config) as running:
+        running.emulator.faults.corrupt["grant_file"] = 1  # stored with a byte flipped
+        code, report, output = _upload(running, tmp_path, "--verify", "download")
+        assert code == 0, output
+        assert [f["verified"] for f in report["files"]] == [True] * 4
+        letter = running.emulator.store.files(report["job_id"])["grant_file"].path
+        assert letter.read_bytes() == REQUIRED["grant_file"].read_bytes()
+        assert _stored_once(running)[0] == 3 + 1  # the letter, sent again
+        assert "differs" in output
+
+
+def test_verify_download_finds_a_corrupted_video_and_submits_nothing(tmp_path: Path):
+    config = emulator_config(tmp_path / "emulator", etag_style="sse")
+    with EmulatorThread(config) as running:
+        running.emulator.faults.corrupt["training_video"] = 1
+        code, _, output = _upload(running, tmp_path, "--verify", "download")
+        assert code == 5, output
+        assert "differs" in output and "--restart" in output
+        [job] = running.emulator.store.jobs.values()
+        assert job["state"] == "WAIT_FILE_UPLOAD"  # nothing was submitted
+
+
+@pytest.mark.slow
+def test_every_switch_at_once_with_kill_9_in_the_single_files(tmp_path: Path):
+    """V4 links with a token, an encrypted bucket, files that move after 2 s, and the run
+    killed -9 while the single files go up: the same command finishes the job, nothing that
+    was stored is sent twice, no secret printed."""
+    config = emulator_config(tmp_path / "emulator", link_style="v4", link_security_token=True,
+                             etag_style="sse", move_delay=2.0, link_rate=64 * 1024)
+    with EmulatorThread(config) as running:
+        env = cli_env(running.client_env(), tmp_path / "state")
+        args = ["-vv", "upload", str(GOOD_VIDEO), "--name", "switches", *REQUIRED_FLAGS,
+                "--submit", "--json", "--concurrency", "1"]
+        first = start_cli(*args, env=env)
+        ledger = running.emulator.faults.ledger
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(
+                c["stored"] for (_, part), c in ledger.items() if part == 0) < 1:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        out, err = first.communicate(timeout=30)
+        running.emulator.faults.link_rate = None
+        second = subprocess.run([sys.executable, "-m", "uploader", *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        report = json.loads(second.stdout)
+        stored = {part: c["stored"] for (_, part), c in ledger.items()}
+        assert stored == {1: 1, 0: 3}  # the video's part and each single file, once
+        _no_secret(out + err + second.stdout + second.stderr, running)
+        assert asyncio.run(assembled(Settings.from_env(running.client_env()),
+                                     report["job_id"])) == GOOD_VIDEO.read_bytes()
+
+
+# ---- memory, whatever a storage answers ------------------------------------------------
+
+
+class _Hostile:
+    """A storage that answers every PUT 500 with a body of `size` bytes, and every GET 200
+    with the whole of a `size`-byte object (it ignores Range)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.answered: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        self.answered.append(request.method)
+        await request.read()
+        response = web.StreamResponse(status=500 if request.method == "PUT" else 200,
+                                      headers={"ETag": '"' + "0" * 32 + '"'})
+        response.content_length = self.size
+        await response.prepare(request)
+        chunk = b"x" * MiB
+        try:
+            for _ in range(self.size // MiB):
+                await response.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        return response
+
+    def __enter__(self) -> str:
+        self._thread.start()
+
+        async def start() -> str:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", self._answer)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+            return f"127.0.0.1:{self._runner.addresses[0][1]}"
+        return asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+_MEASURE = """
+import asyncio, sys
+from uploader.transfer.engine import stored_object_etag, put_part, TransferConfig, PartFailure
+from uploader.transfer.hashing import LaneHasher
+from uploader.transfer.plan import Piece
+from uploader._http import new_session
+from uploader import Settings
+
+async def main():
+    settings = Settings(project_id="p", ak="a", sk="s", endpoint="http://127.0.0.1:1")
+    async with new_session(settings) as session:
+        piece = Piece("cover", 1, __import__("pathlib").Path(sys.argv[2]), 0, 1000,
+                      "application/octet-stream", "the cover")
+        try:
+            await put_part(session, sys.argv[1] + "/part", piece, config=TransferConfig(),
+                           hasher=LaneHasher(), on_bytes=lambda n: None)
+        except PartFailure as failure:
+            print("put:", failure)
+        print("probe:", await stored_object_etag(session, sys.argv[1] + "/object"))
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            print("peak:", int(line.split()[1]) // 1024, "MiB")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_whatever_the_storage_answers(tmp_path: Path):
+    sample = tmp_path / "cover.bin"
+    sample.write_bytes(b"c" * 1000)
+    with _Hostile(512 * MiB) as host:
+        run = subprocess.run([sys.executable, "-c", _MEASURE, f"http://{host}", str(sample)],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = dict(line.split(": ", 1) for line in run.stdout.splitlines())
+    assert lines["put"].startswith("HTTP 500") and lines["probe"] == '"' + "0" * 32 + '"'
+    peak = int(lines["peak"].split()[0])
+    print(f"\npeak RSS against a 512 MiB error body and a 512 MiB probe answer: {peak} MiB")
+    assert peak < 150
