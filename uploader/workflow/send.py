@@ -4,7 +4,8 @@ A multipart file's stored parts come from its list command and are checked again
 journal's MD5s, or hashed from the file where the journal has none; a single file is stored
 when show job has its download link, and it is ours when that object's ETag is the file's
 MD5. Whatever is missing goes out in one `send_pieces` call, video parts and single files
-alike; then the server is asked again, up to MAX_ROUNDS times.
+alike; then the server is asked again (unless every piece was proved by its ETag and no
+update came between), up to MAX_ROUNDS times.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Sender:
         self.done_bytes = 0
         self.tally = Tally()
         self._sent: dict[tuple[str, int], str] = {}  # pieces this run sent, with their MD5
+        self._verified: set[tuple[str, int]] = set()  # ... and those their ETag proved
 
     async def send_missing(self, *, restart: bool) -> None:
         missing = await self._missing(trust_server=not restart)
@@ -81,10 +83,16 @@ class Sender:
             self._advance(self.total - sum(p.size for p in missing) - self.done_bytes)
             if not missing:
                 return
+            generation = self.links.generation
             self.tally.wire_bytes += await send_pieces(
                 missing, session=self.session, urls=self.links, config=self.config,
                 on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id,
                 budget=self.budget)
+            if generation == self.links.generation and all(
+                    p.key in self._verified for p in missing):
+                # Every piece was taken with its MD5 as ETag, and no update (which may drop
+                # stored parts) came between: the server is not asked again.
+                return
             missing = await self._missing(trust_server=True)
         if missing:
             raise TransferError(f"the server still lacks {len(missing)} piece(s) after "
@@ -207,6 +215,8 @@ class Sender:
 
     async def _piece_done(self, piece: Piece, sent: Sent) -> None:
         self._sent[piece.key] = sent.md5_hex
+        if sent.verified:
+            self._verified.add(piece.key)
         await self.journal.record_part(piece.key, sent.md5_hex)
         if not sent.verified:
             await self._unverifiable(piece)
