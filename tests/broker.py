@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +63,15 @@ class RabbitMQ:
         }
 
     def start(self, timeout: float = 90.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def launch(self) -> None:
+        """Start epmd and the server; `wait_ready` waits until it takes connections."""
         if self._epmd is None:
             self._epmd = subprocess.Popen(
                 ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
@@ -71,6 +81,9 @@ class RabbitMQ:
         self._server = subprocess.Popen([str(SERVER)], env=self._env(), stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self._server is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while not self._accepts_amqp():
             if self._server.poll() is not None or time.monotonic() > deadline:
@@ -171,3 +184,32 @@ class Worker:
     def stop(self) -> None:
         if self.process.poll() is None:
             _end(self.process, signal.SIGTERM, grace=10)
+
+
+class EarlyBroker:
+    """A RabbitMQ launched as the session starts, when broker tests will run, so that its
+    boot (10-15 s) overlaps the tests before them; the broker tests' fixture takes it."""
+
+    broker: RabbitMQ | None = None
+    folder: Path | None = None
+
+    @classmethod
+    def launch(cls) -> None:
+        if cls.broker is None and have_rabbitmq():
+            cls.folder = Path(tempfile.mkdtemp(prefix="uploader-rabbitmq-"))
+            cls.broker = RabbitMQ(cls.folder)
+            cls.broker.launch()
+
+    @classmethod
+    def take(cls) -> RabbitMQ | None:
+        broker, cls.broker = cls.broker, None
+        return broker
+
+    @classmethod
+    def close(cls) -> None:
+        if cls.broker is not None:
+            cls.broker.close()
+            cls.broker = None
+        if cls.folder is not None:
+            shutil.rmtree(cls.folder, ignore_errors=True)
+            cls.folder = None

@@ -61,3 +61,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def copy_sample(name: str, target: Path) -> Path:
     shutil.copyfile(SAMPLES / name, target)
     return target
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch RabbitMQ now if broker tests are to run: it boots while the tests before
+    them run (tests/broker.py, EarlyBroker)."""
+    if any(item.path.name == "test_celery.py" for item in session.items):
+        from tests.broker import EarlyBroker
+
+        EarlyBroker.launch()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.broker import EarlyBroker
+
+    EarlyBroker.close()

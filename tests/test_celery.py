@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.broker import ROOT, RabbitMQ, Worker, have_rabbitmq
+from tests.broker import ROOT, EarlyBroker, RabbitMQ, Worker, have_rabbitmq
 from tests.conftest import emulator_config
 from tests.uploads import REQUIRED, Recorder, assembled, cli_env, video_of
 from uploader import Job, Settings
@@ -40,8 +40,10 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
         if os.environ.get("UPLOADER_REQUIRE_BROKER"):
             pytest.fail("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
         pytest.skip("rabbitmq-server is not installed")
-    broker = RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
-    broker.start()
+    broker = EarlyBroker.take() or RabbitMQ(tmp_path_factory.mktemp("rabbitmq"))
+    if not broker.running:
+        broker.launch()
+    broker.wait_ready()
     try:
         yield broker
     finally:
