@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
-from uploader.transfer.hashing import KERNEL, new_md5, update_lanes  # noqa: E402
+from uploader.transfer.hashing import kernel_name, new_md5, update_lanes  # noqa: E402
 from uploader.transfer.plan import Piece  # noqa: E402
 from uploader.transfer.reading import pieces_md5  # noqa: E402
 
@@ -255,7 +255,7 @@ def bench_speed(table: Table, folder: Path, size: int, *, pinned: bool = True) -
                   f"{curl_cpu / (size / GIB):.2f} s")
     one, lanes = md5_seconds_per_gib()
     table.add(f"(b) for reference, MD5 alone per GiB: one stream (hashlib) / 8 at once "
-              f"({KERNEL})", f"{one:.2f} s / {lanes:.2f} s")
+              f"({kernel_name()})", f"{one:.2f} s / {lanes:.2f} s")
 
 
 def md5_seconds_per_gib() -> tuple[float, float]:
@@ -402,7 +402,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="uploader-bench-", dir=options.workdir))
     table = Table()
     print(f"uploader benchmark on {platform.node()}: {os.cpu_count()} cores, "
-          f"{platform.python_implementation()} {platform.python_version()}, MD5 {KERNEL}, "
+          f"{platform.python_implementation()} {platform.python_version()}, MD5 {kernel_name()}, "
           f"{'smoke' if options.smoke else 'full'} run, files in {folder}", flush=True)
     small = options.smoke
     steps = {

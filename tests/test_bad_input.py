@@ -294,6 +294,7 @@ def test_parts_that_cannot_be_sent_exit_5(emulator_thread, tmp_path):
                         "--parts", "3")
     assert code == 5 and "refused" in output
     assert "run the same command again to resume" in output
+    assert "SignatureDoesNotMatch (storage request id " in output  # OBS's, quoted
 
 
 @pytest.mark.parametrize(("args", "kind", "code"), [

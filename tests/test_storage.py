@@ -156,11 +156,11 @@ def test_verify_download_finds_a_corrupted_video_and_submits_nothing(tmp_path: P
 
 @pytest.mark.slow
 def test_every_switch_at_once_with_kill_9_in_the_single_files(tmp_path: Path):
-    """V4 links with a token, an encrypted bucket, files that move after 4 s, and the run
+    """V4 links with a token, an encrypted bucket, files that move after 2 s, and the run
     killed -9 while the single files go up: the same command finishes the job, nothing that
     was stored is sent twice, no secret printed."""
     config = emulator_config(tmp_path / "emulator", link_style="v4", link_security_token=True,
-                             etag_style="sse", move_delay=4.0, link_rate=16 * 1024)
+                             etag_style="sse", move_delay=2.0, link_rate=32 * 1024)
     with EmulatorThread(config) as running:
         env = cli_env(running.client_env(), tmp_path / "state")
         args = ["-vv", "upload", str(GOOD_VIDEO), "--name", "switches", *REQUIRED_FLAGS,

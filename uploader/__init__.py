@@ -2,65 +2,122 @@
 
     async with uploader.AsyncClient() as client:            # or: with uploader.Client() ...
         result = await client.upload(uploader.Job.of("talk.mp4", name="Alice", ...))
+
+Each name is imported when first used (PEP 562): `import uploader` costs milliseconds, and the
+command line starts without aiohttp, Pillow or the hashing extension until it needs them.
 """
 
-from uploader._client import (
-    AsyncClient,
-    Client,
-    submit_job,
-    submit_job_sync,
-    upload_video,
-    upload_video_sync,
-)
-from uploader._errors import (
-    ApiError,
-    BrokerError,
-    ConfirmError,
-    CredentialsError,
-    FileChangedError,
-    JobLockedError,
-    JobStateError,
-    JournalError,
-    LocalFileError,
-    MalformedAnswerError,
-    MissingFilesError,
-    PlanError,
-    PreflightError,
-    RefusedError,
-    SettingsError,
-    TransferError,
-    UnreachableError,
-    UploaderError,
-    UsageError,
-)
-from uploader._files import FileKind
-from uploader._job import Job, JobOptions
-from uploader._progress import Progress, Step
-from uploader._retry import Backoff
-from uploader.api.client import MetaStudioClient
-from uploader.api.models import (
-    CommandResult,
-    JobDetail,
-    JobList,
-    JobSummary,
-    JobUrls,
-    OperationLog,
-    UploadedPart,
-    VoiceJob,
-    VoiceJobList,
-)
-from uploader.api.settings import Settings
-from uploader.preflight import (
-    Facts,
-    FileFacts,
-    Problem,
-    Report,
-    check_video,
-    check_video_async,
-)
-from uploader.transfer.budget import TransferBudget
-from uploader.transfer.engine import TransferConfig
-from uploader.workflow.result import FileResult, SubmitResult, UploadResult
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from uploader._client import (
+        AsyncClient,
+        Client,
+        submit_job,
+        submit_job_sync,
+        upload_video,
+        upload_video_sync,
+    )
+    from uploader._errors import (
+        ApiError,
+        BrokerError,
+        ConfirmError,
+        CredentialsError,
+        FileChangedError,
+        JobLockedError,
+        JobStateError,
+        JournalError,
+        LocalFileError,
+        MalformedAnswerError,
+        MissingFilesError,
+        PlanError,
+        PreflightError,
+        RefusedError,
+        SettingsError,
+        TransferError,
+        UnreachableError,
+        UploaderError,
+        UsageError,
+    )
+    from uploader._files import FileKind
+    from uploader._job import Job, JobOptions
+    from uploader._progress import Progress, Step
+    from uploader._retry import Backoff
+    from uploader.api.client import MetaStudioClient
+    from uploader.api.models import (
+        CommandResult,
+        JobDetail,
+        JobList,
+        JobSummary,
+        JobUrls,
+        OperationLog,
+        UploadedPart,
+        VoiceJob,
+        VoiceJobList,
+    )
+    from uploader.api.settings import Settings
+    from uploader.preflight import Facts, FileFacts, Problem, Report, check_video, check_video_async
+    from uploader.transfer.budget import TransferBudget
+    from uploader.transfer.engine import TransferConfig
+    from uploader.workflow.result import FileResult, SubmitResult, UploadResult
+
+#: Where each public name lives.
+_WHERE = {
+    "ApiError": "uploader._errors",
+    "AsyncClient": "uploader._client",
+    "Backoff": "uploader._retry",
+    "BrokerError": "uploader._errors",
+    "Client": "uploader._client",
+    "CommandResult": "uploader.api.models",
+    "ConfirmError": "uploader._errors",
+    "CredentialsError": "uploader._errors",
+    "Facts": "uploader.preflight",
+    "FileChangedError": "uploader._errors",
+    "FileFacts": "uploader.preflight",
+    "FileKind": "uploader._files",
+    "FileResult": "uploader.workflow.result",
+    "Job": "uploader._job",
+    "JobDetail": "uploader.api.models",
+    "JobList": "uploader.api.models",
+    "JobLockedError": "uploader._errors",
+    "JobOptions": "uploader._job",
+    "JobStateError": "uploader._errors",
+    "JobSummary": "uploader.api.models",
+    "JobUrls": "uploader.api.models",
+    "JournalError": "uploader._errors",
+    "LocalFileError": "uploader._errors",
+    "MalformedAnswerError": "uploader._errors",
+    "MetaStudioClient": "uploader.api.client",
+    "MissingFilesError": "uploader._errors",
+    "OperationLog": "uploader.api.models",
+    "PlanError": "uploader._errors",
+    "PreflightError": "uploader._errors",
+    "Problem": "uploader.preflight",
+    "Progress": "uploader._progress",
+    "RefusedError": "uploader._errors",
+    "Report": "uploader.preflight",
+    "Settings": "uploader.api.settings",
+    "SettingsError": "uploader._errors",
+    "Step": "uploader._progress",
+    "SubmitResult": "uploader.workflow.result",
+    "TransferBudget": "uploader.transfer.budget",
+    "TransferConfig": "uploader.transfer.engine",
+    "TransferError": "uploader._errors",
+    "UnreachableError": "uploader._errors",
+    "UploadResult": "uploader.workflow.result",
+    "UploadedPart": "uploader.api.models",
+    "UploaderError": "uploader._errors",
+    "UsageError": "uploader._errors",
+    "VoiceJob": "uploader.api.models",
+    "VoiceJobList": "uploader.api.models",
+    "check_video": "uploader.preflight",
+    "check_video_async": "uploader.preflight",
+    "submit_job": "uploader._client",
+    "submit_job_sync": "uploader._client",
+    "upload_video": "uploader._client",
+    "upload_video_sync": "uploader._client",
+}
 
 __all__ = [
     "ApiError",
@@ -117,3 +174,16 @@ __all__ = [
     "upload_video",
     "upload_video_sync",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'uploader' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

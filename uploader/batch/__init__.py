@@ -9,9 +9,8 @@ shortcuts that open a client for one batch.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from uploader._client import AsyncClient, Client
 from uploader._progress import Progress
 from uploader.batch.manifest import (
     Row,
@@ -20,7 +19,9 @@ from uploader.batch.manifest import (
     read_manifest,
     row_from_json,
 )
-from uploader.batch.rows import OUTCOMES, RowResult
+
+if TYPE_CHECKING:
+    from uploader.batch.rows import OUTCOMES, RowResult
 
 __all__ = ["BATCH_CONCURRENCY", "OUTCOMES", "Row", "RowError", "RowResult", "manifest_columns",
            "read_manifest", "row_from_json", "upload_batch", "upload_batch_sync"]
@@ -33,6 +34,8 @@ async def upload_batch(rows: Iterable[Row | RowError], *, files: int = 4, submit
     """Upload every row with a client of its own (`client_options`: settings, concurrency,
     bwlimit, budget, state_dir...): at most one connection per row in flight beyond the
     budget's pieces. See `AsyncClient.batch`."""
+    from uploader._client import AsyncClient
+
     _defaults(files, client_options)
     async with AsyncClient(**client_options) as client:
         async for result in client.batch(rows, files=files, submit=submit, wait=wait,
@@ -45,6 +48,8 @@ def upload_batch_sync(rows: Iterable[Row | RowError], *, files: int = 4, submit:
                       progress: Progress | None = None, **client_options: Any
                       ) -> list[RowResult]:
     """`upload_batch` for synchronous callers: every row's result, in the order they ended."""
+    from uploader._client import Client
+
     _defaults(files, client_options)
     with Client(**client_options) as client:
         return list(client.batch(rows, files=files, submit=submit, wait=wait,
@@ -64,3 +69,12 @@ def _defaults(files: int, options: dict[str, Any]) -> None:
     pieces = budget.concurrency if budget is not None else options["concurrency"]
     if isinstance(files, int) and isinstance(pieces, int):
         options.setdefault("connections", pieces + files)
+
+
+def __getattr__(name: str) -> object:
+    """`OUTCOMES` and `RowResult`, from `rows` when first asked (it loads asyncio)."""
+    if name in ("OUTCOMES", "RowResult"):
+        from uploader.batch import rows
+
+        return getattr(rows, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
@@ -11,19 +10,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from uploader._checks import MAX_CONCURRENCY
-from uploader._client import AsyncClient
 from uploader._errors import UploaderError
 from uploader._progress import Progress
-from uploader.batch import OUTCOMES, Row, RowError, RowResult, manifest_columns, read_manifest
+from uploader.batch.manifest import Row, RowError, manifest_columns, read_manifest
 from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
-from uploader.preflight import check_files
-from uploader.transfer.budget import TransferBudget
+
+if TYPE_CHECKING:
+    from uploader.batch.rows import RowResult
 
 __all__ = ["batch"]
 
@@ -66,6 +65,9 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
           as_json: bool, state_dir: Path | None, submit_review: bool, wait: bool,
           quiet: bool, broker: str | None) -> None:
     """Upload every video of MANIFEST (see the help above, made from the columns)."""
+    import asyncio  # here, not at import: `uploader --help` starts without it
+
+    from uploader.batch.rows import OUTCOMES
     if broker is not None:
         _refuse_local_options(ctx, "files", "concurrency", "bwlimit", "state_dir", "wait",
                               "fail_fast")
@@ -79,6 +81,9 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
         status.ended(result, out)
 
     async def run(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
+        from uploader._client import AsyncClient
+        from uploader.transfer.budget import TransferBudget
+
         budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
         async with AsyncClient(settings(), budget=budget, state_dir=state_dir,
                                concurrency=min(concurrency, MAX_CONCURRENCY),
@@ -131,6 +136,9 @@ async def _preflight(manifest: str, base: Path | None
                      ) -> tuple[dict[int, RowResult], int, int]:
     """The rows that cannot be uploaded, by line, and how many rows and bytes can: every
     row and file is checked before any link is spent (MediaInfo reads headers only)."""
+    from uploader.batch.rows import RowResult
+    from uploader.preflight import check_files
+
     invalid: dict[int, RowResult] = {}
     valid = total = 0
     for row in read_manifest(manifest, base=base):
@@ -244,4 +252,3 @@ class _opened:
     def __exit__(self, *exc_info: object) -> None:
         if self._file is not None:
             self._file.close()
-

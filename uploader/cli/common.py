@@ -3,16 +3,14 @@ documented exit code."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import types
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from uploader._client import AsyncClient
 from uploader._errors import (
     ApiError,
     BrokerError,
@@ -29,7 +27,10 @@ from uploader._errors import (
 from uploader._files import TRAINING_VIDEO, kind
 from uploader._redact import redact
 from uploader.api.settings import Settings
-from uploader.preflight import Report
+
+if TYPE_CHECKING:
+    from uploader._client import AsyncClient
+    from uploader.preflight import Report
 
 __all__ = ["EXIT_CODES", "celery", "echo_problems", "exit_code", "fail", "flag_of",
            "interrupted", "print_json", "settings", "with_client"]
@@ -114,6 +115,10 @@ def interrupted(message: str, *, as_json: bool, job_id: str | None) -> NoReturn:
 
 def with_client(call: Callable[[AsyncClient], Awaitable[T]], *, as_json: bool = False) -> T:
     """Run `call` with a client of the configured service; fail as documented."""
+    import asyncio
+
+    from uploader._client import AsyncClient
+
     async def run() -> T:
         async with AsyncClient(settings()) as client:
             return await call(client)
@@ -138,4 +143,3 @@ def echo_problems(report: Report, *, err: bool) -> None:
     """One line per problem with a file, under its verdict."""
     for problem in report.problems:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
-

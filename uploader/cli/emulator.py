@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import signal
 import sys
@@ -85,6 +84,8 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
     two seconds, uploads in flight cut, what is stored kept). Without --data-dir its data
     live in a temporary folder, removed when it stops. Exit codes: 0 stopped; 1 it cannot
     listen or cannot use its data folder."""
+    import asyncio
+
     from uploader.emulator import EmulatorConfig, start_emulator
 
     if (options["tls_cert"] is None) != (options["tls_key"] is None):

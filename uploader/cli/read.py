@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from uploader.api.states import explain_error_code, explain_state, outcome
 from uploader.cli.common import echo_problems, print_json, with_client
-from uploader.preflight import Facts, Report, check_video
+
+if TYPE_CHECKING:
+    from uploader.preflight import Report
 
 __all__ = ["check", "jobs", "status", "voices"]
 
@@ -20,6 +23,8 @@ __all__ = ["check", "jobs", "status", "voices"]
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object a file.")
 def check(videos: tuple[Path, ...], as_json: bool) -> None:
     """Check videos against MetaStudio's review rules; exit 3 if any would be refused."""
+    from uploader.preflight.video import check_video
+
     reports = [check_video(video) for video in videos]
     if as_json:
         print_json([report.to_json() for report in reports])
@@ -31,6 +36,8 @@ def check(videos: tuple[Path, ...], as_json: bool) -> None:
 
 
 def _echo_verdict(report: Report) -> None:
+    from uploader.preflight.report import Facts
+
     facts = report.facts
     if report.ok and isinstance(facts, Facts):
         click.echo(f"{report.path}: passes ({facts.width}x{facts.height} {facts.orientation}, "

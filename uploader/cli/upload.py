@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from uploader import _files
-from uploader._client import AsyncClient
 from uploader._errors import UploaderError
 from uploader._job import (
     EDITIONS,
@@ -27,7 +25,9 @@ from uploader._progress import Progress, Step
 from uploader.api.settings import Settings
 from uploader.cli.common import fail, interrupted, print_json, settings
 from uploader.transfer.plan import parse_size
-from uploader.workflow.result import SubmitResult, UploadResult
+
+if TYPE_CHECKING:
+    from uploader.workflow.result import SubmitResult, UploadResult
 
 __all__ = ["submit", "upload"]
 
@@ -123,6 +123,8 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
         fail(error, as_json=as_json)
 
     async def call(env: Settings) -> UploadResult:
+        from uploader._client import AsyncClient
+
         async with AsyncClient(env, **client_options) as client:
             return await client.upload(job, submit=submit_review, wait=wait, restart=restart,
                                        progress=shown, verify=verify)
@@ -153,6 +155,8 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
                 f"uploader status {job_id}"), job_id
 
     async def call(env: Settings) -> SubmitResult:
+        from uploader._client import AsyncClient
+
         async with AsyncClient(env) as client:
             return await client.submit(job_id, wait=wait)
 
@@ -207,6 +211,7 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
          as_json: bool, interrupted_at: Callable[[], tuple[str, str | None]]) -> T:
     """Run `call` against the configured service, or an emulator of its own; exit as
     documented when it fails or is interrupted."""
+    import asyncio
     async def run() -> T:
         if not use_emulator:
             return await call(settings())

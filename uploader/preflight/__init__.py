@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from uploader._files import FileKind
-from uploader.preflight.documents import check_audio, check_image, check_letter
 from uploader.preflight.report import Facts, FileFacts, Problem, Report
 from uploader.preflight.video import ALLOWED_RESOLUTIONS, check_video, check_video_async
 
@@ -25,6 +24,9 @@ def check_file(kind: FileKind, path: Path) -> Report:
     """Check one file of a job by its kind's rule; never raises for a bad file."""
     if kind.rule == "video":
         return dataclasses.replace(check_video(path), kind=kind.name)
+    # Pillow is loaded by the first file that needs it, not by `uploader check VIDEO`.
+    from uploader.preflight.documents import check_audio, check_image, check_letter
+
     rules = {"image": check_image, "letter": check_letter, "audio": check_audio}
     return rules[kind.rule](path, kind.name)
 

@@ -6,19 +6,21 @@ so `LaneHasher` gathers the chunks they have just sent and hashes eight parts in
 one part per SIMD lane (`uploader/transfer/_md5lanes.c`, about 4.5 times hashlib's speed on
 AVX2). Where that extension was not built (or `UPLOADER_NO_EXTENSIONS` is set), hashlib does
 the same work chunk by chunk; so does it where the extension measures no faster (it is timed
-against hashlib once, at import: a few milliseconds).
+against hashlib once, at the first hash: a few milliseconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["KERNEL", "LANES", "Digest", "Hashed", "LaneHasher", "new_md5"]
+__all__ = ["Digest", "Hashed", "LaneHasher", "kernel_name", "lane_count", "new_md5",
+           "update_lanes"]
 
 
 class Digest(Protocol):
@@ -69,12 +71,40 @@ def _seconds(choice: tuple[str, Callable[[], Digest], Kernel]) -> float:
     return best
 
 
-KERNEL, new_md5, update_lanes = _pick()
-"""Which MD5 runs: "avx2x8" (eight lanes), "scalar" (the extension without AVX2), "hashlib"."""
+@functools.cache
+def _choice() -> tuple[str, Callable[[], Digest], Kernel]:
+    """The MD5 in use, picked at the first hash (not at import: the extension's load and
+    timing cost nothing to a command that hashes nothing)."""
+    return _pick()
 
 
-LANES = 8 if KERNEL == "avx2x8" else 1
-"""How many parts one kernel call hashes for the price of one."""
+def kernel_name() -> str:
+    """Which MD5 runs: "avx2x8" (eight lanes), "scalar" (the extension without AVX2),
+    "hashlib"."""
+    return _choice()[0]
+
+
+def lane_count() -> int:
+    """How many parts one kernel call hashes for the price of one."""
+    return 8 if kernel_name() == "avx2x8" else 1
+
+
+def new_md5() -> Digest:
+    """A new MD5 digest of the kernel in use."""
+    return _choice()[1]()
+
+
+def update_lanes(digests: Sequence[Digest], buffers: Sequence[memoryview]) -> None:
+    """Hash `buffers[i]` into `digests[i]`, every lane at once where the kernel can."""
+    _choice()[2](digests, buffers)
+
+
+def __getattr__(name: str) -> object:
+    if name == "KERNEL":  # the names of earlier versions, resolved when asked
+        return kernel_name()
+    if name == "LANES":
+        return lane_count()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LaneHasher:
@@ -94,7 +124,7 @@ class LaneHasher:
     def __init__(self, *, kernel: Kernel | None = None, lanes: int | None = None,
                  grace: float = 0.005) -> None:
         self._kernel = kernel or update_lanes
-        self._lanes = lanes or LANES
+        self._lanes = lanes or lane_count()
         self._grace = grace
         self._parts = 0
         self._waiting: list[_Chunk] = []
