@@ -170,7 +170,8 @@ def test_an_upload_with_either_md5(emulator_thread: RunningEmulator, tmp_path: P
     env = cli_env(emulator_thread.client_env(), tmp_path / "state")
     env["UPLOADER_NO_EXTENSIONS"] = no_extensions
     kernel = subprocess.run(
-        [sys.executable, "-c", "from uploader.transfer.hashing import kernel_name; print(kernel_name())"],
+        [sys.executable, "-c",
+         "from uploader.transfer.hashing import kernel_name; print(kernel_name())"],
         env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert (kernel == "hashlib") == bool(no_extensions or _md5lanes is None)
     video = video_of(tmp_path, 3_000_000)
