@@ -111,7 +111,7 @@ def main() -> None:
             for path in videos:
                 path.unlink()
         small = MIB if options.smoke else 4 * MIB
-        most = 48 if options.smoke else 256  # the smoke run only proves the step works
+        most = 32 if options.smoke else 256  # the smoke run only proves the step works
         with emulator(folder) as env:
             many = copies(folder, most, small, "h")
             for count in (16, most):

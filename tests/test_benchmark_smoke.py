@@ -38,6 +38,6 @@ def test_batch_benchmark_smoke_prints_every_figure(tmp_path: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("| what"):]
     for row in ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
-                "(h) batch peak RSS, 48 videos", "(i) --bwlimit 32M", "(i) API calls"):
+                "(h) batch peak RSS, 32 videos", "(i) --bwlimit 32M", "(i) API calls"):
         assert row in table, row
     assert list(tmp_path.iterdir()) == []

@@ -116,7 +116,7 @@ def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
     (so that the API is called throughout): exit 0, the bytes intact, keys refreshed."""
     config = emulator_config(tmp_path / "emulator", credential_ttl=10, url_ttl=8,
                              link_rate=256 * 1024)
-    video = video_of(tmp_path, 8 * MiB)
+    video = video_of(tmp_path, 7_800 * 1024)  # 30.5 s at least, at 256 KiB/s
     with EmulatorThread(config) as running:
         env = cli_env(running.ecs_env(), tmp_path / "state")
         started = time.monotonic()

@@ -251,7 +251,7 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
     from uploader.emulator import EmulatorThread
 
     video = video_of(tmp_path, PARTS * PART)
-    config = emulator_config(tmp_path / "emulator", link_rate=800 * 1024)
+    config = emulator_config(tmp_path / "emulator", link_rate=1600 * 1024)
     with EmulatorThread(config) as emulator:
         env = cli_env(emulator.client_env(), tmp_path / "state")
         args = ("upload", str(video), "--name", "killed", "--parts", str(PARTS),

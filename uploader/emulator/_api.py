@@ -408,10 +408,24 @@ def _check_fields(body: dict[str, Any]) -> None:
     """The create/update fields the service checks (API.md §2)."""
     if body.get("audio_source_type", "VIDEO") not in ("VIDEO", "AUDIO"):
         raise _BadRequest("audio_source_type must be VIDEO or AUDIO")
-    for key in ("is_background_replacement", "is_flexus", "is_fast_flexus",
-                "is_only_human_model"):
-        if key in body and not isinstance(body[key], bool):
-            raise _BadRequest(f"{key} must be a boolean")
+    tags = body.get("tags")
+    if tags is not None and not (isinstance(tags, list)
+                                 and all(isinstance(t, str) for t in tags)):
+        raise _BadRequest("tags must be a list of strings")
+    flags = ("is_background_replacement", "is_flexus", "is_fast_flexus", "is_only_human_model")
+    if any(key in body and not isinstance(body[key], bool) for key in flags):
+        raise _BadRequest(f"{', '.join(flags)} are booleans")
+    _check_model(body)
+    voice = body.get("voice_properties")
+    if voice is not None and not (isinstance(voice, dict) and all(
+            k in _VOICE and v in _VOICE[k] for k, v in voice.items())):
+        raise _BadRequest("voice_properties: job_tag ECOMMERCE|NEWS|MARKETING, sex "
+                          "FEMALE|MALE, language CN|EN")
+
+
+def _check_model(body: dict[str, Any]) -> None:
+    """The model's version, edition and services, which must agree."""
+    flexus = body.get("is_flexus") or body.get("is_fast_flexus")
     if body.get("model_version", "V3.2") not in ("V3.2", "V3.3"):
         raise _BadRequest("model_version must be V3.2 or V3.3 (V2 and V3 are withdrawn)")
     if body.get("is_fast_flexus") and body.get("model_version", "V3.3") != "V3.3":
@@ -420,18 +434,8 @@ def _check_fields(body: dict[str, Any]) -> None:
     if services is not None and not (isinstance(services, list) and services and set(
             services) <= {"VIDEO_2D", "LIVE_2D", "CHAT_2D"}):
         raise _BadRequest("supported_service is a list of VIDEO_2D, LIVE_2D, CHAT_2D")
-    if (body.get("is_flexus") or body.get("is_fast_flexus")) and services not in (
-            None, ["VIDEO_2D"]):
+    if flexus and services not in (None, ["VIDEO_2D"]):
         raise _BadRequest("a Flexus job serves VIDEO_2D only")
-    voice = body.get("voice_properties")
-    if voice is not None and not (isinstance(voice, dict) and all(
-            k in _VOICE and v in _VOICE[k] for k, v in voice.items())):
-        raise _BadRequest("voice_properties: job_tag ECOMMERCE|NEWS|MARKETING, sex "
-                          "FEMALE|MALE, language CN|EN")
-    tags = body.get("tags")
-    if tags is not None and not (isinstance(tags, list)
-                                 and all(isinstance(t, str) for t in tags)):
-        raise _BadRequest("tags must be a list of strings")
 
 
 def _int_in(text: str, name: str, low: int, high: int) -> int:

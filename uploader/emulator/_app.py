@@ -65,12 +65,12 @@ class EmulatorConfig:
         for name in ("fail_rate", "drop_rate", "reset_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.link_rate is not None and self.link_rate <= 0:
-            raise ValueError("link_rate must be positive")
-        if self.url_ttl < 1:
-            raise ValueError("url_ttl must be at least 1 second")
-        if self.credential_ttl is not None and self.credential_ttl <= 0:
-            raise ValueError("credential_ttl must be positive")
+        positive = {"link_rate": self.link_rate, "credential_ttl": self.credential_ttl,
+                    "link_early_expiry": self.link_early_expiry, "url_ttl": self.url_ttl}
+        wrong = [name for name, value in positive.items() if value is not None and value <= 0]
+        if wrong or self.move_delay < 0:
+            raise ValueError(f"{', '.join(wrong) or 'move_delay'}: seconds or bytes a second "
+                             "must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
         if self.review_outcome is not None and not re.fullmatch(
@@ -78,11 +78,8 @@ class EmulatorConfig:
             raise ValueError("review_outcome is STATE or STATE:ERROR_CODE")
         if self.link_style not in ("v2", "v4") or self.etag_style not in ("md5", "sse"):
             raise ValueError("link_style is v2 or v4; etag_style is md5 or sse")
-        if self.move_delay < 0 or (self.link_early_expiry is not None
-                                   and self.link_early_expiry <= 0):
-            raise ValueError("move_delay and link_early_expiry are positive seconds")
-        unknown = set(self.api_rates) - set(API_NAMES)
-        if unknown or any(not rate > 0 for rate in self.api_rates.values()):
+        if set(self.api_rates) - set(API_NAMES) or not all(
+                rate > 0 for rate in self.api_rates.values()):
             raise ValueError(f"api_rates are calls a second (> 0) by API: {', '.join(API_NAMES)}")
 
 
