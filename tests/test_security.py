@@ -4,6 +4,7 @@ refuses unauthenticated or replayed requests."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 import subprocess
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.conftest import GOOD_VIDEO, SAMPLES, emulator_config
 from tests.uploads import cli_env, run_cli, video_of
 from uploader.emulator import EmulatorThread, RunningEmulator
 
@@ -117,3 +118,18 @@ async def test_emulator_refuses_requests_without_credentials(emulator: RunningEm
         async with http.get(url, headers={"Authorization": "SDK-HMAC-SHA256 Access=x, "
                                           "SignedHeaders=host, Signature=" + "0" * 64}) as bad:
             assert bad.status == 401
+
+
+def test_jobs_json_prints_no_signed_link(emulator_thread, tmp_path: Path):
+    """The service's answers carry signed download links: printed without their queries."""
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    cover = ["--cover", str(SAMPLES / "id_card_front.jpg")]  # any image will do
+    uploaded = run_cli("upload", str(GOOD_VIDEO), "--name", "covered", *cover, "--json",
+                       env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    listed = run_cli("jobs", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    [job] = json.loads(listed.stdout)["jobs"]
+    assert job["cover_download_url"].startswith("http://127.0.0.1:")
+    assert "?" not in job["cover_download_url"]
+    assert "Signature" not in listed.stdout and "AccessKeyId" not in listed.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["RedactingFilter", "redact"]
+__all__ = ["RedactingFilter", "redact", "without_queries"]
 
 # A URL's query (presigned URLs carry AccessKeyId and Signature there), and the values of
 # the headers and fields that carry credentials.
@@ -24,6 +24,18 @@ def redact(text: str) -> str:
     """`text` with URL queries, URL users and credential values replaced by `<redacted>`."""
     text = _URL_USER.sub(r"\1<redacted>@", _URL_QUERY.sub(r"\1?<redacted>", text))
     return _SECRET_FIELDS.sub(r"\1<redacted>", text)
+
+
+def without_queries(value: object) -> object:
+    """`value` (JSON: dicts, lists, strings) with every link's query removed: a presigned
+    link's query is its credential, and a link without it still says where the file is."""
+    if isinstance(value, str):
+        return _URL_QUERY.sub(r"\1", value)
+    if isinstance(value, dict):
+        return {key: without_queries(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_queries(item) for item in value]
+    return value
 
 
 class RedactingFilter(logging.Filter):

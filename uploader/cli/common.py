@@ -25,7 +25,7 @@ from uploader._errors import (
     UsageError,
 )
 from uploader._files import TRAINING_VIDEO, kind
-from uploader._redact import redact
+from uploader._redact import redact, without_queries
 from uploader.api.settings import Settings
 
 if TYPE_CHECKING:
@@ -136,7 +136,9 @@ def settings() -> Settings:
 
 
 def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2))
+    """Print `value` as JSON, every link in it without its query (the service's answers,
+    as `jobs --json` prints them, carry signed download links)."""
+    click.echo(json.dumps(without_queries(value), ensure_ascii=False, indent=2))
 
 
 def echo_problems(report: Report, *, err: bool) -> None:
