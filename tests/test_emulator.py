@@ -252,3 +252,41 @@ async def test_a_failed_assembly_fails_the_confirm(emulator: RunningEmulator, cl
         assert (await client.show_job(job.job_id)).state == "WAIT_FILE_UPLOAD"
     finally:
         objects.mkdir()
+
+
+def test_a_single_use_link_is_single_use_under_concurrency(tmp_path: Path):
+    """Two slow PUTs on one link at the same time: the first that starts storing holds it,
+    the other is refused (both got 200 before, the last writer winning)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from tests.uploads import new_job
+    from uploader.emulator import EmulatorThread
+
+    with EmulatorThread(emulator_config(tmp_path / "emulator", link_rate=64 * 1024)) as running:
+        job_id = new_job(running)
+
+        async def links() -> str:
+            async with MetaStudioClient(Settings.from_env(running.client_env())) as client:
+                answer = await client.update_job(job_id, video_multipart_count=1)
+            return str(answer.raw["cover_upload_url"])
+
+        url = asyncio.run(links())
+        statuses: list[int] = []
+
+        def put(body: bytes) -> None:
+            request = urllib.request.Request(url, data=body, method="PUT", headers={
+                "Content-Type": "application/octet-stream"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as refused:
+                statuses.append(refused.code)
+
+        puts = [threading.Thread(target=put, args=(bytes([n]) * 32 * 1024,)) for n in (1, 2)]
+        for thread in puts:
+            thread.start()
+        for thread in puts:
+            thread.join(30)
+    assert sorted(statuses) == [200, 403]

@@ -62,6 +62,7 @@ class ObjectStorage:
         self.signer, self.url_ttl = signer, signer.url_ttl
         self.store, self.faults = store, faults
         self.move_delay, self.sse = move_delay, etag_style == "sse"
+        self._storing: set[str] = set()  #: links whose PUT is being stored now
 
     # ---- links ------------------------------------------------------------------------
 
@@ -114,13 +115,23 @@ class ObjectStorage:
         ledger["attempts"] += 1
         try:
             signature = self.signer.check(request, key)
-            if signature in self.store.spent:
+            if signature in self.store.spent or signature in self._storing:
                 raise Denied(403, "AccessDenied", "This URL has already been used")
             commit = self._target(request, key)
         except Denied as exc:
             ledger["refused"] += 1
             await _discard(request)
             return obs_error(exc.status, exc.code, exc.message, f"/{BUCKET}/{key}")
+        # The first PUT that starts storing holds the link: one at the same time is refused.
+        self._storing.add(signature)
+        try:
+            return await self._store_body(request, key, signature, commit, ledger)
+        finally:
+            self._storing.discard(signature)
+
+    async def _store_body(self, request: web.Request, key: str, signature: str, commit: Any,
+                          ledger: Any) -> web.StreamResponse:
+        faults = self.faults
         if faults.draw(faults.fail_rate):
             ledger["failed"] += 1
             await _discard(request)
