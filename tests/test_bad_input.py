@@ -325,3 +325,38 @@ def test_state_dir_that_cannot_be_written(emulator_thread, tmp_path):
                         "--state-dir", str(unwritable))
     assert code == 4 and "cannot use the journal" in output
     _nothing_sent(emulator_thread)
+
+
+def test_a_manifest_never_crashes_the_batch(emulator_thread, tmp_path):
+    """Bad UTF-8, a NUL byte, a field over the CSV module's limit, more or fewer cells than
+    the header (a comma in a name), a plan the video cannot take: each an invalid row with its
+    line number, the good row uploaded, no traceback; --dry-run says how many would upload."""
+    good = tmp_path / "good.mp4"
+    good.write_bytes(GOOD_VIDEO.read_bytes())
+    manifest = tmp_path / "rows.csv"
+    manifest.write_bytes(
+        b"path,name\n"
+        b"good.mp4,fine\n"                          # line 2
+        b"good.mp4,caf\xe9\n"                       # line 3: Latin-1, not UTF-8
+        b"good.mp4,nul\x00name\n"                   # line 4
+        b"good.mp4," + b"x" * 200_000 + b"\n"       # line 5: over the field limit
+        b"good.mp4,Smith, Alice\n"                  # line 6: one cell too many
+        b"good.mp4\n")                              # line 7: one too few
+    plans = tmp_path / "plans.csv"
+    plans.write_text("path,name,parts\ngood.mp4,cut thin,50\ngood.mp4,whole,1\n")
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    dry = run_cli("batch", str(plans), "--dry-run", env=env)
+    assert dry.returncode == 6 and "1 row(s) would upload" in dry.stderr
+    assert "line 2" in dry.stderr and "100 KiB" in dry.stderr  # 50 parts of an 18 KB video
+    _nothing_sent(emulator_thread)
+    result = run_cli("batch", str(manifest), "--report", str(tmp_path / "report.jsonl"),
+                     env=env)
+    assert result.returncode == 6, result.stderr
+    assert "Traceback" not in result.stderr
+    report = {r["line"]: r for r in map(json.loads,
+                                       (tmp_path / "report.jsonl").read_text().splitlines())}
+    assert report[2]["outcome"] == "ok"
+    assert {n: report[n]["outcome"] for n in (3, 4, 5, 6, 7)} == dict.fromkeys(
+        (3, 4, 5, 6, 7), "invalid")
+    assert "UTF-8" in report[3]["message"] and "cells" in report[6]["message"]
+    assert "field larger than field limit" in report[5]["message"]

@@ -61,13 +61,16 @@ def read_manifest(manifest: str, *, base: Path | None = None) -> Iterator[Row | 
     lazily; relative paths are relative to `base` (default: the manifest's folder, or the
     current one for stdin). UsageError if the manifest itself cannot be read."""
     if manifest == "-":
-        yield from _csv_rows(sys.stdin, base or Path.cwd())
+        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig",
+                                 errors="surrogateescape", newline="")
+        yield from _csv_rows(stdin, base or Path.cwd())
         return
     path = Path(manifest)
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise UsageError(f"{manifest}: a manifest is .csv, .jsonl or .ndjson")
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        # Bytes that are not UTF-8 are kept (as surrogates) to be refused row by row.
+        handle = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         raise UsageError(f"cannot read the manifest {manifest}: {exc.strerror}") from None
     with handle:
@@ -83,17 +86,44 @@ def row_from_json(line: int, values: dict[str, Any]) -> Row | RowError:
 
 
 def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
-    reader = csv.DictReader(handle)
+    reader = csv.reader(handle)
+    header = next(_cells(reader), None)
     columns = manifest_columns()
-    unknown = set(reader.fieldnames or ()) - set(columns)
-    if "path" not in (reader.fieldnames or ()) or unknown:
+    names = header if isinstance(header, list) else []
+    unknown = set(names) - set(columns)
+    if "path" not in names or unknown:
         raise UsageError("the manifest's header row must name a `path` column, and only "
                          f"known columns ({', '.join(columns)}); unknown: "
                          f"{', '.join(sorted(unknown)) or 'none'}")
-    for values in reader:
-        tags = (values.get("tags") or "").split(";")
-        values["tags"] = [t.strip() for t in tags if t.strip()]
-        yield _row(reader.line_num, values, base)
+    for cells in _cells(reader):
+        if isinstance(cells, RowError):
+            yield cells
+        elif len(cells) != len(names):
+            yield RowError(reader.line_num, cells[0] if names[0] == "path" else "",
+                           f"{len(cells)} cells where the header names {len(names)} columns "
+                           "(a value holding a comma must be quoted)")
+        elif cells:
+            values: dict[str, Any] = dict(zip(names, cells, strict=True))
+            tags = (values.get("tags") or "").split(";")
+            values["tags"] = [t.strip() for t in tags if t.strip()]
+            yield _row(reader.line_num, values, base)
+
+
+def _cells(reader: Any) -> Iterator[list[str] | RowError]:
+    """The reader's rows, a row it cannot read (a NUL byte, a field over the CSV module's
+    limit) or that is not UTF-8 as a RowError with its line; blank lines skipped."""
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield RowError(reader.line_num, "", f"cannot be read as CSV: {exc}")
+            continue
+        if any(_not_text(cell) for cell in cells):
+            yield RowError(reader.line_num, "", "not UTF-8 text, or it holds a NUL byte")
+        elif cells:
+            yield cells
 
 
 def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
@@ -111,7 +141,15 @@ def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowErr
         yield _known_row(number, values, base)
 
 
+def _not_text(value: Any) -> bool:
+    """Whether a value holds bytes that were not UTF-8 (kept as surrogates) or a NUL."""
+    return isinstance(value, str) and ("\x00" in value or any(
+        "\udc80" <= c <= "\udcff" for c in value))
+
+
 def _known_row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
+    if any(_not_text(v) or _not_text(k) for k, v in values.items()):
+        return RowError(line, "", "not UTF-8 text, or it holds a NUL byte")
     unknown = set(values) - set(manifest_columns())
     if unknown:
         return RowError(line, str(values.get("path", "")),

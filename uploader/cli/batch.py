@@ -20,6 +20,7 @@ from uploader._progress import Progress
 from uploader.batch.manifest import Row, RowError, manifest_columns, read_manifest
 from uploader.cli.common import celery, fail, interrupted, print_json, settings
 from uploader.cli.upload import _size
+from uploader.transfer.plan import plan_parts
 
 if TYPE_CHECKING:
     from uploader.batch.rows import RowResult
@@ -105,6 +106,9 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
             status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
             for result in invalid.values():
                 status.ended(result, out)
+            if dry_run and not as_json:
+                click.echo(f"{valid} row(s) would upload ({total / 2**20:.1f} MiB); "
+                           f"{len(invalid)} invalid", err=True)
             if not (dry_run or (fail_fast and invalid)):
                 rows = (row for row in read_manifest(manifest, base=base)
                         if isinstance(row, Row) and row.line not in invalid)
@@ -147,15 +151,30 @@ async def _preflight(manifest: str, base: Path | None
             continue
         paths = row.job.paths
         refused = [r for r in await check_files(paths) if not r.ok]
+        plan = None if refused else _plan_problem(row)
         if refused:
             message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
                                 for r in refused for p in r.problems)
             invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
                                           error="PreflightError", message=message)
+        elif plan is not None:
+            invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
+                                          error="PlanError", message=plan)
         else:
             valid += 1
             total += sum(p.stat().st_size for p in paths.values())
     return invalid, valid, total
+
+
+def _plan_problem(row: Row) -> str | None:
+    """What is wrong with the row's part plan for its video as it is, if anything: the run
+    would refuse it (`--dry-run` says so first)."""
+    try:
+        plan_parts(row.job.video.stat().st_size, parts=row.job.parts,
+                   part_size=row.job.part_size)
+    except UploaderError as error:
+        return error.message
+    return None
 
 
 def _refuse_local_options(ctx: click.Context, *names: str) -> None:
@@ -228,8 +247,8 @@ def _rereadable(manifest: str) -> Iterator[tuple[str, Path | None]]:
         return
     with tempfile.TemporaryDirectory(prefix="uploader-manifest-") as folder:
         copy = Path(folder) / "stdin.csv"
-        with copy.open("w", encoding="utf-8") as out:
-            shutil.copyfileobj(sys.stdin, out)
+        with copy.open("wb") as out:  # its bytes as they are: a bad row is refused alone
+            shutil.copyfileobj(sys.stdin.buffer, out)
         yield str(copy), Path.cwd()
 
 
