@@ -309,7 +309,8 @@ def _journal_path(settings: Settings, state: Path, video: Path, key: str) -> Pat
                    video=video).path
 
 
-@pytest.mark.parametrize("plant", ["symlink", "someone else's file", "readable by others"])
+@pytest.mark.parametrize("plant", ["symlink", "someone else's file", "readable by others",
+                                   "hard link"])
 async def test_a_planted_state_file_is_refused_never_followed(emulator, settings, tmp_path,
                                                               plant):
     video = video_of(tmp_path, 4 * PART)
@@ -320,6 +321,9 @@ async def test_a_planted_state_file_is_refused_never_followed(emulator, settings
     victim.write_text("precious")
     if plant == "symlink":
         path.symlink_to(victim)
+    elif plant == "hard link":  # a file of the user's own, at the journal's path
+        victim.chmod(0o600)
+        os.link(victim, path)
     else:
         path.write_text("")
         path.chmod(0o644 if plant == "readable by others" else 0o600)
@@ -327,7 +331,8 @@ async def test_a_planted_state_file_is_refused_never_followed(emulator, settings
             if os.geteuid() != 0:
                 pytest.skip("only root can give a file to another user")
             os.chown(path, 65534, 65534)
-    with pytest.raises(JournalError, match=r"symbolic link|another user|read or written"):
+    with pytest.raises(JournalError,
+                       match=r"symbolic link|another user|read or written|hard link"):
         await upload_video(video, name="planted", settings=settings, state_dir=state)
     assert victim.read_text() == "precious" and not emulator.emulator.store.jobs
 

@@ -3,8 +3,9 @@
 The state folder may be shared (a team's /srv/uploads/state, /tmp): whoever can write to it
 could plant, at the path of our next journal, a symlink to a file of ours (which we would
 then truncate) or a file of their own (whose records we would trust). So every state file is
-opened with `O_NOFOLLOW`, and must be a regular file owned by us that no one else may read
-or write (it holds presigned links: credentials while they are valid).
+opened with `O_NOFOLLOW`, and must be a regular file owned by us, of no other name (a hard
+link to a file of ours would be rewritten), that no one else may read or write (it holds
+presigned links: credentials while they are valid).
 
 Each file is locked with `flock` while open. Files are removed while still locked, so a run
 that opened the path just before the removal takes its lock on a deleted file: `open_locked`
@@ -85,6 +86,8 @@ def _check_private(path: Path, info: os.stat_result, job_id: str | None) -> None
         problem = f"belongs to another user (uid {info.st_uid})"
     elif info.st_mode & 0o077:
         problem = f"can be read or written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    elif info.st_nlink > 1:  # another name of one of the user's files: never to be rewritten
+        problem = f"has {info.st_nlink - 1} other hard link(s): it is another file's name too"
     else:
         return
     raise JournalError(f"{path} {problem}: state files must be private to the user running "
