@@ -86,3 +86,58 @@ def test_emulator_command_prints_its_url_and_environment():
         assert "METASTUDIO_ENDPOINT=http://127.0.0.1:" in second and "CLOUD_SDK_AK=" in second
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_jobs_refuses_a_state_that_does_not_exist(emulator_thread: RunningEmulator):
+    result = run_cli("jobs", "--state", "WAIT_FILE_UPLOAD,WAITING_FOR_GODOT",
+                     env=emulator_thread.client_env())
+    assert result.exit_code == 2 and "no such state: WAITING_FOR_GODOT" in result.stderr
+
+
+def test_verbosity_after_the_command_too(emulator_thread: RunningEmulator):
+    import asyncio
+
+    job_id = asyncio.run(_make_jobs(emulator_thread))
+    for args in (["-vv", "status", job_id], ["status", job_id, "-vv"],
+                 ["status", job_id, "--debug"]):
+        result = run_cli(*args, env=emulator_thread.client_env())
+        assert result.exit_code == 0 and "DEBUG uploader.api: GET" in result.stderr, args
+    quiet = run_cli("status", job_id, env=emulator_thread.client_env())
+    assert "DEBUG" not in quiet.stderr
+
+
+def test_the_library_prints_nothing_unless_the_host_configures_logging(tmp_path):
+    """A host application that configures no logging sees nothing of uploader's warnings on
+    its stderr (Python's last-resort handler would print them)."""
+    script = ("import logging, uploader, sys; "
+              "logging.getLogger('uploader.transfer').warning('a warning'); print('done')")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.stdout.strip() == "done" and ran.stderr == ""
+
+
+def test_the_journal_says_what_to_do_by_what_failed(tmp_path):
+    import errno
+    from pathlib import Path
+
+    from uploader._journal import Journal
+
+    journal = Journal(tmp_path, service=("e", "p"), job_key="k", video=Path("v.mp4"))
+    says = {code: journal._unusable(tmp_path, OSError(code, os.strerror(code))).message
+            for code in (errno.ENOSPC, errno.EACCES, errno.EROFS)}
+    assert "free some space" in says[errno.ENOSPC]
+    assert "--state-dir" in says[errno.EACCES] and "XDG_STATE_HOME" in says[errno.EACCES]
+    assert "free some space" not in says[errno.EACCES]
+    assert "read-only" in says[errno.EROFS] and "free some space" not in says[errno.EROFS]
+
+
+def test_an_emulator_runs_advice_does_not_point_at_a_gone_emulator(tmp_path):
+    from tests.conftest import GOOD_VIDEO
+    from tests.uploads import cli_env
+    from tests.uploads import run_cli as run
+
+    result = run("upload", str(GOOD_VIDEO), "--name", "trial", "--emulator",
+                 env=cli_env({}, tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    assert "the emulator stopped with this command" in result.stdout
+    assert "uploader submit" not in result.stdout

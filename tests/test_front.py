@@ -122,7 +122,7 @@ async def test_a_client_shares_its_budget_and_session_between_uploads(
     for video, result, progress in zip(videos, results, told, strict=True):
         assert result.bytes_uploaded == video.stat().st_size
         assert (progress.done[-1], progress.total) == (video.stat().st_size,) * 2
-        assert [step for step, _ in progress.steps] == ["sending", "confirmed"]
+        assert [step for step, _ in progress.steps] == ["sending", "confirming", "confirmed"]
 
 
 def test_the_sync_client_works_inside_a_running_event_loop(emulator_thread, tmp_path: Path):

@@ -8,7 +8,12 @@ command line starts without aiohttp, Pillow or the hashing extension until it ne
 """
 
 import importlib
+import logging
 import typing
+
+# A library logs; it does not print: nothing reaches a host application's stderr unless it
+# configures logging (the CLI does, for its own commands).
+logging.getLogger("uploader").addHandler(logging.NullHandler())
 
 if typing.TYPE_CHECKING:
     from uploader._client import (

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -233,9 +234,17 @@ class Journal:
 
     def _unusable(self, where: Path, exc: OSError) -> JournalError:
         job = f" (job {self.job_id})" if self.job_id else ""
-        return JournalError(
-            f"cannot use the journal at {where}{job}: {exc.strerror or exc}; free some space "
-            "or choose another state folder, then run the command again", job_id=self.job_id)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            remedy = "free some space (or raise the quota)"
+        elif exc.errno == errno.EROFS:
+            remedy = "the file system is read-only: choose a writable state folder"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            remedy = ("this user may not write there: choose a state folder it owns "
+                      "(--state-dir, or XDG_STATE_HOME)")
+        else:
+            remedy = "choose another state folder (--state-dir, or XDG_STATE_HOME)"
+        return JournalError(f"cannot use the journal at {where}{job}: {exc.strerror or exc}; "
+                            f"{remedy}, then run the command again", job_id=self.job_id)
 
     async def start(self, job_id: str) -> None:
         """Begin anew on `job_id`: every earlier record is forgotten (and erased)."""

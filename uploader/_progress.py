@@ -16,6 +16,7 @@ class Step(enum.StrEnum):
     """Where an upload is, in order: after CONFIRMED an interruption loses nothing."""
 
     SENDING = "sending"  #: the job is known; its files go out
+    CONFIRMING = "confirming"  #: every file is sent; the confirms go out
     CONFIRMED = "confirmed"  #: every file is the job's
     SUBMITTED = "submitted"  #: the job is under review
     WAITING = "waiting"  #: following the review (a batch gives the row's place away)

@@ -60,6 +60,21 @@ def _log_to_stderr(ctx: click.Context, level: int) -> None:
     ctx.call_on_close(restore)
 
 
-for _command in (upload, batch, submit, delete, check, jobs, status, voices, emulator,
-                 worker):
+def _more_verbose(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:
+    """`-v`/`--debug` after the command's name, as before it: the log says more."""
+    level = logging.DEBUG if param.name == "debug" and value else (
+        {0: None, 1: logging.INFO}.get(int(value), logging.DEBUG))
+    logger = logging.getLogger("uploader")
+    if level is not None and level < logger.getEffectiveLevel():
+        logger.setLevel(level)
+
+
+for _command in (upload, batch, submit, delete, check, jobs, status, voices, emulator):
+    _command.params += [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                     callback=_more_verbose, help="Log more (-v info, -vv debug)."),
+        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_more_verbose,
+                     help="Log everything (same as -vv)."),
+    ]
     main.add_command(_command)
+main.add_command(worker)  # its --loglevel is Celery's

@@ -48,8 +48,20 @@ def _echo_verdict(report: Report) -> None:
 
 
 
+def _states(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Every state named must be one the service has (API.md §3)."""
+    from uploader.api.states import STATES
+
+    unknown = [s for s in (value or "").split(",") if s.strip() and s.strip() not in STATES]
+    if unknown:
+        raise click.BadParameter(f"no such state: {', '.join(unknown)} (states are written "
+                                 "as the service does, e.g. WAIT_FILE_UPLOAD, AUTO_VERIFY_FAILED)")
+    return value
+
+
 @click.command()
-@click.option("--state", help="Only jobs in these states (comma-separated).")
+@click.option("--state", callback=_states,
+              help="Only jobs in these states (comma-separated).")
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -139,7 +139,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     if as_json:
         print_json(result.to_json())
     elif not quiet:
-        _echo_upload(video, result, waited=wait)
+        _echo_upload(video, result, waited=wait, emulated=use_emulator)
 
 
 @click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs; 4 "
@@ -189,12 +189,12 @@ class _Shown(Progress):
 
     def on_step(self, step: Step, job_id: str) -> None:
         self.last, self.job_id = step, job_id
-        if self.bar is not None and step is Step.WAITING:
-            self.bar.say("waiting for the review")
+        if self.bar is not None and step in (Step.CONFIRMING, Step.WAITING):
+            self.bar.say("confirming" if step is Step.CONFIRMING else "waiting for the review")
 
     def interruption(self) -> tuple[str, str | None]:
         job = self.job_id
-        if self.last in (None, Step.SENDING):
+        if self.last in (None, Step.SENDING, Step.CONFIRMING):
             where = f"job {job}: " if job else ""
             return (f"{where}what was sent so far is kept; run the same command again to "
                     "resume.", job)
@@ -275,7 +275,7 @@ class _Bar:
         self._bar.close()
 
 
-def _echo_upload(video: Path, result: UploadResult, *, waited: bool) -> None:
+def _echo_upload(video: Path, result: UploadResult, *, waited: bool, emulated: bool) -> None:
     # `seconds` is the transfer's: confirming, submitting and the review wait are not in it.
     rate = result.bytes_uploaded / result.seconds if result.seconds else 0.0
     took = f"{result.seconds:.2f}" if result.seconds < 10 else f"{result.seconds:.1f}"
@@ -286,7 +286,10 @@ def _echo_upload(video: Path, result: UploadResult, *, waited: bool) -> None:
     for file in result.files[1:]:
         click.echo(f"  {file.kind}: {file.path}: {file.outcome}")
     _echo_outcome(result)
-    if not result.submitted and result.state == "WAIT_FILE_UPLOAD":
+    if emulated:  # the emulator, and the job with it, ended with the command
+        click.echo("the emulator stopped with this command, and its job is gone: to try the "
+                   "whole flow, add --submit; for the real service, leave out --emulator")
+    elif not result.submitted and result.state == "WAIT_FILE_UPLOAD":
         hint = " (--wait waits only for a submitted job)" if waited else ""
         click.echo(f"not submitted{hint}: to start the review, run: uploader submit "
                    f"{result.job_id} (or upload again with --submit)")

@@ -86,6 +86,7 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
         if SUBMIT_STEP not in journal.steps:
             await sender.send_missing(restart=restart)
             seconds = round(time.monotonic() - started, 3)
+            progress.on_step(Step.CONFIRMING, opened.job_id)
             await confirm_files([f.kind for f in files], links=opened.links,
                                 journal=journal, client=run.api)
             if verify == "download":

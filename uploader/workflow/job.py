@@ -273,6 +273,6 @@ async def _job_tagged(tag: str, client: MetaStudioClient) -> str | None:
     if not found:
         return None
     job = max(found, key=lambda j: j.create_time or "")
-    log.warning("continuing with job %s, which an earlier run of this command created for "
+    log.info("continuing with job %s, which an earlier run of this command created for "
                 "this video", job.job_id)
     return job.job_id
