@@ -155,12 +155,16 @@ def test_the_sync_client_iterates_a_batch(emulator_thread, tmp_path: Path):
     assert again.outcome == "skipped" and again.job_id in {r.job_id for r in results}
 
 
-async def test_submit_of_a_job_in_a_wrong_state_is_a_job_state_error(settings, tmp_path):
+async def test_submit_is_idempotent_and_refuses_a_failed_review(emulator, settings, tmp_path):
     async with AsyncClient(settings, state_dir=tmp_path / "state") as client:
         result = await client.upload(Job.of(GOOD_VIDEO, name="twice", **REQUIRED), submit=True)
+        again = await client.submit(result.job_id, wait=True)
+        assert again.already and again.state == "MANUAL_VERIFYING"
+        emulator.emulator.store.jobs[result.job_id]["state"] = "AUTO_VERIFY_FAILED"
         with pytest.raises(JobStateError) as caught:
             await client.submit(result.job_id)
-    assert caught.value.job_id == result.job_id and caught.value.state != "WAIT_FILE_UPLOAD"
+    assert caught.value.job_id == result.job_id and caught.value.state == "AUTO_VERIFY_FAILED"
+    assert "uploader upload VIDEO --job-id" in caught.value.message
 
 
 async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, tmp_path,

@@ -312,3 +312,13 @@ async def test_submit_job_from_code(emulator, settings, tmp_path: Path):
     assert result.state == "WAIT_FILE_UPLOAD" and not result.submitted
     submitted = await submit_job(result.job_id, wait=True, settings=settings)
     assert submitted.submitted and submitted.state == "MANUAL_VERIFYING"
+
+
+def test_submit_names_the_command_that_gives_missing_files(emulator_thread, tmp_path):
+    from tests.uploads import cli_env, new_job, run_cli
+
+    job_id = new_job(emulator_thread, "bare")
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    result = run_cli("submit", job_id, env=env)
+    assert result.returncode == 2
+    assert f"uploader upload VIDEO --job-id {job_id} --id-card-front FILE" in result.stderr

@@ -93,7 +93,14 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
     elif isinstance(error, MissingFilesError):
         flags = ", ".join(flag_of(name) for name in error.kinds)
         click.echo(redact(f"error: {error}"), err=True)
-        click.echo(f"To submit, give {flags} (or upload without --submit).", err=True)
+        command = click.get_current_context(silent=True)
+        if command is not None and command.info_name == "submit" and error.job_id:
+            given = " ".join(f"{flag_of(name)} FILE" for name in error.kinds
+                             if name != TRAINING_VIDEO.name)  # VIDEO comes first anyway
+            click.echo(f"Give them with: uploader upload VIDEO --job-id {error.job_id} {given} "
+                       "--submit", err=True)
+        else:
+            click.echo(f"To submit, give {flags} (or upload without --submit).", err=True)
     else:
         click.echo(redact(f"error: {error}"), err=True)
     if error.remedy in _REMEDIES:

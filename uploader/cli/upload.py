@@ -165,7 +165,8 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
     if as_json:
         print_json(result.to_json())
     else:
-        click.echo(f"job {result.job_id}: submitted for review")
+        done = "was submitted already" if result.already else "submitted for review"
+        click.echo(f"job {result.job_id}: {done}")
         _echo_outcome(result)
 
 

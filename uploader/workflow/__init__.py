@@ -24,7 +24,7 @@ from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
 from uploader._progress import Progress, Step
 from uploader.api.client import MetaStudioClient
-from uploader.api.states import DELETABLE, explain_state
+from uploader.api.states import DELETABLE, REVIEW_FAILED, explain_state
 from uploader.preflight import check_files
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
@@ -111,12 +111,18 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
 async def submit(job_id: str, api: MetaStudioClient, *, wait: bool, wait_timeout: float
                  ) -> SubmitResult:
     """Submit a job whose files are all stored already: confirm its authorization letter
-    (when it holds one), then SUBMITVERIFYING; with `wait`, follow the automatic review."""
+    (when it holds one), then SUBMITVERIFYING; with `wait`, follow the automatic review. A
+    job submitted already is reported as it stands (and followed with `wait`)."""
     job = await api.show_job(job_id)
-    if job.state != "WAIT_FILE_UPLOAD":
+    if job.state in REVIEW_FAILED:
         raise JobStateError(f"job {job_id} is in state {job.state} ({explain_state(job.state)}"
-                            "): only a job waiting for its files (WAIT_FILE_UPLOAD) can be "
-                            "submitted", job_id=job_id, state=job.state)
+                            "): it takes a submit only with its corrected files: uploader "
+                            f"upload VIDEO --job-id {job_id} --id-card-front IMG --id-card-back "
+                            "IMG ... --submit", job_id=job_id, state=job.state)
+    if job.state != "WAIT_FILE_UPLOAD":
+        log.info("job %s was submitted already (state %s)", job_id, job.state)
+        outcome = await _outcome(api, job_id, wait=wait, timeout=wait_timeout)
+        return SubmitResult(job_id, True, **dataclasses.asdict(outcome), already=True)
     refuse_missing([], stored=stored_kinds(job), job_id=job_id)
     letter = kind("grant_file")
     if letter.confirm_command is not None:

@@ -90,6 +90,7 @@ class SubmitResult:
     review_error_code: str | None = None
     review_error_meaning: str | None = None
     review_outcome: str | None = None
+    already: bool = False  #: submitted before this call: reported as it stands
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
