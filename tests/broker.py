@@ -152,14 +152,14 @@ class Worker:
 
     def __init__(self, name: str, env: dict[str, str], folder: Path, *,
                  concurrency: int = 1, part_concurrency: int = 2,
-                 app: str | None = None) -> None:
+                 app: str | None = None, named: bool = True) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.log = folder / f"{name}.log"
         env = env | {"XDG_STATE_HOME": str(folder / f"{name}-state")}
         if app is None:
             command = [sys.executable, "-m", "uploader", "worker",
-                       f"--concurrency={concurrency}",
-                       f"--part-concurrency={part_concurrency}", f"--hostname={name}@%h"]
+                       f"--concurrency={concurrency}", f"--part-concurrency={part_concurrency}",
+                       *([f"--hostname={name}@%h"] if named else [])]
         else:  # a test's own app module, on top of uploader.celery
             env |= {"UPLOADER_PART_CONCURRENCY": str(part_concurrency)}
             command = [sys.executable, "-m", "celery", "-A", app, "worker",

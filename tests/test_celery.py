@@ -323,3 +323,13 @@ def test_the_broker_restarted_mid_batch(cluster: Cluster):
     assert code == 0, cluster.logs()
     assert (summary["ok"] + summary["skipped"], summary["failed"]) == (4, 0)
     _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
+
+
+def test_two_workers_with_default_names_on_one_machine(cluster: Cluster):
+    """Celery's default node name is the same for every worker of a machine: both start."""
+    first, second = (cluster.worker(name, named=False) for name in ("d1", "d2"))
+    first.wait_ready()
+    second.wait_ready()
+    logs = first.log.read_text() + second.log.read_text()
+    assert "RESOURCE_LOCKED" not in logs and "Traceback" not in logs
+    assert logs.count("uploader-") >= 2

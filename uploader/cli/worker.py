@@ -21,7 +21,8 @@ __all__ = ["worker"]
 @click.option("--part-concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
               help="Part PUTs in flight at once for each row.")
 @click.option("--hostname", metavar="NAME",
-              help="This worker's name among the others (default celery@HOST).")
+              help="This worker's name among the others (default uploader-PID@HOST: two "
+                   "workers on one machine never clash).")
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                               case_sensitive=False),
               default="INFO", show_default=True)
@@ -36,6 +37,7 @@ def worker(concurrency: int, part_concurrency: int, hostname: str | None,
     os.environ[module.PART_CONCURRENCY] = str(part_concurrency)  # read by the pool's processes
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
             f"--queues={module.app.conf.task_default_queue}"]
-    if hostname:
-        argv.append(f"--hostname={hostname}")
+    # Celery's default, celery@HOST, is the same for two workers on one machine: the second
+    # cannot declare its control queue (RESOURCE_LOCKED) and fails.
+    argv.append(f"--hostname={hostname or f'uploader-{os.getpid()}@%h'}")
     module.app.worker_main(argv)
