@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
@@ -328,9 +329,8 @@ def submit_job_sync(job_id: str, *, wait: bool = False, settings: Settings | Non
         return client.submit(job_id, wait=wait)
 
 
-_CLIENT_OPTIONS = frozenset(
-    {"concurrency", "bwlimit", "budget", "connections", "state_dir", "transfer",
-     "wait_timeout", "session"})
+#: The shortcuts' keywords that are the client's (the others describe the job).
+_CLIENT_OPTIONS = frozenset(inspect.signature(AsyncClient).parameters) - {"settings"}
 
 
 def _split(path: str | os.PathLike[str], options: dict[str, Any]

@@ -99,14 +99,6 @@ def update_lanes(digests: Sequence[Digest], buffers: Sequence[memoryview]) -> No
     _choice()[2](digests, buffers)
 
 
-def __getattr__(name: str) -> object:
-    if name == "KERNEL":  # the names of earlier versions, resolved when asked
-        return kernel_name()
-    if name == "LANES":
-        return lane_count()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class LaneHasher:
     """Hashes the chunks that parts hand it, chunks of different parts together.
 
