@@ -133,3 +133,23 @@ def test_jobs_json_prints_no_signed_link(emulator_thread, tmp_path: Path):
     assert job["cover_download_url"].startswith("http://127.0.0.1:")
     assert "?" not in job["cover_download_url"]
     assert "Signature" not in listed.stdout and "AccessKeyId" not in listed.stdout
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("", False),
+    ("192.0.2.7", False), ("10.1.2.3", False), ("no-such-host.invalid", False),
+])
+def test_which_hosts_count_as_loopback(host: str, loopback: bool):
+    from uploader.emulator import is_loopback
+
+    assert is_loopback(host) is loopback
+
+
+def test_an_emulator_bound_beyond_loopback_warns_that_its_keys_are_known():
+    # 192.0.2.7 (TEST-NET-1) is on no interface here: the bind fails, nothing is served and
+    # no packet leaves; the warning comes before it.
+    run = run_cli("emulator", "--host", "192.0.2.7", "--port", "0", env={})
+    assert run.returncode == 1, run.stderr
+    assert "warning: --host 192.0.2.7 lets other machines reach this emulator" in run.stderr
+    assert "well-known" in run.stderr and "cannot serve on" in run.stderr

@@ -86,8 +86,13 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
     listen or cannot use its data folder."""
     import asyncio
 
-    from uploader.emulator import EmulatorConfig, start_emulator
+    from uploader.emulator import EmulatorConfig, is_loopback, start_emulator
 
+    if not is_loopback(host):
+        click.echo(f"warning: --host {host} lets other machines reach this emulator, and its "
+                   "keys are the well-known defaults printed by --help (or whatever --ak/--sk "
+                   "say): anyone who can reach it can read and change its jobs and files. "
+                   "Bind it to 127.0.0.1 unless you mean to share it.", err=True)
     if (options["tls_cert"] is None) != (options["tls_key"] is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
 

@@ -8,6 +8,8 @@ package; the CLI does, lazily, for `uploader emulator` and `--emulator`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -23,7 +25,27 @@ from uploader.emulator._app import (
     build_metadata_app,
 )
 
-__all__ = ["Emulator", "EmulatorConfig", "EmulatorThread", "RunningEmulator", "start_emulator"]
+__all__ = ["Emulator", "EmulatorConfig", "EmulatorThread", "RunningEmulator", "is_loopback",
+           "start_emulator"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost).
+    Anything else ("", 0.0.0.0, a LAN address) lets other machines reach an emulator whose
+    keys are printed in its help: its caller warns. A name is resolved (no packet is sent
+    for localhost or an address; a name that cannot be resolved counts as not loopback)."""
+    if host in ("", "*"):
+        return False  # aiohttp binds every interface
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return bool(found) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback
+                               for info in found)
 
 
 @dataclass
