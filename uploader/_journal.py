@@ -101,6 +101,7 @@ class Journal:
         self._service = service
         self.path = state_dir / f"{_digest(*service, job_key, str(video.resolve()))}.jsonl"
         self._job_key, self._restart = job_key, restart
+        self._video = str(video.resolve())
         self._forget()
         self._file: StateFile | None = None
         self._locks: dict[str, StateFile] = {}
@@ -248,8 +249,9 @@ class Journal:
 
     async def start(self, job_id: str) -> None:
         """Begin anew on `job_id`: every earlier record is forgotten (and erased)."""
-        await self._append({"kind": "header", "version": _VERSION, "job_id": job_id},
-                           fresh=True)
+        # The endpoint and the video are for `uploader state list` (a person's eyes).
+        await self._append({"kind": "header", "version": _VERSION, "job_id": job_id,
+                            "endpoint": self._service[0], "video": self._video}, fresh=True)
 
     async def set_aside(self, reason: str) -> None:
         """Forget and erase what an earlier run recorded, saying why."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from uploader._errors import JobLockedError, JournalError
 
-__all__ = ["StateFile", "open_locked"]
+__all__ = ["StateFile", "open_locked", "same_file"]
 
 _FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 _TRIES = 5
@@ -72,7 +72,7 @@ def open_locked(path: Path, *, busy: str, job_id: str | None = None) -> StateFil
         except BaseException:
             os.close(fd)
             raise
-        if _same_file(path, fd):
+        if same_file(path, fd):
             return StateFile(path, fd)
         os.close(fd)  # removed (or replaced) by the run we waited for: open it afresh
     raise JournalError(f"{path} keeps being replaced while it is opened; is another program "
@@ -95,7 +95,8 @@ def _check_private(path: Path, info: os.stat_result, job_id: str | None) -> None
                        job_id=job_id)
 
 
-def _same_file(path: Path, fd: int) -> bool:
+def same_file(path: Path, fd: int) -> bool:
+    """Whether `path` still names the file open as `fd`."""
     try:
         now = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:

@@ -2,8 +2,8 @@
 
 `read` holds the commands that only look (check, jobs, status, voices), `upload` those that
 send (upload, submit), `delete` the one that removes a job, `batch` many videos (here or
-on workers), `worker` a Celery worker, `emulator` the local MetaStudio; `common` what they
-share.
+on workers), `worker` a Celery worker, `emulator` the local MetaStudio, `state` the
+state folder's journals; `common` what they share.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from uploader.cli.batch import batch
 from uploader.cli.delete import delete
 from uploader.cli.emulator import emulator
 from uploader.cli.read import check, jobs, status, voices
+from uploader.cli.state import state
 from uploader.cli.upload import submit, upload
 from uploader.cli.worker import worker
 
@@ -77,4 +78,5 @@ for _command in (upload, batch, submit, delete, check, jobs, status, voices, emu
                      help="Log everything (same as -vv)."),
     ]
     main.add_command(_command)
+main.add_command(state)
 main.add_command(worker)  # its --loglevel is Celery's

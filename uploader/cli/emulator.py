@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,5 +123,7 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
     if data_dir is not None:
         asyncio.run(serve(data_dir))
         return
-    with tempfile.TemporaryDirectory(prefix="metastudio-emulator-") as folder:
-        asyncio.run(serve(Path(folder)))
+    from uploader.emulator import scratch_folder
+
+    with scratch_folder() as folder:
+        asyncio.run(serve(folder))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -216,12 +215,12 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
     async def run() -> T:
         if not use_emulator:
             return await call(settings())
-        from uploader.emulator import EmulatorConfig, start_emulator
+        from uploader.emulator import EmulatorConfig, scratch_folder, start_emulator
 
-        # The emulator lives for this command only: so do its data (copies of the files).
-        with tempfile.TemporaryDirectory(prefix="metastudio-emulator-") as folder:
-            running = await start_emulator(
-                EmulatorConfig(data_dir=Path(folder), review_delay=0.2))
+        # The emulator lives for this command only: so do its data (copies of the files);
+        # those of a run that was killed go at the next.
+        with scratch_folder() as folder:
+            running = await start_emulator(EmulatorConfig(data_dir=folder, review_delay=0.2))
             if not quiet:
                 click.echo(f"using a local MetaStudio emulator at {running.url}", err=True)
             try:

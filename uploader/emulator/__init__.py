@@ -24,9 +24,10 @@ from uploader.emulator._app import (
     build_app,
     build_metadata_app,
 )
+from uploader.emulator._scratch import scratch_folder
 
 __all__ = ["Emulator", "EmulatorConfig", "EmulatorThread", "RunningEmulator", "is_loopback",
-           "start_emulator"]
+           "scratch_folder", "start_emulator"]
 
 
 def is_loopback(host: str) -> bool:
