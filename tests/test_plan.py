@@ -66,3 +66,16 @@ def test_sizes_parse(text, size):
 def test_bad_sizes_are_refused(text):
     with pytest.raises(PlanError, match="not a size"):
         parse_size(text)
+
+
+@pytest.mark.parametrize("size", [350 * 1024, 12 * 1024 * 1024 + 7, 3 * 1024**3 + 12345])
+def test_every_plan_a_run_makes_is_among_those_of_its_part_count(size: int):
+    from uploader.transfer.plan import plans_of_count
+
+    made = [plan_parts(size)] + [plan_parts(size, parts=n) for n in (1, 2, 3)] + [
+        plan_parts(size, part_size=mib * 1024 * 1024) for mib in (5, 8, 16, 64)
+        if size > mib * 1024 * 1024]
+    for plan in made:
+        candidates = plans_of_count(size, plan.count)
+        assert plan.sizes in [c.sizes for c in candidates], plan
+        assert all(c.count == plan.count and sum(c.sizes) == size for c in candidates)

@@ -167,6 +167,21 @@ async def test_with_a_job_id_and_no_journal_a_confirmed_video_is_not_sent_again(
     assert again.bytes_uploaded == 0 and again.parts_skipped == 4
 
 
+@pytest.mark.parametrize(("first", "then"), [
+    ({"parts": 3}, {}), ({"part_size": 5 * 1024 * 1024}, {}), ({}, {"parts": 3}),
+    ({"parts": 3}, {"parts": 2}),
+])
+async def test_a_video_confirmed_under_another_part_plan_is_not_sent_again(
+        settings, tmp_path, first, then):
+    video = video_of(tmp_path, 12 * 1024 * 1024)
+    sent = await upload_video(video, name="plans", settings=settings,
+                              state_dir=tmp_path / "a", **first)
+    again = await upload_video(video, name="plans", settings=settings,
+                               state_dir=tmp_path / "b", **then)
+    assert again.job_id == sent.job_id
+    assert again.bytes_uploaded == 0, "the whole video was sent again"
+
+
 # ---- 2. a journal belongs to one service ---------------------------------------------------
 
 async def test_a_journal_of_another_service_is_not_used(tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from uploader._errors import PlanError
 
-__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "Piece", "parse_size", "plan_parts"]
+__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "Piece", "parse_size", "plan_parts",
+           "plans_of_count"]
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 MIN_PART = 100 * KIB      # OBS: every part but the last is at least 100 KB
@@ -126,3 +127,24 @@ def _fixed_size(file_size: int, part_size: int) -> PartPlan:
                         " bytes a part")
     last = file_size - part_size * (count - 1)
     return PartPlan(file_size, (part_size,) * (count - 1) + (last,))
+
+
+#: Part sizes people and tools commonly choose (MiB), tried when only the count is known.
+_COMMON_MIB = (5, 8, 10, 15, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
+
+
+def plans_of_count(file_size: int, count: int) -> list[PartPlan]:
+    """The plans that could have cut `file_size` bytes into `count` parts: `--parts count`,
+    the default's way (parts of ceil(size / count)), and common part sizes. An object
+    assembled from parts carries only their count in its ETag; plans are deterministic, so
+    these are the ones to try when recognising a file sent under another plan."""
+    found: dict[tuple[int, ...], PartPlan] = {}
+    sizes = [math.ceil(file_size / count), *(mib * MIB for mib in _COMMON_MIB)]
+    for make, value in [(_equal_parts, count), *((_fixed_size, size) for size in sizes)]:
+        try:
+            plan = make(file_size, value)
+        except PlanError:
+            continue
+        if plan.count == count:
+            found.setdefault(plan.sizes, plan)
+    return list(found.values())

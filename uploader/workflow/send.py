@@ -11,7 +11,7 @@ update came between), up to MAX_ROUNDS times.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -23,7 +23,7 @@ from uploader.api.models import JobDetail
 from uploader.api.states import REVIEW_FAILED
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import Sent, TransferConfig, send_pieces
-from uploader.transfer.plan import Piece
+from uploader.transfer.plan import PartPlan, Piece, plans_of_count
 from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
@@ -193,13 +193,18 @@ class Sender:
         etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
         if etag is None:
             return False
-        md5s = await pieces_md5(file.pieces, chunk_size=self.config.chunk_size,
-                                concurrency=self.config.concurrency)
-        ours = multipart_etag([md5s[p.key] for p in file.pieces])
-        if etag.strip('"').lower() != ours:
+        held = etag.strip().strip('"').lower()
+        for plan in _plans_to_try(file, held):
+            pieces = replace(file, plan=plan).pieces
+            md5s = await pieces_md5(pieces, chunk_size=self.config.chunk_size,
+                                    concurrency=self.config.concurrency)
+            if multipart_etag([md5s[p.key] for p in pieces]) == held:
+                break
+        else:
             return False
-        log.info("job %s holds this %s, confirmed already: nothing to send", self.links.job_id,
-                 file.kind.title)
+        another = "" if plan.sizes == file.plan.sizes else f" (sent in {plan.count} parts)"
+        log.info("job %s holds this %s, confirmed already%s: nothing to send",
+                 self.links.job_id, file.kind.title, another)
         await self.journal.record_step(confirm_step(file.kind.name))
         self.tally.skipped_pieces[file.kind.name] = len(file.pieces)
         return True
@@ -228,6 +233,16 @@ class Sender:
         self.done_bytes += delta
         if delta:
             self.progress.on_bytes(delta)
+
+
+def _plans_to_try(file: LocalFile, etag: str) -> list[PartPlan]:
+    """This run's plan, then those of the part count an assembled object's ETag (`MD5-N`)
+    names: a video confirmed under `--parts 3` is recognised by a run with the default."""
+    count = etag.rpartition("-")[2]
+    if not count.isdigit():
+        return [file.plan]
+    others = [p for p in plans_of_count(file.size, int(count)) if p.sizes != file.plan.sizes]
+    return ([file.plan] if file.plan.count == int(count) else []) + others
 
 
 def _shorten(labels: list[str]) -> str:
