@@ -27,7 +27,7 @@ from uploader._http import new_session
 from uploader._job import Job
 from uploader._journal import default_state_dir
 from uploader._progress import Progress
-from uploader.api.client import MetaStudioClient
+from uploader.api.client import DEFAULT_BACKOFF, MetaStudioClient
 from uploader.api.models import JobDetail, JobList, VoiceJobList
 from uploader.api.settings import Settings
 from uploader.transfer.budget import TransferBudget
@@ -55,7 +55,10 @@ class AsyncClient:
     cap); or give a `budget` (shared with other clients, if you like) that caps them all,
     `concurrency` then being the most one upload sends at once. `connections` caps the
     HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
-    tunes retries and chunks; `state_dir` holds the resume journals (default: the user's
+    tunes retries and chunks; `retries` (times a failed request is tried again; default: as
+    often as the window allows) and `retry_window` (seconds a failing request keeps being
+    retried; default 180) set the one retry policy of parts and API calls alike, overriding
+    `transfer`'s; `state_dir` holds the resume journals (default: the user's
     state folder); `session`, a caller's aiohttp session, is used and left open. Every
     value is checked at once: UsageError.
     """
@@ -64,7 +67,8 @@ class AsyncClient:
                  bwlimit: int | None = None, budget: TransferBudget | None = None,
                  connections: int | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
-                 transfer: TransferConfig | None = None, wait_timeout: float = 1800.0,
+                 transfer: TransferConfig | None = None, retries: int | None = None,
+                 retry_window: float | None = None, wait_timeout: float = 1800.0,
                  session: aiohttp.ClientSession | None = None) -> None:
         for name, value, kind in (("settings", settings, Settings),
                                   ("transfer", transfer, TransferConfig),
@@ -79,6 +83,16 @@ class AsyncClient:
         if concurrency is not None:  # the plain argument wins over the one in `transfer`
             self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
                 concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY))
+        self.api_backoff = DEFAULT_BACKOFF
+        if retries is not None or retry_window is not None:
+            policy: dict[str, Any] = {}
+            if retries is not None:
+                policy["attempts"] = checks.whole(retries, "retries", low=0) + 1
+            if retry_window is not None:
+                policy["window"] = checks.number(retry_window, "retry_window")
+            self.api_backoff = dataclasses.replace(DEFAULT_BACKOFF, **policy)
+            self.transfer = dataclasses.replace(
+                self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
         self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,
                                                bwlimit=bwlimit)
         self.connections = checks.whole(
@@ -108,7 +122,8 @@ class AsyncClient:
         if session is None:
             session = await stack.enter_async_context(
                 new_session(self.settings, limit=self.connections))
-        api = await stack.enter_async_context(MetaStudioClient(self.settings, session=session))
+        api = await stack.enter_async_context(MetaStudioClient(
+            self.settings, session=session, backoff=self.api_backoff))
         self._stack, self._run = stack, Run(
             api=api, session=session, state_dir=self.state_dir, config=self.transfer,
             budget=self.budget, wait_timeout=self.wait_timeout)

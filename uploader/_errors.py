@@ -147,12 +147,14 @@ class ApiError(UploaderError):
 
 class UnreachableError(ApiError):
     """No answer came. `may_have_arrived` is False when the request cannot have reached the
-    service (the connection was refused or never made, the host name did not resolve)."""
+    service (the connection was refused or never made, the host name did not resolve);
+    `lasting` when trying again cannot help (the host name does not exist)."""
 
-    def __init__(self, message: str, *, may_have_arrived: bool, job_id: str | None = None
-                 ) -> None:
+    def __init__(self, message: str, *, may_have_arrived: bool, lasting: bool = False,
+                 job_id: str | None = None) -> None:
         super().__init__(message, job_id=job_id)
         self.may_have_arrived = may_have_arrived
+        self.lasting = lasting
 
 
 class RefusedError(ApiError):

@@ -8,6 +8,7 @@ whether the request may have reached the server, with every link's query redacte
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import Iterator
 
@@ -38,7 +39,13 @@ def http_errors(target: str, *, job_id: str | None = None) -> Iterator[None]:
             redact(f"cannot reach {target}: its TLS certificate could not be verified "
                    f"({exc.certificate_error}); if your network re-signs TLS (an inspecting "
                    f"proxy), set {CA_BUNDLE} to its CA certificate (a PEM file)"),
-            may_have_arrived=False, job_id=job_id) from exc
+            may_have_arrived=False, lasting=True, job_id=job_id) from exc
+    except aiohttp.ClientConnectorDNSError as exc:
+        # A name the resolver says does not exist is a mistake, not an outage: not retried
+        # (a resolver that cannot answer now, EAI_AGAIN, is waited for like any outage).
+        missing = getattr(exc.os_error, "errno", None) == socket.EAI_NONAME
+        raise UnreachableError(redact(f"cannot reach {target}: {exc}"), may_have_arrived=False,
+                               lasting=missing, job_id=job_id) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         detail = f": {exc}" if str(exc) else ""
         raise UnreachableError(redact(f"cannot reach {target}: {type(exc).__name__}{detail}"),

@@ -1,15 +1,20 @@
 """The one retry policy: API calls and pieces alike are retried by `retry` with a `Backoff`.
 
 Waits grow exponentially with full jitter, and a server's `Retry-After` is honoured (up to
-`Backoff.longest_wait`). What is worth retrying is the caller's to say: an API call knows
-whether it is idempotent, a piece whether its link was refused.
+`Backoff.longest_wait`). A request is retried while its failures last less than the
+policy's window (3 minutes by default: a gateway restart, a storage failover or a dropped
+VPN is ridden out), and at most `attempts` times when that is set. What is worth retrying
+is the caller's to say: an API call knows whether it is idempotent, a piece whether its
+link was refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,24 +32,35 @@ T = TypeVar("T")
 class Backoff:
     """How often and how patiently to retry a failed request.
 
-    `attempts` counts every try, the first included: 6 tries span about 15 s of waiting with
-    the defaults, enough to ride out a gateway restart without hiding a real outage.
-    `base` is the first wait and doubles each time up to `cap`; each wait is drawn uniformly
-    below that bound ("full jitter"), so that many parts failing together do not retry in step.
-    A server that says how long to wait (`Retry-After`) is waited for, up to `longest_wait`.
+    A request that keeps failing is retried until its failures have lasted `window` seconds
+    (180 by default: an outage of two minutes or more is ridden out), and at most `attempts`
+    tries in all, the first included, when `attempts` is set (None: as many as the window
+    allows). `base` is the first wait and doubles each time up to `cap`; each wait is drawn
+    uniformly below that bound ("full jitter"), so that many parts failing together do not
+    retry in step. A server that says how long to wait (`Retry-After`) is waited for, up to
+    `longest_wait`.
     """
 
-    attempts: int = 6
+    attempts: int | None = None
+    window: float = 180.0
     base: float = 0.5
     cap: float = 8.0
     longest_wait: float = 60.0
 
     def __post_init__(self) -> None:
-        if (isinstance(self.attempts, bool) or not isinstance(self.attempts, int)
-                or self.attempts < 1 or not 0 <= self.base <= self.cap
-                or not self.longest_wait >= 0):
-            raise UsageError("Backoff needs a whole number of attempts >= 1, "
-                             "0 <= base <= cap and longest_wait >= 0")
+        if ((self.attempts is not None and (isinstance(self.attempts, bool)
+                                            or not isinstance(self.attempts, int)
+                                            or self.attempts < 1))
+                or not 0 <= self.base <= self.cap or not self.longest_wait >= 0
+                or not (isinstance(self.window, (int, float)) and 0 <= self.window < math.inf)):
+            raise UsageError("Backoff needs a whole number of attempts >= 1 (or None), "
+                             "a window of seconds >= 0, 0 <= base <= cap and longest_wait >= 0")
+
+    def gives_up(self, failures: int, failing_for: float) -> bool:
+        """Whether a request that failed `failures` times in a row, for `failing_for`
+        seconds since its first failure, is given up."""
+        return ((self.attempts is not None and failures >= self.attempts)
+                or failing_for >= self.window)
 
     def delay(self, failures: int, rng: random.Random | None = None, *,
               asked: float | None = None) -> float:
@@ -67,18 +83,41 @@ def retry_after(value: str | None) -> float | None:
 
 async def retry(attempt: Callable[[], Awaitable[T]], *, backoff: Backoff,
                 retryable: Callable[[Exception], bool], what: str,
-                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
-    """Await `attempt()` until it succeeds, at most `backoff.attempts` times, while what it
-    raises is `retryable`; the last failure is raised. An exception with a `retry_after`
-    attribute (seconds) sets the least wait."""
+                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                clock: Callable[[], float] = time.monotonic) -> T:
+    """Await `attempt()` until it succeeds, while what it raises is `retryable` and the
+    policy does not give up (`Backoff.gives_up`); the last failure is raised. An exception
+    with a `retry_after` attribute (seconds) sets the least wait; the last wait ends at the
+    window's end, for one last try."""
     failures = 0
+    first_failure = 0.0
     while True:
         try:
             return await attempt()
         except Exception as exc:
             failures += 1
-            if not retryable(exc) or failures >= backoff.attempts:
+            now = clock()
+            if failures == 1:
+                first_failure = now
+            failing_for = now - first_failure
+            if not retryable(exc) or backoff.gives_up(failures, failing_for):
                 raise
-            delay = backoff.delay(failures, asked=getattr(exc, "retry_after", None))
+            delay = min(backoff.delay(failures, asked=getattr(exc, "retry_after", None)),
+                        max(0.0, backoff.window - failing_for))
             log.info("%s failed (%s); retry %d in %.1f s", what, exc, failures, delay)
+            _say_still_failing(what, exc, failing_for, backoff.window, now)
             await sleep(delay)
+
+
+_last_said = -math.inf
+
+
+def _say_still_failing(what: str, exc: Exception, failing_for: float, window: float,
+                       now: float) -> None:
+    """A warning, at most every 15 s for the whole process, once a request has failed for
+    5 s: a long outage is ridden out in view, not in silence."""
+    global _last_said
+    if failing_for >= 5 and now - _last_said >= 15:
+        _last_said = now
+        log.warning("%s has failed for %.0f s (%s); still retrying, for up to %.0f s in all "
+                    "(--retry-window)", what, failing_for, exc, window)

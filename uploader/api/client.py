@@ -30,9 +30,9 @@ log = logging.getLogger("uploader.api")
 _JOBS = "/digital-human-training-manage/user/jobs"
 _VOICE_JOBS = "/voice-training-manage/user/jobs"
 _TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
-#: API calls are small: 4 tries within about 2 s ride out a gateway blip, and a wrong or
-#: dead endpoint is reported in about a second rather than after a long silence.
-DEFAULT_BACKOFF = Backoff(attempts=4, base=0.25, cap=4.0)
+#: API calls are small: retried soon (waits from 0.25 s up to 4 s), for as long as parts
+#: are (the window: an outage of the service is ridden out); a warning tells of a long one.
+DEFAULT_BACKOFF = Backoff(base=0.25, cap=4.0)
 #: What a command that took effect answers when its own answer was lost.
 _TOOK_EFFECT = {"commond_result": "EXCUTE_SUCCESS"}
 Settle = Callable[[], Awaitable[bool]]
@@ -190,7 +190,7 @@ class MetaStudioClient:
             if isinstance(exc, RefusedError) and exc.status == 429:
                 return True  # not carried out: the gateway turned it away
             if isinstance(exc, UnreachableError) and not exc.may_have_arrived:
-                return True
+                return not exc.lasting
             return (idempotent or settle is not None) and answer_lost(exc)
 
         return await retry(attempt, backoff=self.backoff, retryable=retryable, what=what,

@@ -47,6 +47,13 @@ STATUS_EVERY = 5.0
               help="Part PUTs in flight at once, over all videos.")
 @click.option("--bwlimit", callback=_size, metavar="RATE",
               help="At most RATE bytes a second on the wire, over all videos (40M).")
+@click.option("--retries", type=click.IntRange(0), metavar="N",
+              help="Try a failed request at most N times more [default: as often as "
+                   "--retry-window allows].")
+@click.option("--retry-window", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Keep retrying a failing request (a part, an API "
+                                      "call) for this long: an outage shorter than it is "
+                                      "ridden out [default: 180].")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one JSON line per row as it ends.")
 @click.option("--fail-fast", is_flag=True, help="Start no row after one failed.")
@@ -64,14 +71,15 @@ STATUS_EVERY = 5.0
 def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
           bwlimit: int | None, report: Path | None, fail_fast: bool, dry_run: bool,
           as_json: bool, state_dir: Path | None, submit_review: bool, wait: bool,
-          quiet: bool, broker: str | None) -> None:
+          quiet: bool, broker: str | None, retries: int | None,
+          retry_window: float | None) -> None:
     """Upload every video of MANIFEST (see the help above, made from the columns)."""
     import asyncio  # here, not at import: `uploader --help` starts without it
 
     from uploader.batch.rows import OUTCOMES
     if broker is not None:
         _refuse_local_options(ctx, "files", "concurrency", "bwlimit", "state_dir", "wait",
-                              "fail_fast")
+                              "fail_fast", "retries", "retry_window")
     started = time.monotonic()
     counts = dict.fromkeys(OUTCOMES, 0)
     sent = 0
@@ -88,7 +96,8 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
         budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
         async with AsyncClient(settings(), budget=budget, state_dir=state_dir,
                                concurrency=min(concurrency, MAX_CONCURRENCY),
-                               connections=concurrency + files) as client:
+                               connections=concurrency + files, retries=retries,
+                               retry_window=retry_window) as client:
             async for result in client.batch(rows, files=files, submit=submit_review,
                                              wait=wait, fail_fast=fail_fast, progress=status):
                 ended(result, status, out)

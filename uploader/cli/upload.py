@@ -92,6 +92,13 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="Pieces in flight at once.")
 @click.option("--bwlimit", callback=_size, metavar="RATE",
               help="At most RATE bytes a second on the wire (40M, 512k: powers of 1024).")
+@click.option("--retries", type=click.IntRange(0), metavar="N",
+              help="Try a failed request at most N times more [default: as often as "
+                   "--retry-window allows].")
+@click.option("--retry-window", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Keep retrying a failing request (a part, an API "
+                                      "call) for this long: an outage shorter than it is "
+                                      "ridden out [default: 180].")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where the resume journal is kept [default: the user state folder].")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
@@ -114,7 +121,8 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
     shown = _Shown(bar)
     wait = wait or use_emulator
-    client_options = {k: options.pop(k) for k in ("concurrency", "bwlimit", "state_dir")}
+    client_options = {k: options.pop(k) for k in ("concurrency", "bwlimit", "state_dir",
+                                                  "retries", "retry_window")}
     restart, verify = options.pop("restart"), options.pop("verify")
     try:
         job = Job.of(video, **options)

@@ -112,10 +112,13 @@ class PartFailure(Exception):
     """One attempt at one part failed; the fields say whether to retry and how."""
 
     def __init__(self, reason: str, *, retryable: bool, url_refused: bool = False,
-                 status: int | None = None, retry_after: float | None = None) -> None:
+                 status: int | None = None, retry_after: float | None = None,
+                 host_unreachable: bool = False, lasting: bool = False) -> None:
         super().__init__(reason)
+        self.lasting = lasting
         self.retryable = retryable
         self.url_refused = url_refused
+        self.host_unreachable = host_unreachable
         self.status = status
         self.retry_after = retry_after
 
@@ -163,7 +166,9 @@ async def put_part(
                 raise body.failure from None
             # A host that is gone (never connected) is as good as a spent link.
             raise PartFailure(exc.message, retryable=exc.may_have_arrived,
-                              url_refused=not exc.may_have_arrived) from exc
+                              url_refused=not exc.may_have_arrived,
+                              host_unreachable=not exc.may_have_arrived,
+                              lasting=exc.lasting) from exc
     if status != 200:
         raise _failure_for(status, text, asked, request_id)
     md5_hex = await body.md5_hex()
@@ -262,11 +267,13 @@ async def _send_one(
     bytes put on the wire (back down when an attempt fails); `on_settled` is told of a part
     the server turned out to hold already, which counts as done without being sent again.
     A refused link (spent, expired, its host gone) is settled by asking the server whether
-    it holds the part, else replaced by fresh links and tried again at once."""
+    it holds the part, else replaced by fresh links and tried again at once. A host that
+    cannot be reached even on fresh links is a storage outage: waited out like any failure."""
     refreshes = 0
+    relinked_for_host = False
 
     async def attempt() -> Sent:
-        nonlocal refreshes
+        nonlocal refreshes, relinked_for_host
         generation = urls.generation
         sent = 0
 
@@ -282,6 +289,10 @@ async def _send_one(
             on_bytes(-sent)  # the bar winds back: these bytes must be sent again
             failure = exc if isinstance(exc, PartFailure) else PartFailure(
                 f"no progress for {config.stall_timeout:g} s", retryable=True)
+        if failure.host_unreachable:
+            if relinked_for_host:  # fresh links, and their host is away too: an outage
+                raise PartFailure(str(failure), retryable=not failure.lasting) from None
+            relinked_for_host = True
         if not failure.url_refused:
             raise failure
         try:
