@@ -137,8 +137,9 @@ def test_job_in_a_state_that_cannot_take_a_video(emulator_thread, tmp_path, stat
 ])
 def test_bad_credentials_and_settings_exit_4(emulator_thread, tmp_path, change, text):
     env = {k: v for k, v in (emulator_thread.client_env() | change).items() if v is not None}
+    # A 5xx is an outage, ridden out for the retry window: a short one, for the test.
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
-                        env=env)
+                        "--retry-window", "1", env=env)
     assert code == 4 and text in output, output
     _nothing_sent(emulator_thread)
 
@@ -158,8 +159,9 @@ def test_plain_http_elsewhere_needs_the_flag(emulator_thread, tmp_path, fake):
 @pytest.mark.slow
 def test_endpoint_refusing_connections(emulator_thread, tmp_path):
     env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": "http://127.0.0.1:9"}
+    # Refused connections are an outage, ridden out for the retry window: a short one here.
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
-                        env=env)
+                        "--retry-window", "1", env=env)
     assert code == 4 and "cannot reach MetaStudio at http://127.0.0.1:9" in output
 
 
@@ -215,8 +217,9 @@ def test_endpoint_answering_html_or_bare_errors(emulator_thread, tmp_path, fake,
                                                 text):
     server = fake(status, body)
     env = emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": server.url}
+    # A 5xx is an outage, ridden out for the retry window: a short one, for the test.
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
-                        env=env)
+                        "--retry-window", "1", env=env)
     assert code == 4 and text in output, output
 
 

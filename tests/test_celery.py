@@ -86,7 +86,9 @@ def cluster(tmp_path: Path, rabbitmq: RabbitMQ) -> Iterator[Cluster]:
         env = cli_env(emulator.client_env(), tmp_path / "state") | {
             "UPLOADER_BROKER_URL": rabbitmq.url,
             "UPLOADER_QUEUE": f"uploader-test-{uuid.uuid4().hex[:8]}",
-            "UPLOADER_DELIVERY_LIMIT": "2"}
+            "UPLOADER_DELIVERY_LIMIT": "2",
+            # The test's videos and the samples: a worker reads nothing else (issue 21, 4).
+            "UPLOADER_WORKER_ROOTS": f"{tmp_path}:{ROOT / 'samples'}"}
         running = Cluster(tmp_path, emulator, rabbitmq, env)
         try:
             yield running
@@ -217,6 +219,34 @@ def test_the_same_row_twice_at_once_uploads_once(cluster: Cluster):
     assert summary["bytes_uploaded"] == video.stat().st_size + sum(
         path.stat().st_size for path in REQUIRED.values())
     assert "another copy of this row is running" in cluster.logs()
+
+
+def test_a_worker_uploads_only_files_under_its_roots(cluster: Cluster):
+    allowed, private = cluster.folder / "allowed", cluster.folder / "private"
+    allowed.mkdir()
+    private.mkdir()
+    good = video_of(allowed, 2 * PART, "good.mp4")
+    secret = video_of(private, 2 * PART, "secret.mp4")
+    (allowed / "link.mp4").symlink_to(secret)  # inside by its name, outside once resolved
+    letter = private / "grant.pdf"
+    letter.write_bytes(REQUIRED["grant_file"].read_bytes())
+    manifest = cluster.folder / "rows.csv"
+    manifest.write_text(f"path,name,grant_file\n{good},good,\n{secret},secret,\n"
+                        f"{allowed / 'link.mp4'},linked,\n{good},letter,{letter}\n")
+    cluster.env["UPLOADER_WORKER_ROOTS"] = str(allowed)
+    cluster.worker("w1").wait_ready()
+
+    code, _ = _finish(cluster.batch(manifest), cluster)
+
+    assert code == 6, cluster.logs()
+    report = cluster.report()
+    assert {line: row["outcome"] for line, row in report.items()} == {
+        2: "ok", 3: "invalid", 4: "invalid", 5: "invalid"}
+    assert f"outside this worker's roots ({allowed})" in str(report[3]["message"])
+    assert f"resolves to {secret}" in str(report[4]["message"])
+    assert str(letter) in str(report[5]["message"])
+    uploaded = {job["name"] for job in cluster.emulator.emulator.store.jobs.values()}
+    assert uploaded == {"good"}, "a file outside the roots reached the service"
 
 
 def test_a_row_that_kills_its_worker_every_time_ends_failed(cluster: Cluster):

@@ -406,6 +406,27 @@ def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
 
 
 
+@pytest.mark.parametrize("runs", [2, 3])
+async def test_machines_whose_lookups_race_end_with_one_job(emulator, settings, tmp_path,
+                                                           runs: int):
+    """Each lookup answered late (both see no job), so each run creates one: then each
+    lists the tag again, all agree on the oldest, and the others delete theirs before
+    sending a byte to it (issue 21, item 1)."""
+    video = video_of(tmp_path, 4 * PART)
+    emulator.emulator.faults.api_delays["list"] = 0.5
+    results = await asyncio.gather(*(
+        upload_video(video, name="raced", parts=4, settings=settings, submit=True,
+                     state_dir=tmp_path / f"machine-{n}", **REQUIRED)
+        for n in range(runs)))
+    [job_id] = {result.job_id for result in results}
+    assert list(emulator.emulator.store.jobs) == [job_id], "a second job was left"
+    sent_to = {job for (job, _part), happened in emulator.emulator.faults.ledger.items()
+               if happened["attempts"]}
+    assert sent_to == {job_id}, "bytes went to a job that lost"
+    assert all(result.submitted for result in results)
+    assert await assembled(settings, job_id) == video.read_bytes()
+
+
 def test_the_same_command_from_another_machine_finds_the_job(tmp_path: Path):
     video = video_of(tmp_path, 4 * PART)
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:

@@ -6,8 +6,10 @@ which runs one row through the library's own `upload_batch`, so that it does wha
 batch does for that row: it finds the row's job again by its content tag, sends only what
 the service lacks and ends in a `RowResult`. Each machine keeps its own resume journals;
 another machine resumes from what the service holds (`multipart_data`). Two copies of one
-row never upload side by side (`lock.py`). `send_batch` sends rows and follows them
-(`dispatch.py`): each task reports to the batch's own queue, so no result backend is needed.
+row never upload side by side (`lock.py`). A worker reads only files under its roots
+(`roots.py`): whoever can publish to the queue must not choose what it reads. `send_batch`
+sends rows and follows them (`dispatch.py`): each task reports to the batch's own queue, so
+no result backend is needed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from uploader.celery.app import (
     app,
 )
 from uploader.celery.dispatch import send_batch
+from uploader.celery.roots import ROOTS, worker_roots
 from uploader.celery.task import upload_row
 
 __all__ = ["BROKER", "DEFAULT_BROKER", "DELIVERY_LIMIT", "PART_CONCURRENCY", "QUEUE",
-           "RESULT_BACKEND", "TIME_LIMIT", "BrokerError", "app", "send_batch", "upload_row"]
+           "RESULT_BACKEND", "ROOTS", "TIME_LIMIT", "BrokerError", "app", "send_batch",
+           "upload_row", "worker_roots"]

@@ -16,6 +16,7 @@ from uploader.batch import Row, RowError, RowResult, row_from_json
 from uploader.celery.app import app, part_concurrency
 from uploader.celery.lock import RowLock, row_key
 from uploader.celery.report import Reporter
+from uploader.celery.roots import outside_roots, worker_roots
 
 __all__ = ["upload_row"]
 
@@ -39,9 +40,14 @@ def _upload(row: Row | RowError, *, submit: bool, reporter: Reporter) -> RowResu
         return RowResult.invalid(row)
     try:
         settings = Settings.from_env()
+        roots = worker_roots()
     except UploaderError as exc:
         return RowResult(row.line, str(row.job.video), "failed", error=type(exc).__name__,
                          message=str(exc))
+    refused = outside_roots(row, roots)
+    if refused is not None:
+        log.warning("line %s refused: %s", row.line, refused)
+        return RowResult.invalid(RowError(row.line, str(row.job.video), refused))
     try:
         key = row_key(settings, row)
     except LocalFileError:  # the video cannot be read: the upload says so in the row's words

@@ -15,7 +15,9 @@ __all__ = ["worker"]
 @click.command(epilog="The same as: celery -A uploader.celery worker. The broker is "
                "UPLOADER_BROKER_URL (default amqp://guest:guest@127.0.0.1:5672//), the queue "
                "UPLOADER_QUEUE (default uploader); MetaStudio's settings come from this "
-               "machine's environment, as for upload.")
+               "machine's environment, as for upload. It uploads only files under "
+               "UPLOADER_WORKER_ROOTS (folders separated by ':'; default: the folder it is "
+               "started in): anyone who can publish to the queue chooses the paths.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Rows uploaded at once on this machine (one process each).")
 @click.option("--part-concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
@@ -32,8 +34,13 @@ def worker(concurrency: int, part_concurrency: int, hostname: str | None,
     end first; a second Ctrl-C or kill -9: they go back to the queue and resume elsewhere)."""
     try:
         module = celery()
+        roots = module.worker_roots()
     except UploaderError as error:  # a malformed UPLOADER_* setting
         fail(error)
+    # The pool's processes read the same roots, whatever folder they find themselves in.
+    os.environ[module.ROOTS] = ":".join(map(str, roots))
+    click.echo(f"uploading only files under {os.environ[module.ROOTS]} ({module.ROOTS})",
+               err=True)
     os.environ[module.PART_CONCURRENCY] = str(part_concurrency)  # read by the pool's processes
     argv = ["worker", f"--concurrency={concurrency}", f"--loglevel={loglevel}",
             f"--queues={module.app.conf.task_default_queue}"]

@@ -248,7 +248,10 @@ class Api:
         if "create_until" in q:
             jobs = [j for j in jobs if j["create_time"] <= q["create_until"]]
         field_name = "last_update_time" if sort_key == "update_time" else "create_time"
-        jobs.sort(key=lambda j: j[field_name], reverse=q.get("sort_dir", "desc") == "desc")
+        # Jobs of one second keep the order they were made in (asc), or its reverse (desc).
+        jobs.sort(key=lambda j: j[field_name])
+        if q.get("sort_dir", "desc") == "desc":
+            jobs.reverse()
         page = jobs[offset:offset + limit]
         return web.json_response(
             {"count": len(jobs), "jobs": [self._basic_info(request, j) for j in page]})

@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from uploader.emulator._gateway import api_of
+
 __all__ = ["Faults", "cut"]
 
 
@@ -44,6 +46,8 @@ class Faults:
         self.in_flight = self.most_in_flight = self.most_connections = 0
         self._connections: set[asyncio.BaseTransport] = set()
         self.api_retry_after: float | None = None
+        #: Seconds an API's answer (by name: list, create...) is held back once made.
+        self.api_delays: dict[str, float] = {}
         #: What happened to each PUT, by (job id, part number; 0 for a single file):
         #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator
         #: mid-body), cut (by the client mid-body), stored, dropped (stored, answer cut).
@@ -93,6 +97,9 @@ class Faults:
                 {"error_code": "MSS.00000001", "error_msg": "injected by the emulator"},
                 status=self.api_statuses.pop(0), headers=headers)
         response: web.StreamResponse = await handler(request)
+        delay = self.api_delays.get(api_of(request) or "")
+        if delay:  # answered now, arriving late: a slow gateway, a lookup racing a create
+            await asyncio.sleep(delay)
         if self.rewrite is None or not request.path.startswith("/v1/"):
             return response
         assert isinstance(response, web.Response) and response.body is not None

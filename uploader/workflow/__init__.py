@@ -18,13 +18,19 @@ from pathlib import Path
 
 import aiohttp
 
-from uploader._errors import ApiError, JobStateError, PreflightError, RefusedError
+from uploader._errors import (
+    ApiError,
+    JobStateError,
+    PreflightError,
+    RefusedError,
+    UploaderError,
+)
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
 from uploader._progress import Progress, Step
 from uploader.api.client import MetaStudioClient
-from uploader.api.states import DELETABLE, REVIEW_FAILED, explain_state
+from uploader.api.states import ACCEPTS_VIDEO, DELETABLE, REVIEW_FAILED, explain_state
 from uploader.preflight import check_files
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
@@ -83,20 +89,25 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
                         session=run.session, config=run.config, progress=progress,
                         new_job=opened.created, budget=run.budget)
         started = time.monotonic()
+        seconds = 0.0
         if SUBMIT_STEP not in journal.steps:
-            await sender.send_missing(restart=restart)
-            seconds = round(time.monotonic() - started, 3)
-            progress.on_step(Step.CONFIRMING, opened.job_id)
-            await confirm_files([f.kind for f in files], links=opened.links,
-                                journal=journal, client=run.api)
-            if verify == "download":
-                await _verify(files, opened.links, sender, run)
-            progress.on_step(Step.CONFIRMED, opened.job_id)
-            if submit:
-                await submit_for_review(run.api, opened.job_id)
+            try:
+                await sender.send_missing(restart=restart)
+                seconds = round(time.monotonic() - started, 3)
+                progress.on_step(Step.CONFIRMING, opened.job_id)
+                await confirm_files([f.kind for f in files], links=opened.links,
+                                    journal=journal, client=run.api)
+                if verify == "download":
+                    await _verify(files, opened.links, sender, run)
+                progress.on_step(Step.CONFIRMED, opened.job_id)
+                if submit:
+                    await submit_for_review(run.api, opened.job_id)
+                    await journal.record_step(SUBMIT_STEP)
+            except UploaderError:
+                if not await _finished_elsewhere(opened.job_id, files[0], sender, run.api):
+                    raise
                 await journal.record_step(SUBMIT_STEP)
-        else:
-            seconds = 0.0
+                seconds = round(time.monotonic() - started, 3)
         submitted = SUBMIT_STEP in journal.steps
         if submitted:
             progress.on_step(Step.SUBMITTED, opened.job_id)
@@ -148,6 +159,22 @@ async def delete(job_id: str, api: MetaStudioClient) -> None:
             raise
         raise JobStateError(f"MetaStudio refused to delete job {job_id} in its state: "
                             f"{exc.error_msg or exc}", job_id=job_id, state=job.state) from exc
+
+
+async def _finished_elsewhere(job_id: str, video: LocalFile, sender: Sender,
+                              api: MetaStudioClient) -> bool:
+    """Whether a run that failed did so because another run (another machine's, on the job
+    both found or agreed on) finished the job meanwhile: it was submitted, holding this
+    very video. The run then ends as if it had done so itself."""
+    try:
+        detail = await api.show_job(job_id)
+    except ApiError:
+        return False
+    if detail.state in ACCEPTS_VIDEO or not await sender.confirmed_before(video, detail):
+        return False
+    log.warning("job %s was finished by another run (state %s), holding this video: nothing "
+                "is left to do", job_id, detail.state)
+    return True
 
 
 async def _verify(files: list[LocalFile], links: Links, sender: Sender, run: Run) -> None:

@@ -41,7 +41,13 @@ async def confirm_files(kinds: list[FileKind], *, links: Links, journal: Journal
                 return False
             return bool((await links.job_detail()).raw.get(file.download_field))
 
-        await _command(client, links.job_id, file.confirm_command, took_effect)
+        try:
+            await _command(client, links.job_id, file.confirm_command, took_effect)
+        except ConfirmError:
+            if not await took_effect():
+                raise
+            # Another run on this job (another machine's) confirmed it first.
+            log.info("the %s of job %s was confirmed by another run", file.title, links.job_id)
         await journal.record_step(step)
 
 
@@ -61,7 +67,12 @@ async def submit(client: MetaStudioClient, job_id: str) -> None:
     async def took_effect() -> bool:
         return (await client.show_job(job_id)).state != "WAIT_FILE_UPLOAD"
 
-    await _command(client, job_id, "SUBMITVERIFYING", took_effect)
+    try:
+        await _command(client, job_id, "SUBMITVERIFYING", took_effect)
+    except ConfirmError:
+        if not await took_effect():
+            raise
+        log.info("job %s was submitted by another run", job_id)
 
 
 async def _command(client: MetaStudioClient, job_id: str, command: str,
@@ -72,8 +83,7 @@ async def _command(client: MetaStudioClient, job_id: str, command: str,
     except ApiError as exc:
         if not answer_lost(exc):
             raise
-        raise TransferError(f"{command} did not get through after {client.backoff.attempts} "
-                            f"attempts: {exc}", job_id=job_id) from exc
+        raise TransferError(f"{command} did not get through: {exc}", job_id=job_id) from exc
     if not result.succeeded:
         raise ConfirmError(f"MetaStudio refused {command}: "
                            f"{result.excute_failed_msg or 'no reason given'}",

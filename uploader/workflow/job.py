@@ -103,8 +103,11 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
             job_id = await _job_tagged(tag, client)
             adopted = job_id is not None
         if job_id is None:
-            return await _create(job, tag, files, fields, submit=submit, journal=journal,
-                                 client=client, links_for=links_for), files
+            created = await _create(job, tag, files, fields, submit=submit, journal=journal,
+                                    client=client, links_for=links_for, alone=restart)
+            if isinstance(created, OpenJob):
+                return created, files
+            job_id, adopted = created, True  # another run's job, made at the same moment
 
     await journal.lock_job(job_id)
     detail = detail or await client.show_job(job_id)
@@ -154,8 +157,11 @@ async def _take(step: Next, detail: JobDetail, journal: Journal, files: list[Loc
 
 async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, Any], *,
                   submit: bool, journal: Journal, client: MetaStudioClient,
-                  links_for: Callable[[str], Links]) -> OpenJob:
-    """A new job for `job`, carrying its content tag; recorded before anything is sent."""
+                  links_for: Callable[[str], Links], alone: bool = False) -> OpenJob | str:
+    """A new job for `job`, carrying its content tag; recorded before anything is sent. Or,
+    when another run (another machine) created one for the same video at the same moment
+    and its job wins (`_winner`), this run's job deleted and the winner's id returned.
+    `alone` (a restart, which wants a job of its own beside the earlier one) skips that."""
     assert job.name is not None
     if submit:
         refuse_missing(files, stored=set(), job_id=None)
@@ -163,6 +169,10 @@ async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, 
     labels["tags"] = [tag, *labels.get("tags", ())]
     answer = await client.create_job(job.name, **labels,
                                      **(fields | job.options.create_fields()))
+    winner = answer.job_id if alone else await _winner(tag, answer.job_id, client)
+    if winner != answer.job_id:
+        await _give_up_job(answer.job_id, winner, client)
+        return winner
     await journal.lock_job(answer.job_id)
     await journal.start(answer.job_id)
     await _record_files(journal, files)
@@ -263,6 +273,32 @@ def content_tag(name: str, identity: FileIdentity) -> str:
     so that a later run, here or elsewhere, finds the job instead of creating another."""
     row = f"{identity.size}\0{identity.edges_sha256}\0{name}".encode()
     return "uploader-" + hashlib.sha256(row, usedforsecurity=False).hexdigest()[:24]
+
+
+async def _winner(tag: str, ours: str, client: MetaStudioClient) -> str:
+    """The job every run that created one for this tag at the same moment agrees on: the
+    first the service made, by its own order of creation (listed oldest first). Listed once
+    more after the create: a run whose lookup raced another's sees both jobs now; a run that
+    saw only its own job made it first, and the others see it first too. (Creation times
+    are whole seconds: two jobs of one second are told apart only by the service's order;
+    their ids would not do, as a run that listed before the other created cannot know of
+    the other's id.)"""
+    page = await client.list_jobs(tag=tag, limit=100, sort_key="create_time", sort_dir="asc")
+    found = [job for job in page.jobs if tag in (job.raw.get("tags") or [])]
+    if ours not in {job.job_id for job in found}:
+        return ours  # not listed yet (a lagging index): the others will see it later
+    return found[0].job_id
+
+
+async def _give_up_job(ours: str, winner: str, client: MetaStudioClient) -> None:
+    """Delete this run's job, which lost to `winner`: nothing was sent to it."""
+    log.warning("another run created job %s for this video at the same moment; this run's "
+                "job %s is deleted, and the upload goes on with %s", winner, ours, winner)
+    try:
+        await client.delete_job(ours)
+    except ApiError as exc:
+        log.warning("job %s could not be deleted (%s); it is empty: delete it with: "
+                    "uploader delete %s --yes", ours, exc, ours)
 
 
 async def _job_tagged(tag: str, client: MetaStudioClient) -> str | None:

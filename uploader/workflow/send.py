@@ -152,7 +152,7 @@ class Sender:
                 detail = await self.links.job_detail()
             if file.kind.multipart:
                 found = await self.links.stored_parts(file.kind)
-                if not found and detail is not None and await self._confirmed_before(
+                if not found and detail is not None and await self.confirmed_before(
                         file, detail):
                     pending.remove(file)
                 stored.update({(file.kind.name, n): etag for n, etag in found.items()})
@@ -179,10 +179,11 @@ class Sender:
             on_bytes=lambda delta: None, on_done=self._piece_done, job_id=self.links.job_id,
             budget=self.budget)
 
-    async def _confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
+    async def confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
         """Whether the job holds this very file, confirmed (by an earlier run whose confirm
-        answer was lost, or that stopped before it could record it): the stored object's
-        ETag is the multipart ETag of the file's parts as they are now."""
+        answer was lost, or that stopped before it could record it, or by another machine's
+        run on the same job): the stored object's ETag is the multipart ETag of the file's
+        parts as they are now, under this run's plan or another of its part count."""
         if detail.state in REVIEW_FAILED:
             return False  # the review deleted it, whatever show job still says
         if not self.etags_are_md5:
