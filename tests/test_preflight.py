@@ -183,3 +183,17 @@ def test_check_survives_any_garbage(tmp_path: Path):
     result = _run_check("--json", str(garbage))
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert json.loads(result.stdout)[0]["ok"] is False
+
+
+def test_check_json_facts_and_problems_agree_on_a_quicktime_movie(tmp_path: Path):
+    data = bytearray((SAMPLES / "landscape_1080p.mp4").read_bytes())
+    assert data[4:12] == b"ftypisom"
+    data[8:12] = b"qt  "  # the major brand of a QuickTime movie
+    movie = tmp_path / "take.mov"
+    movie.write_bytes(bytes(data))
+    run = subprocess.run([sys.executable, "-m", "uploader", "check", str(movie), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    [report] = json.loads(run.stdout)
+    assert report["facts"]["container"] == "QuickTime"
+    assert [p["code"] for p in report["problems"]] == ["not_mp4"]
+    assert "the container is QuickTime" in report["problems"][0]["message"]

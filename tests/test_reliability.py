@@ -306,6 +306,28 @@ def test_the_bar_names_the_file_says_it_waits_and_counts_in_mib(tmp_path: Path):
     assert seconds < 1.5  # the transfer's time: the review's 1.5 s are not in it
 
 
+@pytest.mark.slow
+def test_no_log_line_or_error_lands_on_the_bars_line(tmp_path: Path):
+    video = video_of(tmp_path, 8 * PART, "named.mp4")
+    with EmulatorThread(emulator_config(tmp_path / "emulator", fail_rate=1.0)) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        screen, terminal = pty.openpty()
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        run = subprocess.Popen([sys.executable, "-m", "uploader", "upload", str(video),
+                                "--name", "bar", "--parts", "8", "--retries", "2", "-v"],
+                               env=env, stdout=subprocess.PIPE, stderr=terminal, text=True)
+        os.close(terminal)
+        shown = _read_all(screen)
+        run.communicate(timeout=60)
+    assert run.returncode == 5
+    assert "named.mp4" in shown  # the bar was drawn
+    for start in ("INFO uploader", "error: "):
+        places = [m.start() for m in re.finditer(re.escape(start), shown)]
+        assert places, (start, shown)
+        # Each at the start of a line: after a newline, or after the bar was wiped ("\r").
+        assert all(p == 0 or shown[p - 1] in "\r\n" for p in places), shown
+
+
 def _read_all(fd: int) -> str:
     chunks: list[bytes] = []
     while True:

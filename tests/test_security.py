@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import ssl
 import subprocess
@@ -61,6 +62,11 @@ def test_no_secret_in_any_output_at_debug_level(tmp_path: Path):
         outputs = _scenarios(emulator, tmp_path)
         printed = "\n".join(outputs)
         assert "DEBUG" in printed and "retry" in printed and "URL refused" in printed
+        # Each call and each part PUT with its status and request id (issue 21, item 10).
+        assert re.search(r"PUT part 1 of the training video \(http://127\.0\.0\.1:\d+/"
+                         r"[^ ?]+, \d+ bytes\): HTTP 200, request id \w+", printed), printed
+        assert re.search(r"POST /v1/\w+/digital-human-training-manage/user/jobs: HTTP 200, "
+                         r"request id \w+", printed)
         for secret in _secrets(emulator):
             assert secret not in printed, f"{secret!r} was printed"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["RedactingFilter", "redact", "without_queries"]
+__all__ = ["RedactingFormatter", "redact", "without_queries"]
 
 # A URL's query (presigned URLs carry AccessKeyId and Signature there), and the values of
 # the headers and fields that carry credentials.
@@ -38,10 +38,9 @@ def without_queries(value: object) -> object:
     return value
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter that redacts every record's final message."""
+class RedactingFormatter(logging.Formatter):
+    """A logging formatter that redacts each record as formatted: its message, and any
+    traceback or stack shown with it."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))

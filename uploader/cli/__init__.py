@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from uploader._redact import RedactingFilter
+from uploader._redact import RedactingFormatter
 from uploader.cli.batch import batch
 from uploader.cli.delete import delete
 from uploader.cli.emulator import emulator
@@ -47,9 +47,8 @@ def _log_to_stderr(ctx: click.Context, level: int) -> None:
     """The library's log, redacted, on stderr for this command (and taken off when it ends,
     so that a host that runs commands in its own process keeps its logging as it was)."""
     logger = logging.getLogger("uploader")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
+    handler = _AboveTheBar(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(level)
@@ -59,6 +58,24 @@ def _log_to_stderr(ctx: click.Context, level: int) -> None:
         logger.setLevel(previous)
 
     ctx.call_on_close(restore)
+
+
+class _AboveTheBar(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines on stderr that never land on a progress bar's line: written with
+    `tqdm.write`, which clears the bars, prints the line, and draws them again below it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            if "tqdm" in sys.modules:  # a bar may be shown: write around it
+                from tqdm import tqdm
+
+                tqdm.write(message, file=self.stream)
+            else:
+                self.stream.write(message + self.terminator)
+                self.flush()
+        except Exception:
+            self.handleError(record)
 
 
 def _more_verbose(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:

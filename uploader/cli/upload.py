@@ -139,7 +139,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     try:
         result = _run(call,
                       use_emulator=use_emulator, quiet=quiet or as_json, as_json=as_json,
-                      interrupted_at=shown.interruption)
+                      interrupted_at=shown.interruption, bar=bar)
     finally:
         if bar:
             bar.close()
@@ -216,9 +216,11 @@ class _Shown(Progress):
 
 
 def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool,
-         as_json: bool, interrupted_at: Callable[[], tuple[str, str | None]]) -> T:
+         as_json: bool, interrupted_at: Callable[[], tuple[str, str | None]],
+         bar: _Bar | None = None) -> T:
     """Run `call` against the configured service, or an emulator of its own; exit as
-    documented when it fails or is interrupted."""
+    documented when it fails or is interrupted (the bar, if any, taken off first: no
+    message is printed on its line)."""
     import asyncio
     async def run() -> T:
         if not use_emulator:
@@ -239,8 +241,12 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
     try:
         return asyncio.run(run())
     except UploaderError as error:
+        if bar is not None:
+            bar.close()
         fail(error, as_json=as_json)
     except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
         message, job_id = interrupted_at()
         interrupted(message, as_json=as_json, job_id=job_id)
 

@@ -48,6 +48,8 @@ def _judge(path: Path, size: int, info: Any) -> Report:
     general = next((t for t in info.tracks if t.track_type == "General"), None)
     video = next((t for t in info.tracks if t.track_type == "Video"), None)
     container = getattr(general, "format", None)
+    if str(getattr(general, "codec_id", "") or "").strip() == "qt":
+        container = "QuickTime"  # mediainfo's format says MPEG-4 of a QuickTime movie too
     if general is None or container is None:
         return Report(path, Facts(size_bytes=size), (Problem(
             "unparseable", "mediainfo finds no media in the file (truncated, or not a video?)"),))
@@ -80,10 +82,8 @@ def _with_video(facts: Facts, video: Any) -> Facts:
 
 def _problems(facts: Facts, general: Any, video: Any) -> list[Problem]:
     found = []
-    quicktime = str(getattr(general, "codec_id", "") or "").strip() == "qt"
-    if facts.container != "MPEG-4" or quicktime:
-        kind = "QuickTime" if quicktime else facts.container
-        found.append(Problem("not_mp4", f"the container is {kind}, not mp4 "
+    if facts.container != "MPEG-4":
+        found.append(Problem("not_mp4", f"the container is {facts.container}, not mp4 "
                              "(whatever the file name says): re-encode or remux it to mp4"))
     if video is None:
         found.append(Problem("no_video_track", "the file has no video track"))

@@ -30,7 +30,7 @@ from uploader._errors import (
     UsageError,
 )
 from uploader._http import http_errors
-from uploader._redact import redact
+from uploader._redact import redact, without_queries
 from uploader._retry import Backoff, retry, retry_after
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.hashing import LaneHasher
@@ -169,6 +169,9 @@ async def put_part(
                               url_refused=not exc.may_have_arrived,
                               host_unreachable=not exc.may_have_arrived,
                               lasting=exc.lasting) from exc
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("PUT %s (%s, %d bytes): HTTP %s, request id %s, ETag %s", part.label,
+                  without_queries(url), part.size, status, request_id, etag)
     if status != 200:
         raise _failure_for(status, text, asked, request_id)
     md5_hex = await body.md5_hex()
