@@ -141,6 +141,25 @@ async def test_the_default_policy_rides_out_two_minutes_and_stops_at_its_window(
     assert len(tries) == 3
 
 
+async def test_a_long_outage_is_told_every_15_s_not_at_each_retry(caplog):
+    clock = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    async def failing() -> None:
+        raise ConnectionError("connection refused")
+
+    with caplog.at_level(logging.WARNING, logger="uploader"), pytest.raises(ConnectionError):
+        await retry(failing, backoff=Backoff(window=60, base=0.5, cap=1.0),
+                    retryable=lambda exc: True, what="PUT part 3", sleep=sleep,
+                    clock=lambda: clock[0] + 1e9)  # far past any warning said before
+    said = [r.getMessage() for r in caplog.records]
+    assert 3 <= len(said) <= 5, said  # from 5 s to 60 s, every 15 s
+    assert all(m.startswith("PUT part 3 has failed for") and "connection refused" in m
+               and "still retrying, for up to 60 s" in m for m in said), said
+
+
 async def test_5xx_that_never_ends_is_a_transfer_error(emulator, tmp_path):
     emulator.emulator.faults.fail_rate = 1.0
     with pytest.raises(TransferError, match="failed after 8 attempt") as caught:
@@ -244,8 +263,8 @@ def _emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Po
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("flags", "outage", "code"), [
-    ((), 6.0, 0),  # the API and the storage away 6 s: ridden out (issue 21, item 6)
-    (("--retry-window", "2"), 5.0, 5),  # a window shorter than the outage: resumed after
+    ((), 1.0, 0),  # the API and the storage away: ridden out (issue 21, item 6)
+    (("--retries", "0"), 1.0, 5),  # no retry: the run ends, and the next resumes
 ])
 def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[str, ...],
                                                   outage: float, code: int):
@@ -273,8 +292,6 @@ def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[s
         if code:  # the client gave up while the server was away
             assert "run the same command again to resume" in stderr
             stdout = run_cli(*args, env=env).stdout
-        else:
-            assert "still retrying" in stderr  # the outage was seen, not silent
         result = json_out(subprocess.CompletedProcess(args, 0, stdout, ""))
         settings = Settings.from_env(env)
         assert asyncio.run(assembled(settings, str(result["job_id"]))) == video.read_bytes()
@@ -296,7 +313,7 @@ def test_a_service_away_when_the_run_starts_is_waited_for(tmp_path: Path):
                   tmp_path / "state")
     video = video_of(tmp_path, 2 * PART)
     with start_cli("upload", str(video), "--name", "late", "--json", env=env) as client:
-        time.sleep(6.0)  # 4 API tries took 2 s before: this run would have ended
+        time.sleep(3.0)  # 4 API tries took at most 1.75 s before: this run would have ended
         server, _ = _emulator_process(tmp_path / "emulator", port)
         try:
             stdout, stderr = client.communicate(timeout=90)
@@ -305,7 +322,6 @@ def test_a_service_away_when_the_run_starts_is_waited_for(tmp_path: Path):
             server.wait(timeout=30)
             server.stdout.close()  # type: ignore[union-attr]
     assert client.returncode == 0, stderr
-    assert "has failed for" in stderr and "still retrying" in stderr
     assert json.loads(stdout)["parts_total"] == 1
 
 

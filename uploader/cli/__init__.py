@@ -8,24 +8,66 @@ state folder's journals; `common` what they share.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
 from uploader._redact import RedactingFormatter
-from uploader.cli.batch import batch
-from uploader.cli.delete import delete
-from uploader.cli.emulator import emulator
-from uploader.cli.read import check, jobs, status, voices
-from uploader.cli.state import state
-from uploader.cli.upload import submit, upload
-from uploader.cli.worker import worker
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
+
+#: Each command: its module, and its line in `uploader --help` (its `short_help`). A
+#: command's module is imported only when it runs or its own help is asked for: `uploader
+#: --help` imports none of them (nor aiohttp, nor anything they need).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "upload": ("upload", "Upload a video and its job's other files (resuming); --submit."),
+    "batch": ("batch", "Upload every video of a manifest (CSV or JSON Lines)."),
+    "submit": ("upload", "Submit a job whose files are all uploaded for review."),
+    "delete": ("delete", "Delete a job and its files."),
+    "check": ("read", "Check files against the review's rules, sending nothing."),
+    "jobs": ("read", "List training jobs."),
+    "status": ("read", "Show a job's state, what it means, and its latest log entry."),
+    "voices": ("read", "List voice training jobs."),
+    "emulator": ("emulator", "Run a local MetaStudio emulator until interrupted."),
+    "state": ("state", "List or clean the resume journals of the state folder."),
+    "worker": ("worker", "Upload the rows of batch --broker: a Celery worker."),
+}
+#: Commands that log through the library's handler, and take -v/--debug after their name.
+_VERBOSE = ("upload", "batch", "submit", "delete", "check", "jobs", "status", "voices",
+            "emulator")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported when used (click's documented lazy-loading
+    pattern: `get_command` and `list_commands`); its listing comes from `COMMANDS`, so
+    that `uploader --help` needs none of them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"uploader.cli.{COMMANDS[cmd_name][0]}")
+        command: click.Command = getattr(module, cmd_name)
+        command.short_help = COMMANDS[cmd_name][1]
+        if cmd_name in _VERBOSE and not any(p.name == "debug" for p in command.params):
+            command.params += [
+                click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                             callback=_more_verbose, help="Log more (-v info, -vv debug)."),
+                click.Option(["--debug"], is_flag=True, expose_value=False,
+                             callback=_more_verbose, help="Log everything (same as -vv)."),
+            ]
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.option("--debug", is_flag=True, help="Log everything (same as -vv).")
 @click.option("--allow-http", is_flag=True,
@@ -87,13 +129,3 @@ def _more_verbose(ctx: click.Context, param: click.Parameter, value: int | bool)
         logger.setLevel(level)
 
 
-for _command in (upload, batch, submit, delete, check, jobs, status, voices, emulator):
-    _command.params += [
-        click.Option(["-v", "--verbose"], count=True, expose_value=False,
-                     callback=_more_verbose, help="Log more (-v info, -vv debug)."),
-        click.Option(["--debug"], is_flag=True, expose_value=False, callback=_more_verbose,
-                     help="Log everything (same as -vv)."),
-    ]
-    main.add_command(_command)
-main.add_command(state)
-main.add_command(worker)  # its --loglevel is Celery's
