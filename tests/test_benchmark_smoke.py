@@ -15,29 +15,33 @@ pytestmark = pytest.mark.slow
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="the baseline needs curl")
-@pytest.mark.timeout(180)
-def test_benchmark_smoke_prints_every_figure(tmp_path: Path):
-    result = subprocess.run([sys.executable, str(BENCHMARK), "--smoke", "--workdir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=170)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout[result.stdout.index("| what"):]
-    for row in ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
-                "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16", "(e) resume after kill",
-                "(f) preflight"):
-        assert row in table, row
-    assert list(tmp_path.iterdir()) == []  # it cleans up after itself
+#: Each script, and the rows its table must print.
+SCRIPTS = {
+    "run.py": ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
+               "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16", "(e) resume after kill",
+               "(f) preflight"),
+    "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
+                 "(h) batch peak RSS, 32 videos", "(i) --bwlimit 32M", "(i) API calls"),
+    "tuning.py": ("slow connections: 2 MiB/s each", "narrow link: 16 MiB/s each",
+                  "loopback, no cap", "auto / best (medians)"),
+}
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the baseline needs curl")
-@pytest.mark.timeout(180)
-def test_batch_benchmark_smoke_prints_every_figure(tmp_path: Path):
-    result = subprocess.run([sys.executable, str(BENCHMARK.parent / "batch.py"), "--smoke",
-                             "--workdir", str(tmp_path)], capture_output=True, text=True,
-                            timeout=170)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = result.stdout[result.stdout.index("| what"):]
-    for row in ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
-                "(h) batch peak RSS, 32 videos", "(i) --bwlimit 32M", "(i) API calls"):
-        assert row in table, row
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.timeout(240)
+def test_every_benchmark_smoke_prints_every_figure(tmp_path: Path):
+    """The three scripts at once (their figures mean nothing at this size and load: they
+    only must run, print every row and clean up)."""
+    runs = {}
+    for script in SCRIPTS:
+        workdir = tmp_path / script
+        workdir.mkdir()
+        runs[script] = (workdir, subprocess.Popen(
+            [sys.executable, str(BENCHMARK.parent / script), "--smoke", "--workdir",
+             str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for script, (workdir, process) in runs.items():
+        out, err = process.communicate(timeout=230)
+        assert process.returncode == 0, (script, err[-3000:])
+        for row in SCRIPTS[script]:
+            assert row in out, (script, row, out[-3000:])
+        assert list(workdir.iterdir()) == [], script  # it cleans up after itself

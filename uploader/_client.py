@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import aiohttp
 
@@ -45,16 +45,19 @@ T = TypeVar("T")
 
 #: Connections beyond the budget's pieces: room for the API calls of the uploads in flight.
 API_CONNECTIONS = 2
+#: `concurrency="auto"`: pieces in flight tuned from the throughput (`transfer.tuning`).
+AUTO = "auto"
 
 
 class AsyncClient:
     """Uploads to MetaStudio that share one connection pool, budget and state folder.
 
-    `settings` default to the environment's. `concurrency` pieces (1-64, default 8) are in
-    flight at most over every upload of this client, and `bwlimit` bytes a second (None: no
-    cap); or give a `budget` (shared with other clients, if you like) that caps them all,
-    `concurrency` then being the most one upload sends at once. `connections` caps the
-    HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
+    `settings` default to the environment's. `concurrency` pieces (1-64) are in flight at
+    most over every upload of this client; "auto" (the default, unless `transfer` names a
+    number) tunes it from the throughput measured, within 1-64; and `bwlimit` bytes a
+    second (None: no cap). Or give a `budget` (shared with other clients, if you like) that
+    caps them all, `concurrency` then being the most one upload sends at once. `connections`
+    caps the HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
     tunes retries and chunks; `retries` (times a failed request is tried again; default: as
     often as the window allows) and `retry_window` (seconds a failing request keeps being
     retried; default 180) set the one retry policy of parts and API calls alike, overriding
@@ -63,7 +66,8 @@ class AsyncClient:
     value is checked at once: UsageError.
     """
 
-    def __init__(self, settings: Settings | None = None, *, concurrency: int | None = None,
+    def __init__(self, settings: Settings | None = None, *,
+                 concurrency: int | Literal["auto"] | None = None,
                  bwlimit: int | None = None, budget: TransferBudget | None = None,
                  connections: int | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
@@ -79,10 +83,17 @@ class AsyncClient:
             raise UsageError("give bwlimit to the budget (TransferBudget(bwlimit=...)), not "
                              "beside it")
         self.settings = settings or Settings.from_env()
+        # Tuned unless a number is given (here, or in `transfer`): each upload may then run
+        # up to the most pieces, the budget's tuner deciding how many are in flight.
+        auto = concurrency == AUTO or (concurrency is None and transfer is None)
         self.transfer = transfer or TransferConfig()
-        if concurrency is not None:  # the plain argument wins over the one in `transfer`
+        if auto:
+            self.transfer = dataclasses.replace(self.transfer,
+                                                concurrency=checks.MAX_CONCURRENCY)
+        elif concurrency is not None:  # the plain argument wins over the one in `transfer`
             self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
-                concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY))
+                concurrency, "concurrency (a number or 'auto')", low=1,
+                high=checks.MAX_CONCURRENCY))
         self.api_backoff = DEFAULT_BACKOFF
         if retries is not None or retry_window is not None:
             policy: dict[str, Any] = {}
@@ -94,7 +105,7 @@ class AsyncClient:
             self.transfer = dataclasses.replace(
                 self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
         self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,
-                                               bwlimit=bwlimit)
+                                               bwlimit=bwlimit, auto=auto)
         self.connections = checks.whole(
             connections, "connections", low=1) if connections is not None else (
             self.budget.concurrency + API_CONNECTIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from uploader._checks import MAX_CONCURRENCY
 from uploader._progress import Progress
 from uploader.batch.manifest import (
     Row,
@@ -23,7 +24,7 @@ from uploader.batch.manifest import (
 if TYPE_CHECKING:
     from uploader.batch.rows import OUTCOMES, RowResult
 
-__all__ = ["BATCH_CONCURRENCY", "OUTCOMES", "Row", "RowError", "RowResult", "manifest_columns",
+__all__ = ["OUTCOMES", "Row", "RowError", "RowResult", "manifest_columns",
            "read_manifest", "row_from_json", "upload_batch", "upload_batch_sync"]
 
 
@@ -56,17 +57,13 @@ def upload_batch_sync(rows: Iterable[Row | RowError], *, files: int = 4, submit:
                                  fail_fast=fail_fast, progress=progress))
 
 
-#: Pieces in flight over every row of a batch, unless told.
-BATCH_CONCURRENCY = 16
-
-
 def _defaults(files: int, options: dict[str, Any]) -> None:
-    """A batch's client: BATCH_CONCURRENCY pieces unless told, and connections for the
-    budget's pieces plus one API call per row in flight."""
+    """A batch's client: pieces in flight tuned over all its rows unless told, and
+    connections for the budget's pieces plus one API call per row in flight."""
     budget = options.get("budget")
-    if budget is None:
-        options.setdefault("concurrency", BATCH_CONCURRENCY)
-    pieces = budget.concurrency if budget is not None else options["concurrency"]
+    pieces = budget.concurrency if budget is not None else options.get("concurrency", "auto")
+    if pieces == "auto":
+        pieces = MAX_CONCURRENCY
     if isinstance(files, int) and isinstance(pieces, int):
         options.setdefault("connections", pieces + files)
 

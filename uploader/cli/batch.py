@@ -18,7 +18,14 @@ from uploader._checks import MAX_CONCURRENCY
 from uploader._errors import UploaderError
 from uploader._progress import Progress
 from uploader.batch.manifest import Row, RowError, manifest_columns, read_manifest
-from uploader.cli.common import celery, fail, interrupted, print_json, settings
+from uploader.cli.common import (
+    celery,
+    concurrency_option,
+    fail,
+    interrupted,
+    print_json,
+    settings,
+)
 from uploader.cli.upload import _size
 from uploader.transfer.plan import plan_parts
 
@@ -43,8 +50,10 @@ STATUS_EVERY = 5.0
 @click.argument("manifest")
 @click.option("--files", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Videos in flight at once.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Part PUTs in flight at once, over all videos.")
+@click.option("--concurrency", callback=concurrency_option(256), default="auto",
+              metavar="auto|N", show_default=True,
+              help="Part PUTs in flight at once, over all videos; auto: tuned from the "
+                   "throughput measured, 1 to 64.")
 @click.option("--bwlimit", callback=_size, metavar="RATE",
               help="At most RATE bytes a second on the wire, over all videos (40M).")
 @click.option("--retries", type=click.IntRange(0), metavar="N",
@@ -68,7 +77,7 @@ STATUS_EVERY = 5.0
               help="Send the rows to the workers on this broker (amqp://...) instead of "
                    "uploading them here; see `uploader worker`.")
 @click.pass_context
-def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
+def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
           bwlimit: int | None, report: Path | None, fail_fast: bool, dry_run: bool,
           as_json: bool, state_dir: Path | None, submit_review: bool, wait: bool,
           quiet: bool, broker: str | None, retries: int | None,
@@ -93,10 +102,12 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int,
         from uploader._client import AsyncClient
         from uploader.transfer.budget import TransferBudget
 
-        budget = TransferBudget(concurrency=concurrency, bwlimit=bwlimit)
+        auto = concurrency == "auto"
+        pieces = MAX_CONCURRENCY if auto else int(concurrency)
+        budget = TransferBudget(concurrency=pieces, bwlimit=bwlimit, auto=auto)
         async with AsyncClient(settings(), budget=budget, state_dir=state_dir,
-                               concurrency=min(concurrency, MAX_CONCURRENCY),
-                               connections=concurrency + files, retries=retries,
+                               concurrency=min(pieces, MAX_CONCURRENCY),
+                               connections=pieces + files, retries=retries,
                                retry_window=retry_window) as client:
             async for result in client.batch(rows, files=files, submit=submit_review,
                                              wait=wait, fail_fast=fail_fast, progress=status):

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from uploader._client import AsyncClient
     from uploader.preflight import Report
 
-__all__ = ["EXIT_CODES", "celery", "echo_problems", "exit_code", "fail", "flag_of",
-           "interrupted", "print_json", "settings", "with_client"]
+__all__ = ["EXIT_CODES", "celery", "concurrency_option", "echo_problems", "exit_code", "fail",
+           "flag_of", "interrupted", "print_json", "settings", "with_client"]
 
 T = TypeVar("T")
 
@@ -152,3 +152,17 @@ def echo_problems(report: Report, *, err: bool) -> None:
     """One line per problem with a file, under its verdict."""
     for problem in report.problems:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
+
+
+
+def concurrency_option(high: int) -> Callable[[click.Context, click.Parameter, str], int | str]:
+    """A click callback: `auto`, or a whole number from 1 to `high`."""
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if not text.isdigit() or not 1 <= int(text) <= high:
+            raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number from 1 "
+                                     f"to {high}")
+        return int(text)
+    return convert

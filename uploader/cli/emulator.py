@@ -49,6 +49,10 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
               help="Share of part PUTs cut off half-way through the body (nothing stored).")
 @click.option("--link-rate", type=click.FloatRange(min=1, min_open=False), default=None,
               help="Read each request body no faster than this many bytes a second.")
+@click.option("--total-rate", type=click.FloatRange(min=1, min_open=False), default=None,
+              metavar="BYTES", help="Read all request bodies together no faster than this "
+                                    "many bytes a second (a narrow link; beside --link-rate, "
+                                    "which paces each connection).")
 @click.option("--url-ttl", type=click.IntRange(1), default=86400, show_default=True,
               help="Seconds an upload URL stays valid.")
 @click.option("--update-resets-parts", is_flag=True, help="Every update drops stored parts.")

@@ -22,7 +22,13 @@ from uploader._job import (
 )
 from uploader._progress import Progress, Step
 from uploader.api.settings import Settings
-from uploader.cli.common import fail, interrupted, print_json, settings
+from uploader.cli.common import (
+    concurrency_option,
+    fail,
+    interrupted,
+    print_json,
+    settings,
+)
 from uploader.transfer.plan import parse_size
 
 if TYPE_CHECKING:
@@ -88,8 +94,10 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
               help="After the files are confirmed, submit the job for review.")
 @click.option("--parts", type=click.IntRange(1, 1000), help="Cut the video into N parts.")
 @click.option("--part-size", callback=_size, help="Cut the video into parts of SIZE (32MiB, 8M).")
-@click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Pieces in flight at once.")
+@click.option("--concurrency", callback=concurrency_option(64), default="auto",
+              metavar="auto|N", show_default=True,
+              help="Pieces in flight at once; auto: tuned from the throughput measured, "
+                   "1 to 64.")
 @click.option("--bwlimit", callback=_size, metavar="RATE",
               help="At most RATE bytes a second on the wire (40M, 512k: powers of 1024).")
 @click.option("--retries", type=click.IntRange(0), metavar="N",

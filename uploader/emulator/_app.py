@@ -46,6 +46,7 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     reset_rate: float = 0.0
     link_rate: float | None = None
+    total_rate: float | None = None  #: bytes a second over every body at once
     url_ttl: int = 86400
     update_resets_parts: bool = False
     review_delay: float = 0.5
@@ -65,7 +66,8 @@ class EmulatorConfig:
         for name in ("fail_rate", "drop_rate", "reset_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        positive = {"link_rate": self.link_rate, "credential_ttl": self.credential_ttl,
+        positive = {"link_rate": self.link_rate, "total_rate": self.total_rate,
+                    "credential_ttl": self.credential_ttl,
                     "link_early_expiry": self.link_early_expiry, "url_ttl": self.url_ttl}
         wrong = [name for name, value in positive.items() if value is not None and value <= 0]
         if wrong or self.move_delay < 0:
@@ -92,6 +94,7 @@ class Emulator:
         self.faults = Faults(fail_rate=config.fail_rate, drop_rate=config.drop_rate,
                              reset_rate=config.reset_rate, link_rate=config.link_rate,
                              seed=config.seed)
+        self.faults.total_rate = config.total_rate
         signer = LinkSigner(ak=config.ak, sk=config.sk, url_ttl=config.url_ttl,
                             style=config.link_style, security_token=config.link_security_token,
                             early_expiry=config.link_early_expiry)

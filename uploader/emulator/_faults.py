@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from aiohttp import web
+from aiolimiter import AsyncLimiter
 
 from uploader.emulator._gateway import api_of
 
@@ -22,10 +23,12 @@ class Faults:
     `fail_rate`: share of PUTs answered with one of `fail_statuses` before storing;
     `drop_rate`: share stored, then cut off without an answer (the link is spent);
     `reset_rate`: share cut off half-way through the body; `link_rate`: bytes a second each
-    body is read at (None: as fast as it comes); `lose_confirms`: how many of the next
-    confirm answers to cut off after the confirm took effect; `rewrite`: a function that
-    mangles API answers; `api_statuses`: statuses the next API requests are answered with,
-    one each, before they are carried out (with `Retry-After: api_retry_after` if set).
+    body is read at (None: as fast as it comes); `total_rate`: bytes a second all bodies
+    together are read at (a narrow link shared by every connection); `lose_confirms`: how
+    many of the next confirm answers to cut off after the confirm took effect; `rewrite`: a
+    function that mangles API answers; `api_statuses`: statuses the next API requests are
+    answered with, one each, before they are carried out (with `Retry-After:
+    api_retry_after` if set).
     """
 
     def __init__(self, *, fail_rate: float, drop_rate: float, reset_rate: float,
@@ -33,6 +36,8 @@ class Faults:
         self.rng = random.Random(seed)
         self.fail_rate, self.drop_rate, self.reset_rate = fail_rate, drop_rate, reset_rate
         self.link_rate = link_rate
+        self.total_rate: float | None = None
+        self._bucket: tuple[float, AsyncLimiter] | None = None
         self.fail_statuses: tuple[int, ...] = (500, 503)
         self.lose_confirms = 0
         #: By kind of file ("grant_file", "training_video", ...): how many of its next bodies
@@ -52,6 +57,21 @@ class Faults:
         #: attempts, refused (403/404), failed (injected 5xx), reset (cut by the emulator
         #: mid-body), cut (by the client mid-body), stored, dropped (stored, answer cut).
         self.ledger: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+
+    async def pace_total(self, size: int) -> None:
+        """Wait until `size` more bytes may be read under `total_rate` (aiolimiter's leaky
+        bucket, holding a tenth of a second's bytes), if it is set."""
+        rate = self.total_rate
+        if not rate:
+            return
+        if self._bucket is None or self._bucket[0] != rate:
+            capacity = max(16 * 1024.0, rate / 10)
+            self._bucket = (rate, AsyncLimiter(capacity, capacity / rate))
+        bucket = self._bucket[1]
+        while size > 0:
+            step = min(size, int(bucket.max_rate))
+            await bucket.acquire(step)
+            size -= step
 
     def draw(self, rate: float) -> bool:
         """Whether a fault of this rate strikes now."""

@@ -201,6 +201,7 @@ class ObjectStorage:
                 batch: list[bytes] = []
                 batched = 0
                 while chunk := await self._read(request):
+                    await self.faults.pace_total(len(chunk))
                     batch.append(chunk)
                     batched += len(chunk)
                     received += len(chunk)
@@ -229,7 +230,7 @@ class ObjectStorage:
         return tmp, digest.hexdigest()
 
     async def _read(self, request: web.Request) -> bytes:
-        rate = self.faults.link_rate
+        rate = self.faults.link_rate or self.faults.total_rate
         return await (request.content.read(_pace_chunk(rate)) if rate
                       else request.content.readany())
 

@@ -11,12 +11,14 @@ the same code with fewer eyes on it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiolimiter import AsyncLimiter
 
 from uploader import _checks as checks
+from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
 
@@ -27,22 +29,64 @@ STEP = 64 * 1024
 
 class TransferBudget:
     """At most `concurrency` pieces in flight, and at most `bwlimit` bytes a second put on
-    the wire (None: no cap), over every upload that uses this budget."""
+    the wire (None: no cap), over every upload that uses this budget. With `auto`, the
+    pieces in flight are tuned from the throughput they get (`tuning.Tuner`), between 1 and
+    `concurrency`, starting at 8 (or `concurrency` if less).
 
-    def __init__(self, *, concurrency: int = 16, bwlimit: int | None = None) -> None:
+    The places are an asyncio.Semaphore: raising the limit releases places into it; lowering
+    it keeps back the places of pieces as they end, until it holds that many fewer."""
+
+    def __init__(self, *, concurrency: int = 16, bwlimit: int | None = None,
+                 auto: bool = False) -> None:
         self.concurrency = checks.whole(concurrency, "concurrency", low=1,
                                         high=checks.MAX_CONCURRENCY * 4)
         self.bwlimit = None if bwlimit is None else checks.whole(
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
-        self._slots = asyncio.Semaphore(self.concurrency)
+        self.auto = bool(auto)
+        self.tuner = Tuner(high=self.concurrency, start=min(8, self.concurrency)) if auto \
+            else None
+        #: The pieces allowed in flight now (fixed, or as tuned).
+        self.limit = self.tuner.limit if self.tuner is not None else self.concurrency
+        self.in_flight = self.most_in_flight = 0
+        self._slots = asyncio.Semaphore(self.limit)
+        self._withheld = 0  # places to keep back as pieces end (the limit went down)
         self._bucket = None
         if self.bwlimit is not None:  # a bucket of a tenth of a second: bursts stay short
             capacity = max(STEP, self.bwlimit // 10)
             self._bucket = AsyncLimiter(capacity, capacity / self.bwlimit)
 
-    def slot(self) -> AbstractAsyncContextManager[object]:
-        """Hold one of the `concurrency` places while a piece is sent."""
-        return self._slots
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the places while a piece is sent."""
+        await self._slots.acquire()
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self._withheld:
+                self._withheld -= 1  # the limit went down: this place is not given back
+            else:
+                self._slots.release()
+
+    def sent(self, size: int) -> None:
+        """`size` more bytes went on the wire: with `auto`, the tuner measures them."""
+        if self.tuner is not None:
+            changed = self.tuner.observe(size, time.monotonic())
+            if changed is not None:
+                self._set_limit(changed)
+
+    def _set_limit(self, limit: int) -> None:
+        more = limit - self.limit
+        self.limit = limit
+        if more > 0:
+            given_back = min(more, self._withheld)  # first, keep back fewer
+            self._withheld -= given_back
+            for _ in range(more - given_back):
+                self._slots.release()
+        else:
+            self._withheld -= more
 
     async def spend(self, size: int, granted: Callable[[], None] | None = None) -> None:
         """Wait until `size` more bytes may go on the wire, a STEP at a time; `granted()` is

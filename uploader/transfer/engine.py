@@ -141,6 +141,8 @@ async def put_part(
         def progressed(count: int) -> None:
             on_bytes(count)
             moving()
+            if budget is not None:
+                budget.sent(count)
 
         async def throttle(size: int) -> None:
             assert budget is not None

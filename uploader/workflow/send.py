@@ -32,6 +32,9 @@ __all__ = ["MAX_ROUNDS", "NOT_MD5_STEP", "Sender", "Verdict", "confirm_step", "j
 
 log = logging.getLogger("uploader")
 
+#: Stored pieces hashed at once to check them (as many as the MD5 lanes take together).
+HASHED_AT_ONCE = 8
+
 #: After this many rounds of "send what is missing, then ask the server", give up.
 MAX_ROUNDS = 3
 #: The journal's step once the storage answered an ETag that is not an MD5.
@@ -116,7 +119,8 @@ class Sender:
         # only those an earlier run sent are hashed again.
         local = await pieces_md5(
             [p for p in pieces if p.key in stored and p.key not in self._sent],
-            chunk_size=self.config.chunk_size, concurrency=self.config.concurrency)
+            chunk_size=self.config.chunk_size, concurrency=min(HASHED_AT_ONCE,
+                                                               self.config.concurrency))
         local |= {key: md5 for key, md5 in self._sent.items() if key in stored}
         verdict = judge_stored(pieces, stored=stored, journal=self.journal.parts, local=local,
                                job_id=self.links.job_id, etags_are_md5=self.etags_are_md5)
@@ -198,7 +202,7 @@ class Sender:
         for plan in _plans_to_try(file, held):
             pieces = replace(file, plan=plan).pieces
             md5s = await pieces_md5(pieces, chunk_size=self.config.chunk_size,
-                                    concurrency=self.config.concurrency)
+                                    concurrency=min(HASHED_AT_ONCE, self.config.concurrency))
             if multipart_etag([md5s[p.key] for p in pieces]) == held:
                 break
         else:

@@ -1,0 +1,79 @@
+"""Concurrency that tunes itself (issue 22, item 3): the tuner on modelled links (pure), and
+a real budget shared by uploads on the emulator, which never lets more pieces fly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.uploads import assembled, video_of
+from uploader import AsyncClient, Job, TransferBudget
+from uploader.transfer.tuning import Tuner
+
+MiB = 1024 * 1024
+
+
+def _drive(tuner: Tuner, link: Callable[[int], float], seconds: float = 30.0,
+           step: float = 0.05) -> list[int]:
+    """Feed the tuner what `link` carries at each limit (bytes a second); the limits seen."""
+    seen, now = [], 0.0
+    while now < seconds:
+        now += step
+        tuner.observe(int(link(tuner.limit) * step), now)
+        seen.append(tuner.limit)
+    return seen
+
+
+def test_slow_connections_and_no_cap_climb_to_the_most():
+    seen = _drive(Tuner(high=64), lambda n: n * 2 * MiB)  # 2 MiB/s each, no total cap
+    assert seen[-1] == 64 and max(seen) == 64
+    assert seen.index(64) * 0.05 <= 1.0, "it took over a second to get there"
+
+
+def test_a_narrow_link_settles_on_the_fewest_connections_that_fill_it():
+    seen = _drive(Tuner(high=64), lambda n: min(n * 16 * MiB, 32 * MiB))  # 16 each, 32 in all
+    assert max(seen) <= 16  # one doubling tried past what pays, then back
+    assert 2 <= seen[-1] <= 3, seen[-40:]
+
+
+def test_a_link_that_gets_better_is_followed_up():
+    cap = [16 * MiB]
+    tuner = Tuner(high=64)
+    _drive(tuner, lambda n: min(n * 2 * MiB, cap[0]))
+    assert tuner.limit <= 10
+    cap[0] = 128 * MiB  # the link widens: the probes find it
+    _drive(tuner, lambda n: min(n * 2 * MiB, cap[0]), seconds=60)
+    assert tuner.limit >= 48
+
+
+@pytest.mark.parametrize("high", [1, 3, 64])
+def test_it_never_leaves_its_bounds(high: int):
+    import random
+
+    rng = random.Random(high)
+    tuner = Tuner(high=high, start=min(8, high))
+    seen = _drive(tuner, lambda n: rng.uniform(0.2, 3.0) * n * MiB, seconds=60)
+    assert min(seen) >= 1 and max(seen) <= high
+
+
+@pytest.mark.slow
+async def test_auto_stays_within_a_shared_budget(emulator, settings, tmp_path: Path):
+    """Connections of 1 MiB/s each: the tuner wants many; a budget of 5 shared by two
+    uploads lets at most 5 fly (the emulator counts them), and still tunes within it."""
+    emulator.emulator.faults.link_rate = 1 * MiB
+    budget = TransferBudget(concurrency=5, auto=True)
+    videos = [video_of(tmp_path, 24 * 200 * 1024, f"v{n}.mp4") for n in range(2)]
+    async with AsyncClient(settings, budget=budget, concurrency="auto",
+                           state_dir=tmp_path / "state") as client:
+        results = await asyncio.gather(*(
+            client.upload(Job.of(video, name=f"tuned {n}", parts=24))
+            for n, video in enumerate(videos)))
+    assert budget.most_in_flight <= 5 and emulator.emulator.faults.most_in_flight <= 5
+    assert budget.tuner is not None and budget.tuner.history  # it measured and decided
+    assert all(1 <= limit <= 5 for _, limit, _ in budget.tuner.history)
+    for video, result in zip(videos, results, strict=True):
+        assert await assembled(settings, result.job_id) == video.read_bytes()
+
