@@ -15,6 +15,7 @@ most parts the emulator served at once shows auto never goes past its bounds.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from run import GIB, MIB, _default_workdir, measure, upload_command  # noqa: E402
 
 from samples.make_samples import grow  # noqa: E402
+from uploader import MetaStudioClient, Settings  # noqa: E402
 from uploader.emulator import EmulatorConfig, EmulatorThread, RunningEmulator  # noqa: E402
 
 SOURCE = ROOT / "samples" / "landscape_1080p.mp4"
@@ -51,7 +53,16 @@ def run_once(env: dict[str, str], video: Path, folder: Path, concurrency: str,
                              concurrency, "--restart")
     command[command.index("bench")] = name
     run = measure(command, env)
+    _delete(env, str(run.result["job_id"]))  # its copy of the video: /dev/shm is memory
     return run.seconds, faults.most_in_flight
+
+
+def _delete(env: dict[str, str], job_id: str) -> None:
+    async def delete() -> None:
+        async with MetaStudioClient(Settings.from_env(env)) as client:
+            await client.delete_job(job_id)
+
+    asyncio.run(delete())
 
 
 def scenario(title: str, link: int | None, total: int | None, size: int, folder: Path,

@@ -55,3 +55,16 @@ def test_the_md5_kernel_is_chosen_at_the_first_hash_not_at_import():
         "print(before, h.kernel_name() in ('avx2x8', 'scalar', 'hashlib'))")],
         capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["False", "True"], run.stderr
+
+
+def test_the_top_help_imports_no_command_and_lists_them_all():
+    loaded = _loaded("--help")
+    assert sorted(m for m in loaded if m.startswith("uploader.cli.")) == []
+    from click.testing import CliRunner
+
+    from uploader.cli import COMMANDS, main
+
+    shown = CliRunner().invoke(main, ["--help"]).stdout
+    for name, (_, line) in COMMANDS.items():
+        assert f"{name} " in shown and line in shown, name
+        assert main.get_command(None, name) is not None  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ class TransferBudget:
     """At most `concurrency` pieces in flight, and at most `bwlimit` bytes a second put on
     the wire (None: no cap), over every upload that uses this budget. With `auto`, the
     pieces in flight are tuned from the throughput they get (`tuning.Tuner`), between 1 and
-    `concurrency`, starting at 8 (or `concurrency` if less).
+    `concurrency`, starting at 16 (or `concurrency` if less).
 
     The places are an asyncio.Semaphore: raising the limit releases places into it; lowering
     it keeps back the places of pieces as they end, until it holds that many fewer."""
@@ -43,7 +43,7 @@ class TransferBudget:
         self.bwlimit = None if bwlimit is None else checks.whole(
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
         self.auto = bool(auto)
-        self.tuner = Tuner(high=self.concurrency, start=min(8, self.concurrency)) if auto \
+        self.tuner = Tuner(high=self.concurrency, start=min(16, self.concurrency)) if auto \
             else None
         #: The pieces allowed in flight now (fixed, or as tuned).
         self.limit = self.tuner.limit if self.tuner is not None else self.concurrency
@@ -73,7 +73,7 @@ class TransferBudget:
     def sent(self, size: int) -> None:
         """`size` more bytes went on the wire: with `auto`, the tuner measures them."""
         if self.tuner is not None:
-            changed = self.tuner.observe(size, time.monotonic())
+            changed = self.tuner.observe(size, time.monotonic(), self.in_flight)
             if changed is not None:
                 self._set_limit(changed)
 

@@ -7,8 +7,16 @@ more only crowd it. `Tuner` climbs from a start: it doubles the pieces in flight
 doubling brings at least 10 % more bytes a second, steps back to the last level that paid
 when one does not, then holds, trying now and then a quarter more (kept if it pays) and a
 quarter fewer (kept if it carries as much: fewer connections for the same throughput), so
-that it follows a link that changes. Pure: it is told bytes and times, and answers with the
-new number; `TransferBudget` applies it.
+that it follows a link that changes.
+
+What it measures is bytes handed to the sockets, and new connections first fill their
+buffers (on loopback, several MiB each), which looks like throughput the link does not
+have. While it first climbs that can only make more look better, so it climbs on windows of
+0.15 s (a wave of long parts started late ends late). After a probe or a step back, the
+first window only settles; and a window where the pieces in flight do not match the limit
+is not measured (after the limit falls, pieces already sent go on until they end; at the
+end of a transfer fewer are left). Pure: it is told bytes, times and pieces in flight, and
+answers with the new number; `TransferBudget` applies it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ __all__ = ["Tuner"]
 GAIN = 1.10
 #: A step down is kept when it keeps at least this much of the throughput.
 KEEP = 0.95
+#: The most windows between two probes the same way.
+_LONGEST_WAIT = 64
 
 
 class _Phase(enum.Enum):
@@ -41,8 +51,8 @@ class Tuner:
     `observe(bytes, now)` as bytes go out; it returns a new limit when it changes one. A
     window of `window` seconds (`grow_window` while it first climbs) measures each level."""
 
-    def __init__(self, *, low: int = 1, high: int = 64, start: int = 8,
-                 window: float = 0.5, grow_window: float = 0.25,
+    def __init__(self, *, low: int = 1, high: int = 64, start: int = 16,
+                 window: float = 0.5, grow_window: float = 0.15,
                  probe_every: int = 6) -> None:
         if not 1 <= low <= start <= high:
             raise ValueError("Tuner needs 1 <= low <= start <= high")
@@ -51,15 +61,30 @@ class Tuner:
         self._window, self._grow_window, self._probe_every = window, grow_window, probe_every
         self._phase = _Phase.GROW
         self._base: _Level | None = None  # the level the current one is compared with
-        self._held = 0
-        self._up_next = True  # the direction of the next probe
+        # Windows to hold before a probe each way: `probe_every` up (a probe up that does
+        # not pay costs nothing), four times that down, doubled after each that did not pay
+        # (on a link that needs every connection it costs a quarter of the throughput until
+        # undone, the more so as a piece sent on goes on until it ends).
+        self._wait = {True: probe_every, False: 4 * probe_every}
+        self._since_probe = {True: 0, False: 0}  # hold windows since the last probe each way
         self._since: float | None = None
         self._bytes = 0
+        self._settling = False  # the window after a probe or a step back is not measured
         self.history: list[tuple[float, int, float]] = []  # (time, limit, bytes a second)
 
-    def observe(self, sent: int, now: float) -> int | None:
-        """`sent` more bytes went out at `now` (seconds, any monotonic clock); the new limit
-        if this ends a window that changes it, else None."""
+    def observe(self, sent: int, now: float, in_flight: int | None = None) -> int | None:
+        """`sent` more bytes went out at `now` (seconds, any monotonic clock), with
+        `in_flight` pieces being sent (None: as many as the limit); the new limit if this
+        ends a window that changes it, else None.
+
+        A window measures the limit only while the pieces in flight match it: after the
+        limit falls, pieces already sent go on until they end (a part of 8 MiB takes 4 s at
+        2 MiB/s), and at the end of a transfer fewer are left than the limit. Windows
+        where fewer than three quarters of the limit, or more than the limit, are in flight
+        are dropped, and the next one only settles."""
+        if in_flight is not None and not self.limit * 3 / 4 <= in_flight <= self.limit:
+            self._since, self._bytes, self._settling = now, 0, True
+            return None
         if self._since is None:
             self._since = now  # the first bytes start the first window
         self._bytes += sent
@@ -68,11 +93,19 @@ class Tuner:
             return None
         rate = self._bytes / elapsed
         self._since, self._bytes = now, 0
+        if self._settling:
+            # New connections first fill their socket buffers, which looks like throughput
+            # the link does not have: the window after a change only lets them settle.
+            self._settling = False
+            return None
         self.history.append((now, self.limit, rate))
         new = self._decide(rate)
         if new is None or new == self.limit:
             return None
         self.limit = new
+        # While it first climbs, every window counts: new connections filling their buffers
+        # can only make more look better, and a link that takes more is climbed at once.
+        self._settling = self._phase is not _Phase.GROW
         return new
 
     def _decide(self, rate: float) -> int | None:
@@ -86,17 +119,23 @@ class Tuner:
         assert base is not None
         if self._phase is _Phase.HOLD:
             base.rate = 0.7 * base.rate + 0.3 * rate  # the level's throughput, smoothed
-            self._held += 1
-            return self._probe() if self._held >= self._probe_every else None
+            for way in self._since_probe:
+                self._since_probe[way] += 1
+            return self._probe()
         # PROBE: compare the tried level with the held one.
-        if self.limit > base.limit and rate >= base.rate * GAIN:
+        up = self.limit > base.limit
+        if up and rate >= base.rate * GAIN:
+            self._wait[True] = self._probe_every
             self._base = _Level(self.limit, rate)  # more paid: keep climbing from here
             self._phase = _Phase.GROW
             return self._grow()
         self._hold()
-        if self.limit < base.limit and rate >= base.rate * KEEP:
+        if not up and rate >= base.rate * KEEP:
+            self._wait[False] = 4 * self._probe_every
             self._base = _Level(self.limit, rate)  # as much with fewer: keep fewer
             return None
+        if not up:  # a probe up that did not pay cost nothing; one down cost throughput
+            self._wait[False] = min(_LONGEST_WAIT, self._wait[False] * 2)
         return base.limit
 
     def _grow(self) -> int | None:
@@ -106,20 +145,17 @@ class Tuner:
         return min(self.high, self.limit * 2)
 
     def _hold(self) -> None:
-        self._phase, self._held = _Phase.HOLD, 0
+        self._phase = _Phase.HOLD
 
     def _probe(self) -> int | None:
-        assert self._base is not None
+        """A probe a quarter up or down, whichever has waited its turn (up first), if the
+        bounds leave room for it; else None (hold on)."""
         step = max(1, self.limit // 4)
-        up, down = min(self.high, self.limit + step), max(self.low, self.limit - step)
-        if self._up_next and up == self.limit:
-            self._up_next = False
-        if not self._up_next and down == self.limit:
-            self._up_next = True
-        target = up if self._up_next else down
-        self._up_next = not self._up_next
-        if target == self.limit:
-            self._held = 0
-            return None
-        self._phase = _Phase.PROBE
-        return target
+        targets = {True: min(self.high, self.limit + step),
+                   False: max(self.low, self.limit - step)}
+        for up in (True, False):
+            if self._since_probe[up] >= self._wait[up] and targets[up] != self.limit:
+                self._since_probe[up] = 0
+                self._phase = _Phase.PROBE
+                return targets[up]
+        return None
