@@ -8,12 +8,13 @@ command line starts without aiohttp, Pillow or the hashing extension until it ne
 """
 
 import importlib
-import logging
+import sys
 import typing
 
-# A library logs; it does not print: nothing reaches a host application's stderr unless it
-# configures logging (the CLI does, for its own commands).
-logging.getLogger("uploader").addHandler(logging.NullHandler())
+if "logging" in sys.modules:
+    # A host that uses logging gets the library's NullHandler at once (every module that
+    # logs sets it too, through `_log`); the command line starts without logging.
+    import uploader._log  # noqa: F401
 
 if typing.TYPE_CHECKING:
     from uploader._client import (

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import logging
 import os
 import threading
 import time
@@ -32,11 +31,12 @@ from types import TracebackType
 from typing import Any
 
 from uploader._errors import JournalError, LocalFileError
+from uploader._log import logger
 from uploader._statefile import StateFile, open_locked
 
 __all__ = ["FileIdentity", "Journal", "default_state_dir"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 _VERSION = 3
 _EDGE = 1024 * 1024

@@ -11,7 +11,6 @@ link was refused.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 import time
@@ -20,10 +19,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from uploader._errors import UsageError
+from uploader._log import logger
 
 __all__ = ["Backoff", "retry", "retry_after"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 T = TypeVar("T")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -16,6 +15,7 @@ from yarl import URL
 
 from uploader._errors import ApiError, MalformedAnswerError, RefusedError, UnreachableError
 from uploader._http import http_errors, new_session
+from uploader._log import logger
 from uploader._retry import Backoff, retry, retry_after
 from uploader.api.credentials import Credentials, Signing, credentials_for
 from uploader.api.models import CommandResult, JobDetail, JobList, JobUrls, VoiceJobList
@@ -25,7 +25,7 @@ from uploader.api.signing import DATE_FORMAT, authorization, canonical_query
 
 __all__ = ["DEFAULT_BACKOFF", "MetaStudioClient", "Settle", "answer_lost"]
 
-log = logging.getLogger("uploader.api")
+log = logger("uploader.api")
 
 _JOBS = "/digital-human-training-manage/user/jobs"
 _VOICE_JOBS = "/voice-training-manage/user/jobs"

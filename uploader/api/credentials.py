@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +20,13 @@ from pathlib import Path
 import aiohttp
 
 from uploader._errors import CredentialsError
+from uploader._log import logger
 from uploader.api.settings import ECS, METADATA, TOKEN_FILE, Settings
 
 __all__ = ["Credentials", "MetadataKeys", "Signing", "StaticCredentials", "TokenFile",
            "credentials_for"]
 
-log = logging.getLogger("uploader.api")
+log = logger("uploader.api")
 
 #: Temporary keys are refreshed this long before they expire (the official SDK's margin).
 REFRESH_BEFORE = 40 * 60.0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
-import logging
 import os
 import re
 import stat
@@ -24,10 +23,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from uploader._errors import SettingsError
+from uploader._log import logger
 
 __all__ = ["API_NAMES", "ECS", "METADATA_URL", "Settings"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 ENDPOINT = "METASTUDIO_ENDPOINT"
 REGION = "METASTUDIO_REGION"

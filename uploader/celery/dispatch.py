@@ -14,7 +14,6 @@ their workers. Sent again, a row that was done is `skipped`, one that was cut sh
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import uuid
 from collections import deque
@@ -25,6 +24,7 @@ from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
 from uploader._errors import BrokerError
+from uploader._log import logger
 from uploader._progress import Progress
 from uploader._retry import Backoff
 from uploader.batch import Row, RowError, RowResult
@@ -34,7 +34,7 @@ from uploader.celery.task import upload_row
 
 __all__ = ["BATCH_HEADER", "send_batch"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: The header naming the batch a task belongs to; its dead letter is routed by it.
 BATCH_HEADER = "uploader-batch"

@@ -12,7 +12,6 @@ content tag with every file stored, and ends `skipped` having sent nothing.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -23,6 +22,7 @@ from kombu.entity import Queue
 
 from uploader._errors import BrokerError
 from uploader._journal import FileIdentity
+from uploader._log import logger
 from uploader._retry import Backoff
 from uploader.api.settings import Settings
 from uploader.batch import Row
@@ -30,7 +30,7 @@ from uploader.workflow.job import content_tag
 
 __all__ = ["RowLock", "row_key"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: Waits between tries for a held lock: 0.5 s doubling to 2 s, jittered (a try is one
 #: queue declaration: cheap for the broker).

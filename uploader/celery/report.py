@@ -9,19 +9,19 @@ fails unacknowledged, and the row runs again (and is skipped) once the broker is
 
 from __future__ import annotations
 
-import logging
 import threading
 from types import TracebackType
 from typing import Any
 
 from celery import Celery
 
+from uploader._log import logger
 from uploader._progress import Progress
 from uploader.batch import RowResult
 
 __all__ = ["KIND", "Reporter"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: The header that tells a task's messages apart from dead letters: "progress" or "result".
 KIND = "uploader-kind"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from celery import Task
@@ -11,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from uploader._client import AsyncClient
 from uploader._errors import LocalFileError, UploaderError
+from uploader._log import logger
 from uploader.api.settings import Settings
 from uploader.batch import Row, RowError, RowResult, row_from_json
 from uploader.celery.app import app, part_concurrency
@@ -20,7 +20,7 @@ from uploader.celery.roots import outside_roots, worker_roots
 
 __all__ = ["upload_row"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 
 @app.task(bind=True, name="uploader.upload_row")

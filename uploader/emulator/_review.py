@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +12,13 @@ from typing import Any
 
 from pymediainfo import MediaInfo
 
+from uploader._log import logger
 from uploader.emulator._store import Store
 
 __all__ = ["MISSING_GRANT_FILE", "MISSING_ID_CARDS", "Reviewer", "assemble", "log_entry", "now",
            "review_video"]
 
-log = logging.getLogger("uploader.emulator")
+log = logger("uploader.emulator")
 
 ALLOWED = {(1920, 1080), (1080, 1920), (3840, 2160), (2160, 3840)}
 #: The emulator's own codes for a job missing a required file (the service documents none).

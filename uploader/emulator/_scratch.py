@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import shutil
 import stat
@@ -18,9 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from uploader._log import logger
+
 __all__ = ["PREFIX", "reclaim", "scratch_folder"]
 
-log = logging.getLogger("uploader.emulator")
+log = logger("uploader.emulator")
 
 PREFIX = "metastudio-emulator-"
 _OWNER = ".owner"

@@ -30,6 +30,7 @@ from uploader._errors import (
     UsageError,
 )
 from uploader._http import http_errors
+from uploader._log import logger
 from uploader._redact import redact, without_queries
 from uploader._retry import Backoff, retry, retry_after
 from uploader.transfer.budget import TransferBudget
@@ -40,7 +41,7 @@ from uploader.transfer.reading import PartBody, etag_matches, piece_md5
 __all__ = ["SSE_HEADER", "PartFailure", "Sent", "TransferConfig", "UrlSource", "put_part",
            "send_pieces", "stored_object_etag"]
 
-log = logging.getLogger("uploader.transfer")
+log = logger("uploader.transfer")
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from uploader._errors import (
 from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
+from uploader._log import logger
 from uploader._progress import Progress, Step
 from uploader.api.client import MetaStudioClient
 from uploader.api.states import ACCEPTS_VIDEO, DELETABLE, REVIEW_FAILED, explain_state
@@ -52,7 +52,7 @@ from uploader.workflow.verify import verify_by_download
 
 __all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "delete", "submit", "upload"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -9,12 +9,12 @@ link; a submit took effect when the job left WAIT_FILE_UPLOAD.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from uploader._errors import ApiError, ConfirmError, TransferError
 from uploader._files import FileKind
 from uploader._journal import Journal
+from uploader._log import logger
 from uploader.api.client import MetaStudioClient, Settle, answer_lost
 from uploader.api.models import JobDetail
 from uploader.api.states import UNDER_REVIEW
@@ -23,7 +23,7 @@ from uploader.workflow.send import confirm_step
 
 __all__ = ["SUBMIT_STEP", "confirm_again", "confirm_files", "follow_review", "submit"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 SUBMIT_STEP = "submit"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from uploader._errors import (
 from uploader._files import TRAINING_VIDEO
 from uploader._job import Job
 from uploader._journal import FileIdentity, Journal
+from uploader._log import logger
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import JobDetail
 from uploader.api.states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
@@ -41,7 +41,7 @@ from uploader.workflow.send import confirm_step
 __all__ = ["Next", "OpenJob", "content_tag", "next_step", "open_job", "refuse_missing",
            "stored_kinds"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 
 

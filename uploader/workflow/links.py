@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ import aiohttp
 from uploader._errors import MalformedAnswerError
 from uploader._files import FileKind, kind
 from uploader._journal import Journal
+from uploader._log import logger
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import JobDetail, JobUrls
 from uploader.transfer.engine import stored_object_etag
@@ -19,7 +19,7 @@ from uploader.transfer.plan import Piece
 
 __all__ = ["MOVE_POLL", "MOVE_WAIT", "URL_REUSE_SECONDS", "Links"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: Presigned links live about 24 h; links older than this are replaced before use.
 URL_REUSE_SECONDS = 20 * 3600

@@ -10,7 +10,6 @@ update came between), up to MAX_ROUNDS times.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -18,6 +17,7 @@ import aiohttp
 from uploader._errors import FileChangedError, TransferError
 from uploader._files import kind
 from uploader._journal import Journal
+from uploader._log import logger
 from uploader._progress import Progress
 from uploader.api.models import JobDetail
 from uploader.api.states import REVIEW_FAILED
@@ -30,7 +30,7 @@ from uploader.workflow.local import LocalFile
 
 __all__ = ["MAX_ROUNDS", "NOT_MD5_STEP", "Sender", "Verdict", "confirm_step", "judge_stored"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: Stored pieces hashed at once to check them (as many as the MD5 lanes take together).
 HASHED_AT_ONCE = 8

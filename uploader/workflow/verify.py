@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -20,12 +19,13 @@ from yarl import URL
 
 from uploader._errors import TransferError
 from uploader._http import http_errors
+from uploader._log import logger
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
 
 __all__ = ["VERIFY_MODES", "verify_by_download"]
 
-log = logging.getLogger("uploader")
+log = logger()
 
 #: "etag": the storage's ETags check each piece as it is stored (where they are MD5s);
 #: "download": every file is also read back and compared before the submit.
