@@ -40,9 +40,9 @@ log = logger()
 BATCH_HEADER = "uploader-batch"
 #: A batch's queue is deleted by the broker after a week unused (a follower killed -9).
 _EXPIRES_MS = 7 * 24 * 3600 * 1000
-#: Waits between reconnections to a broker that went away: up to 10 s apart, for ever
+#: Waits between reconnections to a broker that went away: up to 2 s apart, for ever
 #: (the follower only waits; Ctrl-C stops it).
-_RECONNECT = Backoff(base=0.5, cap=10.0)
+_RECONNECT = Backoff(base=0.5, cap=2.0)
 #: Seconds without a word from any row before the batch asks whether workers are running.
 SILENCE = 30
 
