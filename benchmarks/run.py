@@ -411,7 +411,7 @@ def main() -> None:
                                      pinned=not small),
         "memory": lambda: bench_memory(
             table, folder, [16 * MIB] if small else [256 * MIB, GIB, 4 * GIB],
-            [4 * MIB, 8 * MIB] if small else [8 * MIB, 32 * MIB, 128 * MIB, 512 * MIB],
+            [8 * MIB] if small else [8 * MIB, 32 * MIB, 128 * MIB, 512 * MIB],
             16 * MIB if small else GIB),
         "link": lambda: bench_link(table, folder, 16 * MIB if small else 128 * MIB,
                                    16 * MIB if small else LINK),

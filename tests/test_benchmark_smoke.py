@@ -20,8 +20,8 @@ SCRIPTS = {
     "run.py": ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
                "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16", "(e) resume after kill",
                "(f) preflight"),
-    "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 16 videos",
-                 "(h) batch peak RSS, 32 videos", "(i) --bwlimit 32M", "(i) API calls"),
+    "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 8 videos",
+                 "(h) batch peak RSS, 24 videos", "(i) --bwlimit 32M", "(i) API calls"),
     "tuning.py": ("slow connections: 2 MiB/s each", "narrow link: 16 MiB/s each",
                   "loopback, no cap", "auto / best (medians)"),
 }

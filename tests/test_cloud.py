@@ -112,11 +112,11 @@ def test_the_metadata_service_is_asked_only_when_told():
 
 @pytest.mark.slow
 def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
-    """Keys that live 5 s, an upload paced to last over 15 s whose links expire on the way
+    """Keys that live 4 s, an upload paced to last over 12 s whose links expire on the way
     (so that the API is called throughout): exit 0, the bytes intact, keys refreshed."""
-    config = emulator_config(tmp_path / "emulator", credential_ttl=5, url_ttl=4,
+    config = emulator_config(tmp_path / "emulator", credential_ttl=4, url_ttl=3,
                              link_rate=256 * 1024)
-    video = video_of(tmp_path, 3_900 * 1024)  # 15.2 s at least, at 256 KiB/s
+    video = video_of(tmp_path, 3_100 * 1024)  # 12.1 s at least, at 256 KiB/s
     with EmulatorThread(config) as running:
         env = cli_env(running.ecs_env(), tmp_path / "state")
         started = time.monotonic()
@@ -128,7 +128,7 @@ def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
         settings = Settings.from_env(running.client_env())
         assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
         issued = running.emulator.keys.issued
-    assert took > 15 and issued >= 3, (took, issued)  # the first keys, then refreshed twice+
+    assert took > 12 and issued >= 3, (took, issued)  # the first keys, then refreshed twice+
     assert "temporary keys from the metadata service" in result.stderr
 
 
@@ -302,7 +302,7 @@ def test_redirects_are_never_followed(emulator_thread: RunningEmulator, tmp_path
 @pytest.mark.slow
 def test_a_paced_batch_meets_few_429s(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
     rates = {"command": 3.0, "show": 3.0}
-    videos = [video_of(tmp_path, 256 * 1024, f"r{n:02}.mp4") for n in range(24)]
+    videos = [video_of(tmp_path, 256 * 1024, f"r{n:02}.mp4") for n in range(12)]
     manifest = tmp_path / "rows.csv"
     manifest.write_text("path,name\n" + "".join(f"{v.name},{v.stem}\n" for v in videos))
     with EmulatorThread(emulator_config(tmp_path / "emulator", api_rates=rates)) as running:
@@ -313,10 +313,10 @@ def test_a_paced_batch_meets_few_429s(tmp_path: Path, capfd: pytest.CaptureFixtu
         gateway = running.emulator.gateway
         calls, refused = sum(gateway.calls.values()), sum(gateway.refused.values())
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["ok"] == 24
+    assert json.loads(result.stdout)["ok"] == 12
     assert capfd.readouterr().err.count("APIGW.0308") == refused <= 2
     with capfd.disabled():
-        print(f"\npaced batch: 24 videos, {calls} API calls ({dict(gateway.calls)}), "
+        print(f"\npaced batch: 12 videos, {calls} API calls ({dict(gateway.calls)}), "
               f"{refused} answered 429 APIGW.0308, {seconds:.1f} s")
 
 

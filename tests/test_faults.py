@@ -313,7 +313,7 @@ def test_a_service_away_when_the_run_starts_is_waited_for(tmp_path: Path):
                   tmp_path / "state")
     video = video_of(tmp_path, 2 * PART)
     with start_cli("upload", str(video), "--name", "late", "--json", env=env) as client:
-        time.sleep(3.0)  # 4 API tries took at most 1.75 s before: this run would have ended
+        time.sleep(2.5)  # 4 API tries took at most 1.75 s before: this run would have ended
         server, _ = _emulator_process(tmp_path / "emulator", port)
         try:
             stdout, stderr = client.communicate(timeout=90)
