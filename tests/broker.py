@@ -116,6 +116,16 @@ class RabbitMQ:
         _end(self._server, signal.SIGTERM, grace=20)
         self._server = None
 
+    def restart_app(self) -> None:
+        """Restart the broker application in its running node (`rabbitmqctl stop_app`,
+        `start_app`): every connection is closed and the durable queues are recovered, as
+        in a restart of the server, in a few seconds rather than the node's boot."""
+        ctl = str(SERVER.with_name("rabbitmqctl"))
+        for step in ("stop_app", "start_app"):
+            subprocess.run([ctl, "-q", step], env=self._env(), capture_output=True,
+                           check=True, timeout=120)
+        self.wait_ready()
+
     def restart(self) -> None:
         self.stop()
         self.start()
