@@ -49,6 +49,16 @@ API_CONNECTIONS = 2
 AUTO = "auto"
 
 
+def _retry_policy(retries: int | None, retry_window: float | None) -> dict[str, Any]:
+    """The `Backoff` fields `retries` and `retry_window` set (for parts and API alike)."""
+    policy: dict[str, Any] = {}
+    if retries is not None:
+        policy["attempts"] = checks.whole(retries, "retries", low=0) + 1
+    if retry_window is not None:
+        policy["window"] = checks.number(retry_window, "retry_window")
+    return policy
+
+
 class AsyncClient:
     """Uploads to MetaStudio that share one connection pool, budget and state folder.
 
@@ -94,16 +104,10 @@ class AsyncClient:
             self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
                 concurrency, "concurrency (a number or 'auto')", low=1,
                 high=checks.MAX_CONCURRENCY))
-        self.api_backoff = DEFAULT_BACKOFF
-        if retries is not None or retry_window is not None:
-            policy: dict[str, Any] = {}
-            if retries is not None:
-                policy["attempts"] = checks.whole(retries, "retries", low=0) + 1
-            if retry_window is not None:
-                policy["window"] = checks.number(retry_window, "retry_window")
-            self.api_backoff = dataclasses.replace(DEFAULT_BACKOFF, **policy)
-            self.transfer = dataclasses.replace(
-                self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
+        policy = _retry_policy(retries, retry_window)
+        self.api_backoff = dataclasses.replace(DEFAULT_BACKOFF, **policy)
+        self.transfer = dataclasses.replace(
+            self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
         self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,
                                                bwlimit=bwlimit, auto=auto)
         self.connections = checks.whole(
