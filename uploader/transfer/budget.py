@@ -22,10 +22,6 @@ from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
 
-#: What the chunks of the pieces in flight may take together, near enough (memory).
-CHUNK_MEMORY = 16 * 1024 * 1024
-#: The smallest chunk, whatever the number of pieces in flight.
-MIN_CHUNK = 64 * 1024
 #: Bytes taken from the bucket at a time: a part waiting for its turn shows progress (and
 #: is not taken for stalled) at least this often.
 STEP = 64 * 1024
@@ -73,14 +69,6 @@ class TransferBudget:
                 self._withheld -= 1  # the limit went down: this place is not given back
             else:
                 self._slots.release()
-
-    def chunk_size(self, wanted: int) -> int:
-        """The chunk size for a piece starting now: `wanted`, or less when many pieces are
-        in flight, so that their chunks together stay near CHUNK_MEMORY (each piece holds
-        about two: one being hashed, one on its way to the socket). 1 MiB chunks for up to
-        16 pieces, 256 KiB at 64."""
-        share = CHUNK_MEMORY // max(1, self.limit)
-        return max(MIN_CHUNK, min(wanted, share - share % MIN_CHUNK))
 
     def sent(self, size: int) -> None:
         """`size` more bytes went on the wire: with `auto`, the tuner measures them."""

@@ -149,9 +149,7 @@ async def put_part(
             assert budget is not None
             await budget.spend(size, granted=moving)
 
-        chunk_size = config.chunk_size if budget is None else budget.chunk_size(
-            config.chunk_size)
-        body = PartBody(part, chunk_size=chunk_size, hasher=hasher, on_chunk=progressed,
+        body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed,
                         throttle=throttle if budget is not None else None)
         headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
