@@ -49,17 +49,17 @@ def test_slow_connections_and_no_cap_climb_to_the_most():
 def test_a_narrow_link_is_kept_full_with_fewer_connections_over_time():
     link = lambda n: min(n * 16 * MiB, 32 * MiB)  # noqa: E731 16 each, 32 in all
     seen = _drive(Tuner(high=64), link, seconds=90)
-    assert max(seen) <= 32  # one doubling tried past what pays, then back
+    assert max(seen) <= 40  # a doubling past what pays, held, then a probe
     assert min(seen) >= 1 and link(seen[-1]) == 32 * MiB  # never fewer than fill it
     # A quarter fewer at a time (every 12 s at first), while it carries as much.
-    assert 2 <= seen[-1] <= 8, seen[-40:]
+    assert 2 <= seen[-1] <= 24 and seen[-1] < max(seen), seen[-40:]
 
 
 def test_a_link_that_gets_better_is_followed_up():
     cap = [16 * MiB]
     tuner = Tuner(high=64)
     _drive(tuner, lambda n: min(n * 2 * MiB, cap[0]))
-    assert 8 <= tuner.limit <= 12  # 8 fill it
+    assert 8 <= tuner.limit <= 32  # 8 fill it; the surplus is shed slowly
     cap[0] = 128 * MiB  # the link widens: the probes find it
     _drive(tuner, lambda n: min(n * 2 * MiB, cap[0]), seconds=60)
     assert tuner.limit >= 48

@@ -114,8 +114,12 @@ class Tuner:
             if base is None or rate >= base.rate * GAIN:
                 self._base = _Level(self.limit, rate)
                 return self._grow()
+            # The last doubling did not seem to pay: hold there rather than step back. The
+            # first windows' figures are inflated by buffers filling, so "did not pay" may be
+            # wrong, and more pieces never carry less; probes down shed what is not needed.
+            self._base = _Level(self.limit, rate)
             self._hold()
-            return base.limit  # the last doubling did not pay
+            return None
         assert base is not None
         if self._phase is _Phase.HOLD:
             base.rate = 0.7 * base.rate + 0.3 * rate  # the level's throughput, smoothed
