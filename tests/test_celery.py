@@ -239,6 +239,8 @@ def test_a_worker_uploads_only_files_under_its_roots(cluster: Cluster):
     code, _ = _finish(cluster.batch(manifest), cluster)
 
     assert code == 6, cluster.logs()
+    started = cluster.workers[0].log.read_text()
+    assert f"uploading only files under {allowed}" in started  # it says so as it starts
     report = cluster.report()
     assert {line: row["outcome"] for line, row in report.items()} == {
         2: "ok", 3: "invalid", 4: "invalid", 5: "invalid"}

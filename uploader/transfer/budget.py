@@ -42,7 +42,6 @@ class TransferBudget:
                                         high=checks.MAX_CONCURRENCY * 4)
         self.bwlimit = None if bwlimit is None else checks.whole(
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
-        self.auto = bool(auto)
         self.tuner = Tuner(high=self.concurrency, start=min(16, self.concurrency)) if auto \
             else None
         #: The pieces allowed in flight now (fixed, or as tuned).
@@ -54,6 +53,11 @@ class TransferBudget:
         if self.bwlimit is not None:  # a bucket of a tenth of a second: bursts stay short
             capacity = max(STEP, self.bwlimit // 10)
             self._bucket = AsyncLimiter(capacity, capacity / self.bwlimit)
+
+    @property
+    def auto(self) -> bool:
+        """Whether the pieces in flight are tuned (else `concurrency`, fixed)."""
+        return self.tuner is not None
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
