@@ -106,16 +106,23 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one round")
     parser.add_argument("--workdir", type=Path, default=_default_workdir(),
                         help="where the test files and the emulator's data go")
+    parser.add_argument("--only", default="", help="only the links whose title has this "
+                        "word (slow, narrow, loopback)")
+    parser.add_argument("--sweep", default=",".join(map(str, SWEEP)),
+                        help="the fixed values to try, comma-separated (default: %(default)s)")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"concurrency auto vs the best fixed value; load average {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="uploader-tuning-") as work:
         for title, (link, total, size) in SCENARIOS.items():
+            if args.only not in title:
+                continue
             if args.smoke:
                 size = 4 * MIB
             scenario(title, link, total, size, Path(work), 1 if args.smoke else 3,
-                     (8,) if args.smoke else SWEEP, MIB if args.smoke else 8 * MIB)
+                     (8,) if args.smoke else tuple(map(int, args.sweep.split(","))),
+                     MIB if args.smoke else 8 * MIB)
 
 
 if __name__ == "__main__":

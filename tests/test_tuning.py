@@ -11,6 +11,7 @@ import pytest
 
 from tests.uploads import assembled, video_of
 from uploader import AsyncClient, Job, TransferBudget
+from uploader.transfer.budget import CHUNK_MEMORY
 from uploader.transfer.tuning import Tuner
 
 MiB = 1024 * 1024
@@ -93,3 +94,16 @@ async def test_auto_stays_within_a_shared_budget(emulator, settings, tmp_path: P
     for video, result in zip(videos, results, strict=True):
         assert await assembled(settings, result.job_id) == video.read_bytes()
 
+
+
+def test_chunks_shrink_as_more_pieces_may_fly():
+    # Memory stays flat: the chunks of the pieces in flight share CHUNK_MEMORY, near enough.
+    wanted = 1024 * 1024
+    assert TransferBudget(concurrency=4).chunk_size(wanted) == wanted
+    assert TransferBudget(concurrency=8).chunk_size(wanted) == wanted
+    assert TransferBudget(concurrency=16).chunk_size(wanted) == wanted // 2
+    assert TransferBudget(concurrency=64).chunk_size(wanted) == wanted // 8
+    assert TransferBudget(concurrency=256).chunk_size(wanted) == 64 * 1024  # the least
+    tuned = TransferBudget(concurrency=64, auto=True)
+    assert tuned.chunk_size(wanted) == CHUNK_MEMORY // tuned.limit
+    assert TransferBudget(concurrency=64).chunk_size(100_000) == 100_000  # less: as asked

@@ -22,6 +22,13 @@ from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
 
+#: What the chunks of the pieces in flight may take together, near enough: each piece holds
+#: about two (one read and hashed, the rest of one in the connection's write buffer). With
+#: 1 MiB chunks whatever the pieces, `auto` (32-64 pieces on loopback) peaked at 121-139 MiB
+#: for 1 GiB; with 12 MiB here, 92-100; with 8, 74-79 (one budget, 3 runs each).
+CHUNK_MEMORY = 8 * 1024 * 1024
+#: The smallest chunk, whatever the number of pieces in flight.
+MIN_CHUNK = 64 * 1024
 #: Bytes taken from the bucket at a time: a part waiting for its turn shows progress (and
 #: is not taken for stalled) at least this often.
 STEP = 64 * 1024
@@ -73,6 +80,15 @@ class TransferBudget:
                 self._withheld -= 1  # the limit went down: this place is not given back
             else:
                 self._slots.release()
+
+    def chunk_size(self, wanted: int) -> int:
+        """The chunk size for a piece starting now: `wanted`, or less when many pieces are
+        allowed in flight, so that their chunks together stay near CHUNK_MEMORY: 1 MiB
+        chunks for up to 8 pieces, 512 KiB at 16, 128 KiB at 64. Fixed for the piece: chunks
+        that shrank at every read as the limit rose made auto on slow connections stop at
+        half the pieces they wanted in two runs of three (benchmarks/tuning.py)."""
+        share = CHUNK_MEMORY // max(1, self.limit)
+        return max(MIN_CHUNK, min(wanted, share - share % MIN_CHUNK))
 
     def sent(self, size: int) -> None:
         """`size` more bytes went on the wire: with `auto`, the tuner measures them."""

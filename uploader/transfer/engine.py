@@ -1,7 +1,8 @@
 """The transfer engine: PUT byte ranges of a file to presigned URLs, concurrently, verified.
 
 Each part streams from disk in chunks (memory stays near `2 x concurrency x chunk_size`
-whatever the file and part sizes), its MD5 computed while it is sent (the parts in flight
+whatever the file and part sizes, and a shared budget shrinks the chunks when many pieces
+are in flight), its MD5 computed while it is sent (the parts in flight
 hashed together, `_hashing.LaneHasher`) and checked against the ETag the storage returns.
 Transient failures are retried with the one retry policy (`_retry`); a refused URL (403:
 spent, expired; or a host that refuses connections) is settled by asking the server whether
@@ -149,7 +150,10 @@ async def put_part(
             assert budget is not None
             await budget.spend(size, granted=moving)
 
-        body = PartBody(part, chunk_size=config.chunk_size, hasher=hasher, on_chunk=progressed,
+        # With many pieces in flight each reads less at a time: memory stays flat.
+        chunk_size = config.chunk_size if budget is None else budget.chunk_size(
+            config.chunk_size)
+        body = PartBody(part, chunk_size=chunk_size, hasher=hasher, on_chunk=progressed,
                         throttle=throttle if budget is not None else None)
         headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
