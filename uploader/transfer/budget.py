@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
 from aiolimiter import AsyncLimiter
 
+from uploader._log import logger
+
 from uploader import _checks as checks
 from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
+
+log = logger("uploader.transfer")
 
 #: What the chunks of the pieces in flight may take together, near enough: each piece holds
 #: about two (one read and hashed, the rest of one in the connection's write buffer). With
@@ -95,6 +100,10 @@ class TransferBudget:
         if self.tuner is not None:
             changed = self.tuner.observe(size, time.monotonic(), self.in_flight)
             if changed is not None:
+                if log.isEnabledFor(logging.DEBUG):
+                    _, _, rate = self.tuner.history[-1]
+                    log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured at %d)",
+                              self.limit, changed, rate / 2**20, self.limit)
                 self._set_limit(changed)
 
     def _set_limit(self, limit: int) -> None:
