@@ -18,9 +18,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiolimiter import AsyncLimiter
 
-from uploader._log import logger
-
 from uploader import _checks as checks
+from uploader._log import logger
 from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
