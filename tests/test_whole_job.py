@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+import urllib.error
 import urllib.request
 import wave
 import zipfile
@@ -66,9 +67,16 @@ async def stored_files(settings: Settings, job_id: str) -> dict[str, bytes | Non
                    if detail.get(field) else None) for kind, field in DOWNLOADS.items()}
 
 
-def _download(url: str) -> bytes:
-    with urllib.request.urlopen(url) as response:
-        return bytes(response.read())
+def _download(url: str) -> bytes | None:
+    """The file behind a download link; None if it is gone (the review deletes the ID cards
+    once it has checked them, and with no review delay that may be before this asks)."""
+    try:
+        with urllib.request.urlopen(url) as response:
+            return bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def _flags(files: dict[str, Path]) -> list[str]:
