@@ -95,7 +95,6 @@ async def test_auto_stays_within_a_shared_budget(emulator, settings, tmp_path: P
         assert await assembled(settings, result.job_id) == video.read_bytes()
 
 
-
 def test_chunks_shrink_as_more_pieces_may_fly():
     # Memory stays flat: the chunks of the pieces in flight share CHUNK_MEMORY, near enough.
     wanted = 1024 * 1024
@@ -107,3 +106,31 @@ def test_chunks_shrink_as_more_pieces_may_fly():
     tuned = TransferBudget(concurrency=64, auto=True)
     assert tuned.chunk_size(wanted) == CHUNK_MEMORY // tuned.limit
     assert TransferBudget(concurrency=64).chunk_size(100_000) == 100_000  # less: as asked
+
+
+async def test_a_budget_applies_and_logs_each_change_of_its_tuner(caplog):
+    # -vv shows how auto decides: each change, with the throughput it measured.
+    budget = TransferBudget(concurrency=64, auto=True)
+    held = asyncio.Event()
+
+    async def piece() -> None:
+        async with budget.slot():
+            await held.wait()
+
+    pieces = [asyncio.create_task(piece()) for _ in range(16)]
+    await asyncio.sleep(0)
+    assert budget.in_flight == 16
+    with caplog.at_level("DEBUG", logger="uploader.transfer"):
+        for _ in range(40):  # a first window of 0.15 s at 16 pieces: the climb starts
+            budget.sent(1024 * 1024)
+            await asyncio.sleep(0.01)
+            if budget.limit != 16:
+                break
+    assert budget.limit == 32
+    more = [asyncio.create_task(piece()) for _ in range(16)]
+    await asyncio.sleep(0)
+    assert budget.in_flight == 32  # the places the new limit gave
+    held.set()
+    await asyncio.gather(*pieces, *more)
+    changes = [r.getMessage() for r in caplog.records if "pieces in flight" in r.getMessage()]
+    assert len(changes) == 1 and changes[0].startswith("pieces in flight: 16 -> 32 (")

@@ -84,7 +84,3 @@ def main(ctx: click.Context, verbose: int, debug: bool, allow_http: bool) -> Non
         from uploader.cli.logs import log_to_stderr
 
         log_to_stderr(ctx, 2 if debug else verbose)
-
-
-
-

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -99,10 +98,8 @@ class TransferBudget:
         if self.tuner is not None:
             changed = self.tuner.observe(size, time.monotonic(), self.in_flight)
             if changed is not None:
-                if log.isEnabledFor(logging.DEBUG):
-                    _, _, rate = self.tuner.history[-1]
-                    log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured at %d)",
-                              self.limit, changed, rate / 2**20, self.limit)
+                log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured)", self.limit,
+                          changed, self.tuner.history[-1][2] / 2**20)
                 self._set_limit(changed)
 
     def _set_limit(self, limit: int) -> None:

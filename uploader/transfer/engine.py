@@ -53,7 +53,8 @@ class TransferConfig:
 
     `concurrency` parts are in flight at once (8 fills most links without crowding a 2-core
     machine). Reads are `chunk_size` bytes (1 MiB: few enough system calls and hash calls
-    to be cheap, small enough to keep memory flat). A part that makes no progress for
+    to be cheap, small enough to keep memory flat), fewer when a budget lets many pieces
+    fly (`TransferBudget.chunk_size`). A part that makes no progress for
     `stall_timeout` seconds (no chunk accepted by the socket, or no answer after the last)
     is abandoned and retried. `backoff` bounds the retries of each part; a part may also get
     fresh URLs `max_refreshes` times.

@@ -4,10 +4,10 @@ they get.
 A fixed number is wrong somewhere: on a link where each connection is slow (a long round
 trip, a proxy that shapes each connection) more connections carry more, on a narrow link
 more only crowd it. `Tuner` climbs from a start: it doubles the pieces in flight while each
-doubling brings at least 10 % more bytes a second, steps back to the last level that paid
-when one does not, then holds, trying now and then a quarter more (kept if it pays) and a
-quarter fewer (kept if it carries as much: fewer connections for the same throughput), so
-that it follows a link that changes.
+doubling brings at least 10 % more bytes a second and holds where one does not, then tries
+now and then a quarter more (kept if it pays) and a quarter fewer (kept if it carries as
+much: fewer connections for the same throughput), stepping back from a probe that did not
+pay, so that it follows a link that changes.
 
 What it measures is bytes handed to the sockets, and new connections first fill their
 buffers (on loopback, several MiB each), which looks like throughput the link does not
