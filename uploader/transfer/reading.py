@@ -25,6 +25,8 @@ from uploader.transfer.plan import Piece
 __all__ = ["PartBody", "etag_matches", "multipart_etag", "piece_md5", "pieces_md5"]
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+#: Whether this Python counts references (CPython does; others read into new buffers always).
+_COUNTS_REFERENCES = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
 
 
 def etag_matches(etag: str, md5_hex: str) -> bool | None:
@@ -145,10 +147,6 @@ class _PartReader:
         while self._hashed:
             await self._hashed.pop(0)
         return self._digest.hexdigest()
-
-
-#: Whether this Python counts references (CPython does; others read into new buffers always).
-_COUNTS_REFERENCES = hasattr(sys, "getrefcount") and sys.implementation.name == "cpython"
 
 
 def _unreadable(path: Path, exc: OSError) -> LocalFileError:
