@@ -179,7 +179,8 @@ def test_an_upload_and_a_batch_go_through_the_proxy(emulator_thread: RunningEmul
         assert batch.returncode == 0, batch.stderr
         puts = [s for s in proxy.seen if s.startswith("PUT /metastudio-emulator/")]
         api = [s for s in proxy.seen if "/digital-human-training-manage/" in s]
-        assert len(puts) == 3 + 1 and len(api) >= 6, proxy.seen  # 3 parts, then 1; the calls
+        assert len(puts) == 3 + 3 and len(api) >= 6, proxy.seen  # 3 parts each (1 MiB by
+        # default); the calls
         assert proxy.refused == 0
         assert "proxy-secret" not in upload.stdout + upload.stderr + batch.stderr
         before = len(proxy.seen)

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.uploads import (
     Recorder,
     assembled,
     cli_env,
+    emulator_process,
     json_out,
     run_cli,
     start_cli,
@@ -38,6 +38,7 @@ from tests.uploads import (
 from uploader import (
     Backoff,
     FileChangedError,
+    MetaStudioClient,
     Settings,
     TransferConfig,
     TransferError,
@@ -251,16 +252,6 @@ async def test_confirm_answer_lost(emulator, tmp_path, caplog):
 # ---- processes killed --------------------------------------------------------------------
 
 
-def _emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uploader", "emulator", "--port", str(port), "--data-dir",
-         str(data), "--review-delay", "0", *flags], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    url = process.stdout.readline().split()[4]
-    process.stdout.readline()
-    return process, url
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("flags", "outage", "code"), [
     ((), 1.0, 0),  # the API and the storage away: ridden out (issue 21, item 6)
@@ -269,7 +260,7 @@ def _emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Po
 def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[str, ...],
                                                   outage: float, code: int):
     data = tmp_path / "emulator"
-    server, url = _emulator_process(data, 0, "--link-rate", str(400 * 1024))
+    server, url = emulator_process(data, 0, "--link-rate", str(400 * 1024))
     port = int(url.rsplit(":", 1)[1])
     env = cli_env({"METASTUDIO_ENDPOINT": url,
                    "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
@@ -285,7 +276,7 @@ def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[s
         server.wait()
         server.stdout.close()  # type: ignore[union-attr]
         time.sleep(outage)
-        server, _ = _emulator_process(data, port)
+        server, _ = emulator_process(data, port)
         stdout, stderr = client.communicate(timeout=90)
     try:
         assert client.returncode == code, stderr
@@ -314,7 +305,7 @@ def test_a_service_away_when_the_run_starts_is_waited_for(tmp_path: Path):
     video = video_of(tmp_path, 2 * PART)
     with start_cli("upload", str(video), "--name", "late", "--json", env=env) as client:
         time.sleep(2.5)  # 4 API tries took at most 1.75 s before: this run would have ended
-        server, _ = _emulator_process(tmp_path / "emulator", port)
+        server, _ = emulator_process(tmp_path / "emulator", port)
         try:
             stdout, stderr = client.communicate(timeout=90)
         finally:
@@ -368,3 +359,33 @@ async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator
                            transfer=replace(FAST, chunk_size=64 * 1024))
     totals = emulator.emulator.faults.totals()
     assert totals["attempts"] <= 3 and totals["stored"] <= 1, totals  # no retry of a lost cause
+
+
+@pytest.mark.parametrize("where", ["sent", "not yet sent", "grown"])
+async def test_a_file_written_mid_upload_is_never_confirmed(emulator: RunningEmulator,
+                                                            settings: Settings, tmp_path: Path,
+                                                            where: str):
+    video = video_of(tmp_path, 3 * 1024 * 1024)
+    emulator.emulator.faults.link_rate = 2 * 1024 * 1024  # each part takes half a second
+    offset = {"sent": 4096, "not yet sent": 3 * 1024 * 1024 - 4096, "grown": None}[where]
+    written = False
+
+    def write(done: int, total: int) -> None:
+        nonlocal written
+        if done >= 1536 * 1024 and not written:  # the first part is sent, the third is not
+            written = True
+            with video.open("r+b") as out:
+                if offset is None:
+                    out.seek(0, os.SEEK_END)
+                else:
+                    out.seek(offset)
+                out.write(b"EDITED!!")
+
+    with pytest.raises(FileChangedError, match="changed while it was being uploaded") as caught:
+        await upload_video(video, name="edited", parts=3, settings=settings,
+                           progress=Recorder(write), state_dir=tmp_path / "state",
+                           transfer=replace(FAST, concurrency=1))
+    assert written and str(video) in str(caught.value)
+    async with MetaStudioClient(settings) as client:
+        job = await client.show_job(str(caught.value.job_id))
+    assert job.training_video_download_url is None  # nothing was confirmed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -38,6 +39,30 @@ def video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:
     target = tmp_path / name
     grow(GOOD_VIDEO, target, size)
     return target
+
+
+def sparse_video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:
+    """A valid 1080p video of exactly `size` bytes, padded with a `free` box of zeros left
+    as a hole in the file: a large video written in no time."""
+    target = tmp_path / name
+    grow(GOOD_VIDEO, target, GOOD_VIDEO.stat().st_size + 16)
+    with target.open("r+b") as out:
+        out.seek(-16, os.SEEK_END)
+        out.write(struct.pack(">I4sQ", 1, b"free", size - GOOD_VIDEO.stat().st_size))
+        out.truncate(size)
+    return target
+
+
+def emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """`uploader emulator` in a process of its own, on `port` (0: a free one) with its data
+    in `data`; the process and its URL once it listens."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uploader", "emulator", "--port", str(port), "--data-dir",
+         str(data), "--review-delay", "0", *flags], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    url = process.stdout.readline().split()[4]
+    process.stdout.readline()
+    return process, url
 
 
 async def assembled(settings: Settings, job_id: str) -> bytes:

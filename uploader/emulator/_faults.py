@@ -49,6 +49,8 @@ class Faults:
         #: PUTs being served now, and the most served at once; the most connections open
         #: at once that made requests.
         self.in_flight = self.most_in_flight = self.most_connections = 0
+        #: Bytes of PUT bodies received, stored or not.
+        self.received_bytes = 0
         self._connections: set[asyncio.BaseTransport] = set()
         self.api_retry_after: float | None = None
         #: Seconds an API's answer (by name: list, create...) is held back once made.

@@ -205,6 +205,7 @@ class ObjectStorage:
                     batch.append(chunk)
                     batched += len(chunk)
                     received += len(chunk)
+                    self.faults.received_bytes += len(chunk)
                     rate = self.faults.link_rate
                     # On a paced link each read is stored at once, while the pacing waits:
                     # the body is done when its last byte arrives, as on a real server.

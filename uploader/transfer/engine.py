@@ -209,11 +209,13 @@ async def send_pieces(
     parts: list[Piece], *, session: aiohttp.ClientSession, urls: UrlSource,
     config: TransferConfig, on_bytes: Callable[[int], None],
     on_done: Callable[[Piece, Sent], Awaitable[None]], job_id: str | None = None,
-    budget: TransferBudget | None = None,
+    budget: TransferBudget | None = None, most_at_risk: int | None = None,
 ) -> int:
     """Send `parts` (of any files: video parts and single files alike) with
     `config.concurrency` workers in one task group; return the bytes put on the wire. A
     `budget` shared with other uploads caps the pieces in flight and the bandwidth of all.
+    `most_at_risk` caps the workers further, so that the pieces in flight hold at most that
+    many bytes (one piece at least): what an interruption may cost.
 
     The first piece that cannot be sent cancels the others in flight (their bytes are
     wound back), and is raised: as the UploaderError it is, or, for anything unforeseen, as
@@ -237,9 +239,12 @@ async def send_pieces(
                                           on_settled=on_bytes, job_id=job_id, budget=budget)
             await on_done(part, sent)
 
+    workers = min(config.concurrency, len(parts))
+    if most_at_risk is not None and parts:
+        workers = min(workers, max(1, most_at_risk // max(p.size for p in parts)))
     try:
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(config.concurrency, len(parts))):
+            for _ in range(workers):
                 group.create_task(worker())
     except ExceptionGroup as failed:
         raise _first_failure(failed, job_id) from None

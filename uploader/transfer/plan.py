@@ -9,16 +9,21 @@ from pathlib import Path
 
 from uploader._errors import PlanError
 
-__all__ = ["DEFAULT_PART_SIZE", "Part", "PartPlan", "Piece", "parse_size", "plan_parts",
-           "plans_of_count"]
+__all__ = ["AT_RISK_FLOOR", "DEFAULT_PART_SIZE", "MOST_IN_FLIGHT", "Part", "PartPlan", "Piece",
+           "at_risk", "default_part_size", "parse_size", "plan_parts", "plans_of_count"]
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 MIN_PART = 100 * KIB      # OBS: every part but the last is at least 100 KB
 MAX_PART = 5 * GIB        # OBS: no part is larger than 5 GB
 MAX_PARTS = 1000          # MetaStudio: video_multipart_count is 1 to 1000
-#: Near 32 MiB: big enough that per-part overhead is noise, small enough that a failed part
-#: costs seconds to resend and that 8 parts in flight keep a link full.
+#: The largest default part. Smaller ones are chosen so that an interruption costs little
+#: (`default_part_size`).
 DEFAULT_PART_SIZE = 32 * MIB
+#: The most bytes an interruption may cost, at least (`at_risk`): a part not stored when a
+#: run is killed, or cut by an outage, is sent again whole.
+AT_RISK_FLOOR = 64 * MIB
+#: The most pieces `concurrency="auto"` may put in flight (uploader._checks.MAX_CONCURRENCY).
+MOST_IN_FLIGHT = 64
 
 _UNITS = {"": 1, "b": 1, "k": KIB, "kb": KIB, "kib": KIB, "m": MIB, "mb": MIB, "mib": MIB,
           "g": GIB, "gb": GIB, "gib": GIB}
@@ -87,7 +92,8 @@ def plan_parts(
     file_size: int, *, parts: int | None = None, part_size: int | None = None
 ) -> PartPlan:
     """Cut `file_size` bytes into `parts` near-equal parts, or parts of `part_size`, or the
-    default: parts near 32 MiB, fewer than 1000. Raises PlanError when no plan satisfies the
+    default: parts near `default_part_size` (1 MiB up to 640 MiB, a 640th of the file
+    above), at most 1000. Raises PlanError when no plan satisfies the
     limits (1 to 1000 parts, each at most 5 GiB, each but the last at least 100 KiB)."""
     if file_size < 1:
         raise PlanError("the file is empty: there is nothing to upload")
@@ -97,8 +103,25 @@ def plan_parts(
         return _equal_parts(file_size, parts)
     if part_size is not None:
         return _fixed_size(file_size, part_size)
-    count = min(MAX_PARTS, math.ceil(file_size / DEFAULT_PART_SIZE))
+    count = min(MAX_PARTS, math.ceil(file_size / default_part_size(file_size)))
     return _fixed_size(file_size, math.ceil(file_size / count))
+
+
+def at_risk(file_size: int) -> int:
+    """The most bytes of a file's unfinished parts that may be in flight at once: what an
+    interruption (a kill, an outage that cuts the connections) may cost at most. The larger
+    of AT_RISK_FLOOR and a tenth of the file; the default plan and `concurrency="auto"`
+    keep to it together."""
+    return max(AT_RISK_FLOOR, file_size // 10)
+
+
+def default_part_size(file_size: int) -> int:
+    """The default plan's part size, before it is evened out: small enough that the most
+    pieces auto may fly (MOST_IN_FLIGHT) hold no more than `at_risk` bytes, so that a link
+    whose connections are each slow can still be filled; at most DEFAULT_PART_SIZE. A kill
+    or an outage then costs at most a tenth of the file (64 MiB for one under 640 MiB) where
+    parts of 32 MiB, 40 at once, had cost the whole of what was in flight (1.25 GiB)."""
+    return max(MIN_PART, min(DEFAULT_PART_SIZE, at_risk(file_size) // MOST_IN_FLIGHT))
 
 
 def _equal_parts(file_size: int, count: int) -> PartPlan:

@@ -39,7 +39,7 @@ from uploader.workflow.finish import SUBMIT_STEP, confirm_again, confirm_files, 
 from uploader.workflow.finish import submit as submit_for_review
 from uploader.workflow.job import open_job, refuse_missing, stored_kinds
 from uploader.workflow.links import Links
-from uploader.workflow.local import LocalFile
+from uploader.workflow.local import LocalFile, Seen, refuse_changed
 from uploader.workflow.result import (
     FileResult,
     JobOutcome,
@@ -93,6 +93,8 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
         if SUBMIT_STEP not in journal.steps:
             try:
                 await sender.send_missing(restart=restart)
+                # Every byte sent was read by now: a file written meanwhile is not confirmed.
+                await asyncio.to_thread(refuse_changed, files, job_id=opened.job_id)
                 seconds = round(time.monotonic() - started, 3)
                 progress.on_step(Step.CONFIRMING, opened.job_id)
                 await confirm_files([f.kind for f in files], links=opened.links,
@@ -189,6 +191,7 @@ async def _verify(files: list[LocalFile], links: Links, sender: Sender, run: Run
 
 async def _local_file(file: FileKind, path: Path, parts: int | None,
                       part_size: int | None) -> LocalFile:
+    seen = await asyncio.to_thread(Seen.of, path)  # before any read: a change since shows
     identity = await asyncio.to_thread(FileIdentity.of, path)
     if file is TRAINING_VIDEO:
         plan = plan_parts(identity.size, parts=parts, part_size=part_size)
@@ -196,7 +199,7 @@ async def _local_file(file: FileKind, path: Path, parts: int | None,
         plan = plan_parts(identity.size)
     else:
         plan = PartPlan(identity.size, (identity.size,))
-    return LocalFile(file, path, identity, plan)
+    return LocalFile(file, path, identity, plan, seen)
 
 
 async def _outcome(client: MetaStudioClient, job_id: str, *, wait: bool,

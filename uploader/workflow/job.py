@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -261,8 +261,7 @@ def _check_journal(journal: Journal, files: list[LocalFile],
                     f"{len(sizes)} parts: resume it with the plan it began with (no number of "
                     "parts or part size), or start it over with the new plan",
                     job_id=journal.job_id, remedy="restart")
-            file = LocalFile(file.kind, file.path, file.identity,
-                             type(file.plan)(file.plan.file_size, sizes))
+            file = replace(file, plan=type(file.plan)(file.plan.file_size, sizes))
         checked.append(file)
     return checked
 

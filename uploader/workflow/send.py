@@ -23,7 +23,7 @@ from uploader.api.models import JobDetail
 from uploader.api.states import REVIEW_FAILED
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import Sent, TransferConfig, send_pieces
-from uploader.transfer.plan import PartPlan, Piece, plans_of_count
+from uploader.transfer.plan import PartPlan, Piece, at_risk, plans_of_count
 from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
@@ -90,7 +90,7 @@ class Sender:
             self.tally.wire_bytes += await send_pieces(
                 missing, session=self.session, urls=self.links, config=self.config,
                 on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id,
-                budget=self.budget)
+                budget=self.budget, most_at_risk=self._most_at_risk)
             if generation == self.links.generation and all(
                     p.key in self._verified for p in missing):
                 # Every piece was taken with its MD5 as ETag, and no update (which may drop
@@ -100,6 +100,16 @@ class Sender:
         if missing:
             raise TransferError(f"the server still lacks {len(missing)} piece(s) after "
                                 f"{MAX_ROUNDS} rounds", job_id=self.links.job_id)
+
+    @property
+    def _most_at_risk(self) -> int | None:
+        """With tuned concurrency, the pieces in flight hold at most `at_risk` bytes of the
+        video, whatever its plan (the default plan's parts are small enough for the most
+        pieces auto flies): an interruption costs little. A fixed concurrency is the
+        caller's choice, kept as given."""
+        if self.budget is None or not self.budget.auto:
+            return None
+        return at_risk(self.files[0].size)
 
     async def _missing(self, *, trust_server: bool) -> list[Piece]:
         """The pieces to send: all on a restart's first round, else those the server lacks.
