@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings, check_video  # noqa: E402
 from uploader.transfer.hashing import kernel_name, new_md5, update_lanes  # noqa: E402
-from uploader.transfer.plan import Piece  # noqa: E402
+from uploader.transfer.plan import PartPlan, Piece, at_risk, plan_parts  # noqa: E402
 from uploader.transfer.reading import pieces_md5  # noqa: E402
 
 MIB, GIB = 1024**2, 1024**3
@@ -318,17 +318,18 @@ def bench_link(table: Table, folder: Path, size: int, link: int) -> None:
                   f"{size / curl / (16 * link):.2f} ({size / curl / MIB:.1f} MiB/s)")
 
 
-def bench_resume(table: Table, folder: Path, size: int, link: int) -> None:
-    """(e) bytes a resume sends against the bytes that were missing after a kill at 50 %."""
+def bench_resume(table: Table, folder: Path, size: int, rate: int) -> None:
+    """(e) bytes a resume sends against the bytes that were missing after a kill at half of
+    an upload at the default settings (parts and concurrency), on a link of `rate` bytes a
+    second in all."""
     clip = video(folder, size)
-    parts, concurrency = 16, 4
-    args = ("--parts", str(parts), "--concurrency", str(concurrency))
-    with emulator(folder, "--link-rate", str(link)) as env:
+    plan = plan_parts(size)
+    with emulator(folder, "--total-rate", str(rate)) as env:
         with tempfile.TemporaryFile() as err:
-            process = start_upload(env, clip, folder, *args, err=err)
+            process = start_upload(env, clip, folder, err=err)
             job_id, held = None, {}
-            deadline = time.monotonic() + 120
-            while len(held) < parts // 2 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 300
+            while _held_bytes(plan, held) < size // 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
                 job_id = job_id or newest_job(env)
                 held = stored_parts(env, job_id) if job_id else {}
@@ -338,13 +339,17 @@ def bench_resume(table: Table, folder: Path, size: int, link: int) -> None:
             process.stdout.close()
         assert job_id is not None
         held = stored_parts(env, job_id)
-        part_size = -(-size // parts)
-        missing = size - sum(min(part_size, size - (n - 1) * part_size) for n in held)
-        run = upload(env, clip, folder, *args)
+        missing = size - _held_bytes(plan, held)
+        run = upload(env, clip, folder)
     sent = int(run.result["bytes_sent"])  # type: ignore[call-overload]
-    table.add(f"(e) resume after kill at {len(held)}/{parts} parts: sent / missing",
+    table.add(f"(e) defaults, {size / MIB:.0f} MiB in {plan.count} parts at "
+              f"{rate / MIB:.0f} MiB/s, resume after kill at {len(held)} parts: sent / missing",
               f"{sent / missing:.2f} ({sent / MIB:.1f} of {missing / MIB:.1f} MiB)",
-              f"<= {1 + concurrency / parts:.2f}")
+              f"<= {1 + at_risk(size) / missing:.2f}")
+
+
+def _held_bytes(plan: PartPlan, held: dict[int, str]) -> int:
+    return sum(plan.sizes[number - 1] for number in held)
 
 
 def bench_verify(table: Table, folder: Path, size: int) -> None:
@@ -423,8 +428,8 @@ def main() -> None:
             16 * MIB if small else GIB),
         "link": lambda: bench_link(table, folder, 16 * MIB if small else 128 * MIB,
                                    16 * MIB if small else LINK),
-        "resume": lambda: (bench_resume(table, folder, 16 * MIB if small else 128 * MIB,
-                                        2 * MIB if small else LINK),
+        "resume": lambda: (bench_resume(table, folder, 16 * MIB if small else 640 * MIB,
+                                        4 * MIB if small else 8 * LINK),
                            bench_verify(table, folder, 16 * MIB if small else GIB)),
         "preflight": lambda: bench_preflight(table, folder, 16 * MIB if small else 4 * GIB),
     }

@@ -74,7 +74,7 @@ def test_the_sdk_reads_back_every_option_the_cli_set(emulator_thread, tmp_path, 
     (["--edition", "flexus", "--human-only", "--voice-sex", "MALE"], "trains no voice"),
     (["--model-version", "V2"], "withdrawn"),
     (["--edition", "premium"], "edition must be one of"),
-    (["--voice-language", "FR"], "voice_language must be one of"),
+    (["--voice-language", "FR"], "--voice-language must be one of"),
     (["--service", "VIDEO_2D", "--service", "VIDEO_2D"], "named twice"),
 ])
 def test_a_contradictory_set_is_a_usage_error_and_creates_nothing(emulator_thread, tmp_path,

@@ -7,6 +7,7 @@ Library callers get a `UsageError` naming the keyword and the value; the CLI map
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 from uploader._errors import UsageError
@@ -20,6 +21,9 @@ MAX_NAME = 64
 MAX_JOB_ID = 64
 #: Pieces in flight at once, at most.
 MAX_CONCURRENCY = 64
+#: Unicode categories refused in names and labels: control characters, line and paragraph
+#: separators.
+_CONTROL = frozenset({"Cc", "Zl", "Zp"})
 
 
 def whole(value: object, what: str, *, low: int, high: int | None = None) -> int:
@@ -40,10 +44,16 @@ def number(value: object, what: str) -> float:
 
 
 def text(value: object, what: str, *, longest: int) -> str:
+    """`value` as text of 1 to `longest` characters, not all blank, without a control
+    character (a line break, a tab, an escape sequence), else UsageError."""
     if not isinstance(value, str):
         raise UsageError(f"{what} must be text, not {type(value).__name__}")
     if not value.strip():
         raise UsageError(f"{what} is empty")
+    control = next((c for c in value if unicodedata.category(c) in _CONTROL), None)
+    if control is not None:
+        raise UsageError(f"{what} {value!r} holds a control character ({control!r}): names "
+                         "and labels are one line of printable text")
     if len(value) > longest:
         raise UsageError(f"{what} is {len(value)} characters long; at most {longest} are "
                          "allowed")

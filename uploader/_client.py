@@ -49,13 +49,17 @@ API_CONNECTIONS = 2
 AUTO = "auto"
 
 
-def _retry_policy(retries: int | None, retry_window: float | None) -> dict[str, Any]:
-    """The `Backoff` fields `retries` and `retry_window` set (for parts and API alike)."""
+def _retry_policy(retries: int | None, retry_window: float | None,
+                  first_contact_window: float | None = None) -> dict[str, Any]:
+    """The `Backoff` fields `retries`, `retry_window` and `first_contact_window` set (for
+    parts and API alike)."""
     policy: dict[str, Any] = {}
     if retries is not None:
         policy["attempts"] = checks.whole(retries, "retries", low=0) + 1
     if retry_window is not None:
         policy["window"] = checks.number(retry_window, "retry_window")
+    if first_contact_window is not None:
+        policy["first_window"] = checks.number(first_contact_window, "first_contact_window")
     return policy
 
 
@@ -71,9 +75,10 @@ class AsyncClient:
     tunes retries and chunks; `retries` (times a failed request is tried again; default: as
     often as the window allows) and `retry_window` (seconds a failing request keeps being
     retried; default 180) set the one retry policy of parts and API calls alike, overriding
-    `transfer`'s; `state_dir` holds the resume journals (default: the user's
-    state folder); `session`, a caller's aiohttp session, is used and left open. Every
-    value is checked at once: UsageError.
+    `transfer`'s; `first_contact_window` (seconds; default: `retry_window`) is the window
+    while the service has not answered yet, so that a wrong address fails fast; `state_dir`
+    holds the resume journals (default: the user's state folder); `session`, a caller's
+    aiohttp session, is used and left open. Every value is checked at once: UsageError.
     """
 
     def __init__(self, settings: Settings | None = None, *,
@@ -82,7 +87,8 @@ class AsyncClient:
                  connections: int | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
                  transfer: TransferConfig | None = None, retries: int | None = None,
-                 retry_window: float | None = None, wait_timeout: float = 1800.0,
+                 retry_window: float | None = None,
+                 first_contact_window: float | None = None, wait_timeout: float = 1800.0,
                  session: aiohttp.ClientSession | None = None) -> None:
         for name, value, kind in (("settings", settings, Settings),
                                   ("transfer", transfer, TransferConfig),
@@ -104,8 +110,9 @@ class AsyncClient:
             self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
                 concurrency, "concurrency (a number or 'auto')", low=1,
                 high=checks.MAX_CONCURRENCY))
-        policy = _retry_policy(retries, retry_window)
+        policy = _retry_policy(retries, retry_window, first_contact_window)
         self.api_backoff = dataclasses.replace(DEFAULT_BACKOFF, **policy)
+        policy.pop("first_window", None)  # a part's first answer comes after the API's
         self.transfer = dataclasses.replace(
             self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
         self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,

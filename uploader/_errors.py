@@ -213,9 +213,10 @@ class TransferError(UploaderError):
 
 
     def __init__(
-        self, message: str, *, job_id: str | None = None, part_number: int | None = None
+        self, message: str, *, job_id: str | None = None, part_number: int | None = None,
+        remedy: str | None = None,
     ) -> None:
-        super().__init__(message, job_id=job_id)
+        super().__init__(message, job_id=job_id, remedy=remedy)
         self.part_number = part_number
 
 

@@ -238,4 +238,4 @@ def _tags(tags: object) -> tuple[str, ...]:
     if (isinstance(tags, str) or not isinstance(tags, list | tuple)
             or not all(isinstance(t, str) and t for t in tags)):
         raise UsageError(f"tags must be a list of non-empty texts, not {tags!r}")
-    return tuple(tags)
+    return tuple(checks.text(t, "a tag", longest=1024) for t in tags)

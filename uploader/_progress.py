@@ -32,5 +32,10 @@ class Progress:
         """Bytes done moved by `delta`: sent, found stored already, or (negative) wound
         back for a piece that must be sent again."""
 
+    def on_stored(self, size: int) -> None:
+        """`size` bytes were found stored already (an earlier run sent them): done at once,
+        without being sent. By default, told as `on_bytes`."""
+        self.on_bytes(size)
+
     def on_step(self, step: Step, job_id: str) -> None:
         """The upload to job `job_id` reached `step`."""

@@ -11,8 +11,8 @@ __all__ = ["RedactingFormatter", "redact", "without_queries"]
 # the headers and fields that carry credentials.
 _URL_QUERY = re.compile(r"(https?://[^\s?#'\"<>]+)\?[^\s#'\"<>]*")
 _SECRET_FIELDS = re.compile(
-    r"(?i)((?:Signature|AccessKeyId|X-Auth-Token|Access|Credential|sk|ak|token)\s*[=:]\s*)"
-    r"[^\s,;&'\"]+"
+    r"(?i)((?:Signature|AccessKeyId|X-Auth-Token|Access|Credential|(?<![a-z])[as]k|[\w-]*token|"
+    r"secret[\w-]*|password)[\"']?\s*[=:]\s*[\"']?)[^\s,;&'\"]+"
 )
 
 

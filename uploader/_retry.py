@@ -11,6 +11,7 @@ link was refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import time
@@ -38,11 +39,13 @@ class Backoff:
     allows). `base` is the first wait and doubles each time up to `cap`; each wait is drawn
     uniformly below that bound ("full jitter"), so that many parts failing together do not
     retry in step. A server that says how long to wait (`Retry-After`) is waited for, up to
-    `longest_wait`.
+    `longest_wait`. `first_window`, when set, is the window of a client that has had no
+    answer yet: a wrong address or port fails in seconds, an outage met later is ridden out.
     """
 
     attempts: int | None = None
     window: float = 180.0
+    first_window: float | None = None
     base: float = 0.5
     cap: float = 8.0
     longest_wait: float = 60.0
@@ -52,9 +55,16 @@ class Backoff:
                                             or not isinstance(self.attempts, int)
                                             or self.attempts < 1))
                 or not 0 <= self.base <= self.cap or not self.longest_wait >= 0
-                or not (isinstance(self.window, (int, float)) and 0 <= self.window < math.inf)):
+                or not all(isinstance(w, (int, float)) and 0 <= w < math.inf
+                           for w in (self.window, self.first_window) if w is not None)):
             raise UsageError("Backoff needs a whole number of attempts >= 1 (or None), "
-                             "a window of seconds >= 0, 0 <= base <= cap and longest_wait >= 0")
+                             "windows of seconds >= 0, 0 <= base <= cap and longest_wait >= 0")
+
+    def before_first_answer(self) -> Backoff:
+        """The policy for a client that has had no answer yet."""
+        if self.first_window is None or self.first_window >= self.window:
+            return self
+        return dataclasses.replace(self, window=self.first_window)
 
     def gives_up(self, failures: int, failing_for: float) -> bool:
         """Whether a request that failed `failures` times in a row, for `failing_for`
@@ -119,5 +129,5 @@ def _say_still_failing(what: str, exc: Exception, failing_for: float, window: fl
     global _last_said
     if failing_for >= 5 and now - _last_said >= 15:
         _last_said = now
-        log.warning("%s has failed for %.0f s (%s); still retrying, for up to %.0f s in all "
-                    "(--retry-window)", what, failing_for, exc, window)
+        log.warning("%s has failed for %.0f s (%s); still retrying, for up to %.0f s in all",
+                    what, failing_for, exc, window)

@@ -68,6 +68,7 @@ class MetaStudioClient:
         self._session = session
         self._owns_session = session is None
         self.backoff = backoff
+        self._answered = False  # by the service, once: the backoff's window applies from then
         self._clock = clock
         self._sleep = sleep
         self._base = f"{settings.endpoint}/v1/{quote(settings.project_id, safe='')}"
@@ -179,12 +180,15 @@ class MetaStudioClient:
             if pace is not None:
                 await pace.turn()
             try:
-                return await self._signed(method, path, pairs, payload, job_id)
+                answer = await self._signed(method, path, pairs, payload, job_id)
             except ApiError as exc:
+                self._answered = self._answered or exc.status is not None
                 if settle is not None and answer_lost(exc) and await settle():
                     log.info("the answer to %s was lost, but it took effect", what)
                     return dict(_TOOK_EFFECT)
                 raise
+            self._answered = True
+            return answer
 
         def retryable(exc: Exception) -> bool:
             if isinstance(exc, RefusedError) and exc.status == 429:
@@ -193,7 +197,8 @@ class MetaStudioClient:
                 return not exc.lasting
             return (idempotent or settle is not None) and answer_lost(exc)
 
-        return await retry(attempt, backoff=self.backoff, retryable=retryable, what=what,
+        backoff = self.backoff if self._answered else self.backoff.before_first_answer()
+        return await retry(attempt, backoff=backoff, retryable=retryable, what=what,
                            sleep=self._sleep)
 
     async def _signed(self, method: str, path: str, query: list[tuple[str, str]],

@@ -122,9 +122,13 @@ class Settings:
             raise SettingsError(f"{' and '.join(ways)} are all set: keep exactly one way to "
                                 "authenticate", variable=TOKEN)
         if has_keys and not self.ak:
-            raise SettingsError(f"{SK} is set but {AK} is not", variable=AK)
+            raise SettingsError(f"a secret key is set ({SK}, {SDK_SK} or the credentials "
+                                f"file's sk) without its access key ({AK}, {SDK_AK} or ak)",
+                                variable=AK)
         if has_keys and not self.sk:
-            raise SettingsError(f"{AK} is set but {SK} is not", variable=SK)
+            raise SettingsError(f"an access key is set ({AK}, {SDK_AK} or the credentials "
+                                f"file's ak) without its secret key ({SK}, {SDK_SK} or sk)",
+                                variable=SK)
         if self.security_token and not has_keys:
             raise SettingsError(f"{SDK_TOKEN} is set without the temporary keys it goes "
                                 f"with ({SDK_AK}, {SDK_SK})", variable=SDK_TOKEN)
@@ -217,19 +221,46 @@ def _from_credentials_file(env: Mapping[str, str], values: dict[str, object]) ->
     parser = configparser.ConfigParser()
     try:
         parser.read(path, encoding="utf-8")
-    except (OSError, configparser.Error) as exc:
-        raise SettingsError(f"cannot read the credentials file {path}: {exc}",
+    except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        raise SettingsError(f"cannot read the credentials file {path}: {_why_unread(exc)}",
                             variable=SDK_FILE) from None
     if not parser.has_section("basic"):
         raise SettingsError(f"the credentials file {path} has no [basic] section",
                             variable=SDK_FILE)
     if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("the credentials file %s may be read by others: chmod 600 it", path)
-    basic = parser["basic"]
+    basic = {key: value.strip() for key, value in parser["basic"].items()}
+    if any(value.split() != [value] for key, value in basic.items()
+           if key in _KEYS_OF_FILE and value):
+        raise SettingsError(f"the credentials file {path}: a key's value holds a line break "
+                            "or a blank (write each as key = value on one line)",
+                            variable=SDK_FILE)
     values.update(ak=basic.get("ak") or None, sk=basic.get("sk") or None,
                   security_token=basic.get("security_token") or values["security_token"])
     if not values["project_id"]:
         values["project_id"] = basic.get("project_id") or ""
+
+
+#: The values of the credentials file that are one word each.
+_KEYS_OF_FILE = ("ak", "sk", "security_token", "project_id")
+
+
+def _why_unread(exc: Exception) -> str:
+    """Why the credentials file could not be read, by line number, never quoting a line: a
+    line of it may be a secret (a value wrapped onto the next line)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    if isinstance(exc, configparser.MissingSectionHeaderError):  # a ParsingError: first
+        return f"line {exc.lineno} comes before any [section] header"
+    if isinstance(exc, configparser.ParsingError):
+        lines = ", ".join(str(number) for number, _ in exc.errors)
+        return (f"line(s) {lines} are not `key = value` (a value must stay on its key's "
+                "line)")
+    if isinstance(exc, configparser.DuplicateOptionError | configparser.DuplicateSectionError):
+        return f"line {exc.lineno} repeats a key or section"
+    return type(exc).__name__
 
 
 def _parse_rates(text: str) -> dict[str, float]:

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import sys
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,44 +87,53 @@ def row_from_json(line: int, values: dict[str, Any]) -> Row | RowError:
 
 
 def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
-    reader = csv.reader(handle)
-    header = next(_cells(reader), None)
+    lines = _csv_lines(handle)
+    first = next(lines, None)
     columns = manifest_columns()
-    names = header if isinstance(header, list) else []
+    names = first[1] if first is not None and isinstance(first[1], list) else []
     unknown = set(names) - set(columns)
     if "path" not in names or unknown:
         raise UsageError("the manifest's header row must name a `path` column, and only "
                          f"known columns ({', '.join(columns)}); unknown: "
                          f"{', '.join(sorted(unknown)) or 'none'}")
-    for cells in _cells(reader):
+    for line, cells in lines:
         if isinstance(cells, RowError):
             yield cells
         elif len(cells) != len(names):
-            yield RowError(reader.line_num, cells[0] if names[0] == "path" else "",
+            yield RowError(line, cells[0] if names[0] == "path" else "",
                            f"{len(cells)} cells where the header names {len(names)} columns "
                            "(a value holding a comma must be quoted)")
-        elif cells:
+        else:
             values: dict[str, Any] = dict(zip(names, cells, strict=True))
             tags = (values.get("tags") or "").split(";")
             values["tags"] = [t.strip() for t in tags if t.strip()]
-            yield _row(reader.line_num, values, base)
+            yield _row(line, values, base)
 
 
-def _cells(reader: Any) -> Iterator[list[str] | RowError]:
-    """The reader's rows, a row it cannot read (a NUL byte, a field over the CSV module's
-    limit) or that is not UTF-8 as a RowError with its line; blank lines skipped."""
-    while True:
+def _csv_lines(handle: io.TextIOBase | Any) -> Iterator[tuple[int, list[str] | RowError]]:
+    """Each line's cells, with its line number; a line that does not read as a row of its
+    own (a quote that does not close, a NUL byte, a field over the CSV module's limit, bytes
+    that are not UTF-8, a control character) as a RowError; blank lines skipped. A row is
+    one line: a quoted cell never runs on into the next (a stray quote would swallow the
+    rows after it), so a cell cannot hold a line break."""
+    for number, text in enumerate(handle, start=1):
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            continue
         try:
-            cells = next(reader)
-        except StopIteration:
-            return
+            cells = next(csv.reader([text], strict=True))
         except csv.Error as exc:
-            yield RowError(reader.line_num, "", f"cannot be read as CSV: {exc}")
+            why = "a quote that does not close" if "end of data" in str(exc) else str(exc)
+            yield number, RowError(number, "", f"cannot be read as CSV: {why} (a row is one "
+                                               "line)")
             continue
         if any(_not_text(cell) for cell in cells):
-            yield RowError(reader.line_num, "", "not UTF-8 text, or it holds a NUL byte")
-        elif cells:
-            yield cells
+            yield number, RowError(number, "", "not UTF-8 text, or it holds a NUL byte")
+        elif any(_control(cell) for cell in cells):
+            yield number, RowError(number, "", "a cell holds a control character (a tab, an "
+                                               "escape...): cells are printable text")
+        else:
+            yield number, cells
 
 
 def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowError]:
@@ -139,6 +149,10 @@ def _json_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowErr
             yield RowError(number, "", "not a JSON object")
             continue
         yield _known_row(number, values, base)
+
+
+def _control(value: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
 
 
 def _not_text(value: Any) -> bool:

@@ -9,6 +9,8 @@ state folder's journals; `common` what they share.
 from __future__ import annotations
 
 import importlib
+import io
+import sys
 
 import click
 
@@ -80,6 +82,11 @@ def main(ctx: click.Context, verbose: int, debug: bool, allow_http: bool) -> Non
     Settings come from the environment: METASTUDIO_ENDPOINT (or METASTUDIO_REGION),
     METASTUDIO_PROJECT_ID, and CLOUD_SDK_AK + CLOUD_SDK_SK or METASTUDIO_AUTH_TOKEN.
     """
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that is not UTF-8 (GBK, from a zip) is written as its own bytes, as
+        # `ls` writes it, rather than failing the command.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     if ctx.invoked_subcommand != "worker":  # a Celery worker sets up its own logging
         from uploader.cli.logs import log_to_stderr
 

@@ -19,13 +19,18 @@ from uploader._errors import UploaderError
 from uploader._progress import Progress
 from uploader.batch.manifest import Row, RowError, manifest_columns, read_manifest
 from uploader.cli.common import (
+    INTERRUPTED,
+    TERMINATED,
+    Terminated,
     celery,
     concurrency_option,
     fail,
     interrupted,
     print_json,
     settings,
+    sigterm_raises,
 )
+from uploader.cli.common import run as run_stoppable
 from uploader.cli.upload import _size
 from uploader.transfer.plan import plan_parts
 
@@ -46,7 +51,8 @@ STATUS_EVERY = 5.0
                " (tags ;-separated in CSV).",
                epilog="Exit codes: 0 every row done or skipped; 6 some rows failed or were "
                "invalid (the report says which; run again to retry the failed); 2 usage; "
-               "4 settings; 130 interrupted (run again to resume).")
+               "4 settings; 130 interrupted (run again to resume); 143 stopped by SIGTERM "
+               "(as Ctrl-C).")
 @click.argument("manifest")
 @click.option("--files", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Videos in flight at once.")
@@ -83,7 +89,6 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
           quiet: bool, broker: str | None, retries: int | None,
           retry_window: float | None) -> None:
     """Upload every video of MANIFEST (see the help above, made from the columns)."""
-    import asyncio  # here, not at import: `uploader --help` starts without it
 
     from uploader.batch.rows import OUTCOMES
     if broker is not None:
@@ -122,7 +127,7 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
 
     try:
         with _opened(report) as out, _rereadable(manifest) as (manifest, base):
-            invalid, valid, total = asyncio.run(_preflight(manifest, base))
+            invalid, valid, total = run_stoppable(_preflight(manifest, base))
             status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
             for result in invalid.values():
                 status.ended(result, out)
@@ -134,19 +139,21 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
                         if isinstance(row, Row) and row.line not in invalid)
                 try:
                     if broker is None:
-                        asyncio.run(run(out, status, rows))
+                        run_stoppable(run(out, status, rows))
                     else:
-                        send(out, status, rows)
+                        with sigterm_raises():
+                            send(out, status, rows)
                 finally:
                     status.close()
     except UploaderError as error:
         fail(error, as_json=as_json)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         interrupted("rows done so far are kept; run the same command again to resume the "
                     "others." if broker is None else
                     "rows not started were withdrawn, rows running end on their workers; "
                     "run the same command again: rows done are skipped.",
-                    as_json=as_json, job_id=None)
+                    as_json=as_json, job_id=None,
+                    code=TERMINATED if isinstance(stop, Terminated) else INTERRUPTED)
     if as_json:
         print_json({"rows": sum(counts.values()), **counts, "bytes_uploaded": sent,
                     "seconds": round(time.monotonic() - started, 3)})

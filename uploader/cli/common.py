@@ -3,10 +3,11 @@ documented exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -14,6 +15,7 @@ import click
 from uploader._errors import (
     ApiError,
     BrokerError,
+    CredentialsError,
     JobStateError,
     JournalError,
     LocalFileError,
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
     from uploader._client import AsyncClient
     from uploader.preflight import Report
 
-__all__ = ["EXIT_CODES", "celery", "concurrency_option", "echo_problems", "exit_code", "fail",
-           "flag_of", "interrupted", "print_json", "settings", "with_client"]
+__all__ = ["EXIT_CODES", "INTERRUPTED", "READ_WINDOW", "TERMINATED", "Terminated", "celery",
+           "concurrency_option", "echo_problems", "escaped", "exit_code", "fail", "flag_of",
+           "interrupted", "print_json", "retry_window_option", "run", "settings",
+           "sigterm_raises", "with_client"]
 
 T = TypeVar("T")
 
@@ -55,12 +59,15 @@ def flag_of(kind_name: str) -> str:
 
 
 #: The exit status of each kind of error (README, "exit"): the most specific class wins.
+#: Every class of the tree has a row of its own or an ancestor's below the root (a test
+#: walks the tree); the root's 1 is for an error nobody foresaw.
 EXIT_CODES: dict[type[UploaderError], int] = {
     UploaderError: 1,
     UsageError: 2,
     PreflightError: 3,
     SettingsError: 4,  # settings come from the environment, not the command's arguments
     ApiError: 4,
+    CredentialsError: 4,  # authentication, as an API call refused with 401 is
     BrokerError: 4,
     JobStateError: 4,
     JournalError: 4,
@@ -105,35 +112,133 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
         click.echo(redact(f"error: {error}"), err=True)
     if error.remedy in _REMEDIES:
         click.echo(_REMEDIES[error.remedy], err=True)
-    if isinstance(error, TransferError | LocalFileError):
+    if isinstance(error, TransferError | LocalFileError) and error.remedy != "restart":
         click.echo("What was sent so far is kept: run the same command again to resume.",
                    err=True)
     sys.exit(exit_code(error))
 
 
-def interrupted(message: str, *, as_json: bool, job_id: str | None) -> NoReturn:
-    """Say what an interruption (Ctrl-C) left behind, then exit 130."""
-    if as_json:
-        print_json({"error": "Interrupted", "message": message, "exit_code": 130,
-                    "job_id": job_id})
-    click.echo(f"\ninterrupted: {message}", err=True)
-    sys.exit(130)
+#: The exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM), as a
+#: shell reports a process those signals ended.
+INTERRUPTED, TERMINATED = 130, 143
 
 
-def with_client(call: Callable[[AsyncClient], Awaitable[T]], *, as_json: bool = False) -> T:
-    """Run `call` with a client of the configured service; fail as documented."""
+class Terminated(Exception):
+    """SIGTERM (`timeout`, systemd, Kubernetes) stopped the run, as Ctrl-C would have."""
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where SIGTERM stops the run as Ctrl-C does: the main task is
+    cancelled, so that every cleanup runs (the journal is left consistent, the parts in
+    flight wound back), then Terminated is raised."""
     import asyncio
 
+    async def stoppable() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        signalled = False
+
+        def stop() -> None:
+            nonlocal signalled
+            signalled = True
+            task.cancel()
+
+        restore = _on_sigterm(loop, stop)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if signalled:
+                raise Terminated from None
+            raise
+        finally:
+            restore()
+
+    return asyncio.run(stoppable())
+
+
+def _on_sigterm(loop: Any, stop: Callable[[], None]) -> Callable[[], None]:
+    """Call `stop` in `loop` on SIGTERM; the function that undoes it. The loop's own handler
+    where it has one; elsewhere (Windows) `signal.signal` with a thread-safe call; nothing
+    off the main thread (a library caller's, whose signals are its own)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        return lambda: loop.remove_signal_handler(signal.SIGTERM)
+    except NotImplementedError:
+        before = signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(stop))
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, before)
+        return restore
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within it, SIGTERM raises Terminated in the main thread (code that runs no event
+    loop), as Ctrl-C raises KeyboardInterrupt."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def interrupted(message: str, *, as_json: bool, job_id: str | None,
+                code: int = INTERRUPTED) -> NoReturn:
+    """Say what an interruption (Ctrl-C, or SIGTERM with `code` TERMINATED) left behind,
+    then exit with `code`."""
+    what = "interrupted" if code == INTERRUPTED else "stopped (SIGTERM)"
+    if as_json:
+        print_json({"error": "Interrupted" if code == INTERRUPTED else "Terminated",
+                    "message": message, "exit_code": code, "job_id": job_id})
+    click.echo(f"\n{what}: {message}", err=True)
+    sys.exit(code)
+
+
+#: Seconds a command that only looks (or one whose first call fails) keeps retrying a
+#: service that does not answer: a wrong port fails in seconds, not in the transfer's 180.
+READ_WINDOW = 10.0
+
+
+def retry_window_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--retry-window SECONDS`, for the commands that do not transfer."""
+    return click.option(
+        "--retry-window", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+        help=f"Keep retrying a call that fails for this long [default: {default}].")
+
+
+def with_client(call: Callable[[AsyncClient], Awaitable[T]], *, as_json: bool = False,
+                retry_window: float | None = None, reads_only: bool = True) -> T:
+    """Run `call` with a client of the configured service; fail as documented. A call is
+    retried for `retry_window` seconds (READ_WINDOW by default); one that writes
+    (`reads_only` False) waits READ_WINDOW for the service's first answer, and the
+    transfer's window once it has had one."""
     from uploader._client import AsyncClient
 
-    async def run() -> T:
-        async with AsyncClient(settings()) as client:
+    window = retry_window or READ_WINDOW if reads_only else retry_window
+
+    async def main() -> T:
+        async with AsyncClient(settings(), retry_window=window,
+                               first_contact_window=retry_window or READ_WINDOW) as client:
             return await call(client)
 
     try:
-        return asyncio.run(run())
+        return run(main())
     except UploaderError as error:
         fail(error, as_json=as_json)
+    except Terminated:
+        interrupted("nothing was left half-done", as_json=as_json, job_id=None,
+                    code=TERMINATED)
 
 
 def settings() -> Settings:
@@ -146,6 +251,13 @@ def print_json(value: Any) -> None:
     """Print `value` as JSON, every link in it without its query (the service's answers,
     as `jobs --json` prints them, carry signed download links)."""
     click.echo(json.dumps(without_queries(value), ensure_ascii=False, indent=2))
+
+
+def escaped(text: str) -> str:
+    """`text` as it may be printed on a terminal: control characters (a line break, an
+    escape sequence) shown as their escapes, never carried out."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode()
+                   for c in text)
 
 
 def echo_problems(report: Report, *, err: bool) -> None:

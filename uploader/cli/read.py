@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 import click
 
 from uploader.api.states import explain_error_code, explain_state, outcome
-from uploader.cli.common import echo_problems, print_json, with_client
+from uploader.cli.common import (
+    READ_WINDOW,
+    echo_problems,
+    escaped,
+    print_json,
+    retry_window_option,
+    with_client,
+)
 
 if TYPE_CHECKING:
     from uploader.preflight import Report
@@ -65,15 +72,18 @@ def _states(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def jobs(state: str | None, limit: int, offset: int, as_json: bool) -> None:
+@retry_window_option(f"{READ_WINDOW:g}")
+def jobs(state: str | None, limit: int, offset: int, as_json: bool,
+         retry_window: float | None) -> None:
     """List training jobs."""
     page = with_client(lambda c: c.jobs(state=state, limit=limit, offset=offset),
-                       as_json=as_json)
+                       as_json=as_json, retry_window=retry_window)
     if as_json:
         print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
         return
     rows = [("JOB ID", "STATE", "CREATED", "NAME")]
-    rows += [(j.job_id, j.state, j.create_time or "", j.name or "") for j in page.jobs]
+    rows += [(j.job_id, j.state, j.create_time or "", escaped(j.name or ""))
+             for j in page.jobs]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
@@ -84,9 +94,10 @@ def jobs(state: str | None, limit: int, offset: int, as_json: bool) -> None:
 @click.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(job_id: str, as_json: bool) -> None:
+@retry_window_option(f"{READ_WINDOW:g}")
+def status(job_id: str, as_json: bool, retry_window: float | None) -> None:
     """Show a job's state, what it means, and its latest log entry."""
-    job = with_client(lambda c: c.status(job_id), as_json=as_json)
+    job = with_client(lambda c: c.status(job_id), as_json=as_json, retry_window=retry_window)
     latest = job.operation_logs[-1] if job.operation_logs else None
     if as_json:
         print_json({
@@ -99,12 +110,12 @@ def status(job_id: str, as_json: bool) -> None:
             },
         })
         return
-    click.echo(f"{job.job_id}  {job.name or ''}")
+    click.echo(f"{job.job_id}  {escaped(job.name or '')}")
     click.echo(f"state: {job.state}: {explain_state(job.state)}")
     if latest is not None:
         line = f"latest: {latest.operate_time} {latest.log_type}"
         if latest.log_description:
-            line += f": {latest.log_description}"
+            line += f": {escaped(latest.log_description)}"
         click.echo(line)
         if latest.error_code:
             meaning = explain_error_code(latest.error_code) or "no explanation known"
@@ -113,13 +124,14 @@ def status(job_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def voices(as_json: bool) -> None:
+@retry_window_option(f"{READ_WINDOW:g}")
+def voices(as_json: bool, retry_window: float | None) -> None:
     """List voice training jobs."""
-    page = with_client(lambda c: c.voices(), as_json=as_json)
+    page = with_client(lambda c: c.voices(), as_json=as_json, retry_window=retry_window)
     if as_json:
         print_json({"count": page.count, "jobs": [job.raw for job in page.jobs]})
         return
     for job in page.jobs:
-        click.echo(f"{job.job_id}  {job.state or '':<16}  {job.voice_name or ''}")
+        click.echo(f"{job.job_id}  {job.state or '':<16}  {escaped(job.voice_name or '')}")
     click.echo(f"{len(page.jobs)} shown of {page.count}")
 

@@ -23,12 +23,18 @@ from uploader._job import (
 from uploader._progress import Progress, Step
 from uploader.api.settings import Settings
 from uploader.cli.common import (
+    INTERRUPTED,
+    READ_WINDOW,
+    TERMINATED,
+    Terminated,
     concurrency_option,
     fail,
     interrupted,
     print_json,
+    retry_window_option,
     settings,
 )
+from uploader.cli.common import run as run_stoppable
 from uploader.transfer.plan import parse_size
 
 if TYPE_CHECKING:
@@ -41,7 +47,10 @@ T = TypeVar("T")
 _EXIT_CODES = ("Exit codes: 0 done; 2 usage, or --submit without a file the review needs; 3 a "
                "file would be refused (nothing sent); 4 API, settings, job state, changed file "
                "or a run already going; 5 the transfer, a confirm or the submit did not "
-               "complete (run the same command to resume); 130 interrupted.")
+               "complete (run the same command to resume); 130 interrupted (Ctrl-C); 143 "
+               "stopped by SIGTERM (as Ctrl-C).")
+
+
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     try:
         return None if value is None else parse_size(value)
@@ -135,7 +144,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     try:
         job = Job.of(video, **options)
     except UploaderError as error:
-        fail(error, as_json=as_json)
+        fail(_in_flags(error), as_json=as_json)
 
     async def call(env: Settings) -> UploadResult:
         from uploader._client import AsyncClient
@@ -159,11 +168,12 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
 
 @click.command(epilog="Exit codes: 0 submitted; 2 the job lacks a file the review needs; 4 "
                "API or settings, or a job whose state does not allow a submit (as for upload);"
-               " 5 the submit did not get through; 130 interrupted.")
+               " 5 the submit did not get through; 130 interrupted; 143 stopped by SIGTERM.")
 @click.argument("job_id")
 @click.option("--wait", is_flag=True, help="Wait for the automatic review's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
-def submit(job_id: str, wait: bool, as_json: bool) -> None:
+@retry_window_option(f"{READ_WINDOW:g} for the first answer, then 180")
+def submit(job_id: str, wait: bool, as_json: bool, retry_window: float | None) -> None:
     """Submit JOB_ID, whose files are all uploaded, for review."""
     def interruption() -> tuple[str, str | None]:
         return (f"the submit of job {job_id} may or may not have reached the service; see: "
@@ -172,7 +182,8 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
     async def call(env: Settings) -> SubmitResult:
         from uploader._client import AsyncClient
 
-        async with AsyncClient(env) as client:
+        async with AsyncClient(env, retry_window=retry_window,
+                               first_contact_window=retry_window or READ_WINDOW) as client:
             return await client.submit(job_id, wait=wait)
 
     result = _run(call, use_emulator=False, quiet=True, as_json=as_json,
@@ -183,6 +194,20 @@ def submit(job_id: str, wait: bool, as_json: bool) -> None:
         done = "was submitted already" if result.already else "submitted for review"
         click.echo(f"job {result.job_id}: {done}")
         _echo_outcome(result)
+
+
+def _in_flags(error: UploaderError) -> UploaderError:
+    """`error`, the keywords its message names (`human_only`, `voice_tag`) written as this
+    command's flags (`--human-only`, `--voice-tag`)."""
+    import re
+
+    ctx = click.get_current_context()
+    flags = {p.name: p.opts[0] for p in ctx.command.params
+             if isinstance(p, click.Option) and p.name and "_" in p.name}
+    error.message = re.sub(r"\b[a-z]+(?:_[a-z0-9]+)+\b", lambda m: flags.get(m[0], m[0]),
+                           str(error))
+    error.args = (error.message,)
+    return error
 
 
 class _Shown(Progress):
@@ -202,6 +227,10 @@ class _Shown(Progress):
     def on_bytes(self, delta: int) -> None:
         if self.bar is not None:
             self.bar.advance(delta)
+
+    def on_stored(self, size: int) -> None:
+        if self.bar is not None:
+            self.bar.stored(size)
 
     def on_step(self, step: Step, job_id: str) -> None:
         self.last, self.job_id = step, job_id
@@ -229,8 +258,7 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
     """Run `call` against the configured service, or an emulator of its own; exit as
     documented when it fails or is interrupted (the bar, if any, taken off first: no
     message is printed on its line)."""
-    import asyncio
-    async def run() -> T:
+    async def main() -> T:
         if not use_emulator:
             return await call(settings())
         from uploader.emulator import EmulatorConfig, scratch_folder, start_emulator
@@ -247,16 +275,17 @@ def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet:
                 await running.stop()
 
     try:
-        return asyncio.run(run())
+        return run_stoppable(main())
     except UploaderError as error:
         if bar is not None:
             bar.close()
-        fail(error, as_json=as_json)
-    except KeyboardInterrupt:
+        fail(_in_flags(error), as_json=as_json)
+    except (KeyboardInterrupt, Terminated) as stop:
         if bar is not None:
             bar.close()
         message, job_id = interrupted_at()
-        interrupted(message, as_json=as_json, job_id=job_id)
+        interrupted(message, as_json=as_json, job_id=job_id,
+                    code=TERMINATED if isinstance(stop, Terminated) else INTERRUPTED)
 
 
 def _human(size: float) -> str:
@@ -267,16 +296,50 @@ def _human(size: float) -> str:
     return f"{size:.2f} GiB"
 
 
+#: The bar's line: sizes and rate in KiB, MiB, GiB (tqdm's own scaling writes kiB).
+_FORMAT = ("{desc}: {percentage:3.0f}%|{bar}| {done_iec}/{total_iec} "
+           "[{elapsed}<{remaining}, {rate_iec}]")
+
+
+def _iec_bar() -> type:
+    """A tqdm bar whose `format_dict` (tqdm's public read-only view of the bar, handed to
+    its `bar_format`) also holds the sizes and the rate in powers of 1024."""
+    from tqdm import tqdm
+
+    class IecBar(tqdm):  # type: ignore[misc]
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            shown = dict(super().format_dict)
+            elapsed, done = shown["elapsed"], shown["n"] - shown["initial"]
+            rate = shown["rate"] or (done / elapsed if elapsed else None)
+            shown["done_iec"] = _human(shown["n"])
+            shown["total_iec"] = "?" if shown["total"] is None else _human(shown["total"])
+            shown["rate_iec"] = "?/s" if rate is None else f"{_human(rate)}/s"
+            return shown
+
+    return IecBar
+
+
 class _Bar:
     """A tqdm bar of bytes (KiB, MiB, GiB: powers of 1024, as everywhere in uploader) that
     names the file and can wind back when a piece is retried."""
 
     def __init__(self, name: str) -> None:
-        from tqdm import tqdm
-
         self._name = name
-        self._bar = tqdm(desc=name, unit="iB", unit_scale=True, unit_divisor=1024,
-                         dynamic_ncols=True, leave=False)
+        self._bar = self._new(total=None, initial=0)
+
+    def _new(self, *, total: int | None, initial: int) -> Any:
+        # miniters=1: a jump of bytes (found stored) does not hold the bar for seconds, as
+        # tqdm's dynamic miniters does.
+        return _iec_bar()(desc=self._name, total=total, initial=initial, unit="B",
+                          dynamic_ncols=True, leave=False, miniters=1, bar_format=_FORMAT)
+
+    def stored(self, size: int) -> None:
+        """`size` bytes found stored: the bar starts again from there, so that its rate
+        counts only what this run sends."""
+        total, done = self._bar.total, self._bar.n + size
+        self._bar.close()
+        self._bar = self._new(total=total, initial=done)
 
     def say(self, what: str) -> None:
         """Show what the run is doing besides sending (waiting for the review...)."""
@@ -309,8 +372,9 @@ def _echo_upload(video: Path, result: UploadResult, *, waited: bool, emulated: b
         click.echo(f"  {file.kind}: {file.path}: {file.outcome}")
     _echo_outcome(result)
     if emulated:  # the emulator, and the job with it, ended with the command
-        click.echo("the emulator stopped with this command, and its job is gone: to try the "
-                   "whole flow, add --submit; for the real service, leave out --emulator")
+        tried = "" if result.submitted else "to try the whole flow, add --submit; "
+        click.echo(f"the emulator stopped with this command, and its job is gone: {tried}for "
+                   "the real service, leave out --emulator")
     elif not result.submitted and result.state == "WAIT_FILE_UPLOAD":
         hint = " (--wait waits only for a submitted job)" if waited else ""
         click.echo(f"not submitted{hint}: to start the review, run: uploader submit "

@@ -152,6 +152,10 @@ class Emulator:
         )
         if ak != cfg.ak:  # temporary keys: valid with their security token, until they expire
             self.keys.check(ak, request.headers)
+        elif "X-Security-Token" in request.headers:
+            # IAM: a security token belongs to the temporary keys it was issued with; beside
+            # permanent keys it is refused, not ignored.
+            raise AuthFailure("a security token was sent with permanent keys, which have none")
 
     def _secret_of(self, ak: str) -> str:
         if hmac.compare_digest(ak, self.config.ak):

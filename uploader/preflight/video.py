@@ -32,11 +32,22 @@ def check_video(path: str | os.PathLike[str]) -> Report:
         return Report(target, None, (refusal,))
     size = target.stat().st_size
     try:
-        info = MediaInfo.parse(target)
+        info = _parse(target)
     except Exception as exc:  # pymediainfo raises several types for files it cannot read
         return Report(target, Facts(size_bytes=size),
                       (Problem("unparseable", f"mediainfo cannot read the file: {exc}"),))
     return _judge(target, size, info)
+
+
+def _parse(path: Path) -> Any:
+    """MediaInfo's reading of the file. A name that is not UTF-8 (GBK, from a zip made on
+    Windows) cannot be handed to libmediainfo as text: the file is handed over open."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        with path.open("rb") as handle:
+            return MediaInfo.parse(handle)
+    return MediaInfo.parse(path)
 
 
 async def check_video_async(path: str | os.PathLike[str]) -> Report:

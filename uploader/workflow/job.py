@@ -39,7 +39,7 @@ from uploader.workflow.local import LocalFile
 from uploader.workflow.send import confirm_step
 
 __all__ = ["Next", "OpenJob", "content_tag", "next_step", "open_job", "refuse_missing",
-           "stored_kinds"]
+           "refuse_unchangeable", "stored_kinds"]
 
 log = logger()
 
@@ -111,6 +111,7 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
 
     await journal.lock_job(job_id)
     detail = detail or await client.show_job(job_id)
+    refuse_unchangeable(job, detail)
     links = links_for(job_id)
     step = _next_for(detail, journal, files, adopted=adopted, links=links)
     await _take(step, detail, journal, files, submit=submit)
@@ -119,6 +120,24 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
     elif step is Next.REUSE_LINKS:
         log.info("reusing the links issued earlier")
     return OpenJob(job_id, links), files
+
+
+def refuse_unchangeable(job: Job, detail: JobDetail) -> None:
+    """UsageError if `job` asks an existing job for a model version or an edition other than
+    its own: the API cannot change them on update (API.md §2), and leaving them unsaid would
+    train another model than the one asked for."""
+    raw = detail.raw
+    held = {"model_version": raw.get("model_version") or "V3.2",
+            "edition": "fast-flexus" if raw.get("is_fast_flexus") else
+                       "flexus" if raw.get("is_flexus") else "standard"}
+    asked = {"model_version": job.options.model_version, "edition": job.options.edition}
+    differ = [key for key, value in asked.items() if value is not None and value != held[key]]
+    if differ:
+        said = " and ".join(f"{key} {asked[key]} (it is {held[key]})" for key in differ)
+        raise UsageError(f"job {detail.job_id} cannot take {said}: an existing job keeps the "
+                         "model version and edition it was created with; create a new job "
+                         "(give a name instead of the job id) to train another",
+                         job_id=detail.job_id)
 
 
 def _next_for(detail: JobDetail, journal: Journal, files: list[LocalFile], *, adopted: bool,

@@ -81,6 +81,10 @@ class Sender:
         for file in self.files:
             ours = [p for p in missing if p.kind == file.kind.name]
             self.tally.skipped_pieces[file.kind.name] = len(file.pieces) - len(ours)
+        stored = self.total - sum(p.size for p in missing)
+        if stored:  # an earlier run's: done at once, not sent
+            self.done_bytes += stored
+            self.progress.on_stored(stored)
         for _ in range(MAX_ROUNDS):
             # Counted from what the server lacks: pieces it lost since count as not done.
             self._advance(self.total - sum(p.size for p in missing) - self.done_bytes)

@@ -53,8 +53,8 @@ async def verify_by_download(files: list[LocalFile], *, links: Links,
                     f"{remote or 'none: not stored'} against {local})")
             if file.kind.multipart:
                 raise TransferError(f"{what}: its bytes were changed on the way; nothing was "
-                                    "submitted; start the upload over (--restart) to send it "
-                                    "again", job_id=links.job_id)
+                                    "submitted; start the upload over to send it again",
+                                    job_id=links.job_id, remedy="restart")
             if attempt + 1 == _TRIES:
                 raise TransferError(f"{what}, even after sending it again", job_id=links.job_id)
             log.warning("%s: sending it again", what)
