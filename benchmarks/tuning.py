@@ -8,8 +8,9 @@ slow connections (2 MiB/s each, no total cap: the more the better, up to 64), a 
 (16 MiB/s each, 32 MiB/s in all: two fill it) and plain loopback (the CPUs are the limit).
 For each, a sweep of fixed values from 64 down (stopping once a value takes over twice the
 best time seen), then three interleaved rounds of the best fixed value and of auto. Times
-are the upload's own clock (`seconds` of `--json`: the transfer, not the process start); the
-most parts the emulator served at once shows auto never goes past its bounds.
+are the upload's own clock (`seconds` of `--json`: the transfer, not the process start),
+under the default plan (its part size follows the file's size); the most parts the
+emulator served at once shows auto never goes past its bounds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from run import GIB, MIB, _default_workdir, measure, upload_command  # noqa: E40
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings  # noqa: E402
 from uploader.emulator import EmulatorConfig, EmulatorThread, RunningEmulator  # noqa: E402
+from uploader.transfer.plan import plan_parts  # noqa: E402
 
 SOURCE = ROOT / "samples" / "landscape_1080p.mp4"
 
@@ -44,13 +46,14 @@ SWEEP = (64, 32, 16, 8, 4, 2, 1)
 
 
 def run_once(env: dict[str, str], video: Path, folder: Path, concurrency: str,
-             emulator: RunningEmulator, part: int) -> tuple[float, int]:
-    """One upload under a new name; its own seconds, and the most parts served at once."""
+             emulator: RunningEmulator, part: int | None) -> tuple[float, int]:
+    """One upload under a new name; its own seconds, and the most parts served at once.
+    `part` None: the default plan."""
     faults = emulator.emulator.faults
     faults.most_in_flight = 0
     name = f"tuning-{concurrency}-{os.urandom(4).hex()}"
-    command = upload_command(video, folder, "--part-size", str(part), "--concurrency",
-                             concurrency, "--restart")
+    plan = () if part is None else ("--part-size", str(part))
+    command = upload_command(video, folder, *plan, "--concurrency", concurrency, "--restart")
     command[command.index("bench")] = name
     run = measure(command, env)
     _delete(env, str(run.result["job_id"]))  # its copy of the video: /dev/shm is memory
@@ -66,14 +69,16 @@ def _delete(env: dict[str, str], job_id: str) -> None:
 
 
 def scenario(title: str, link: int | None, total: int | None, size: int, folder: Path,
-             rounds: int, sweep: tuple[int, ...], part: int) -> None:
+             rounds: int, sweep: tuple[int, ...], part: int | None) -> None:
     video = folder / "video.mp4"
     grow(SOURCE, video, size)
     data = Path(tempfile.mkdtemp(dir=folder, prefix="emulator-"))
     config = EmulatorConfig(data_dir=data, review_delay=0.0, link_rate=link, total_rate=total)
     with EmulatorThread(config) as running:
         env = os.environ | running.client_env()
-        print(f"\n{title}: {size / MIB:.0f} MiB in parts of {part / MIB:.0f} MiB", flush=True)
+        parts = plan_parts(size, part_size=part)
+        print(f"\n{title}: {size / MIB:.0f} MiB in {parts.count} parts of "
+              f"{parts.sizes[0] / MIB:.1f} MiB", flush=True)
         swept: dict[int, float] = {}
         for value in sweep:
             seconds, _ = run_once(env, video, folder, str(value), running, part)
@@ -122,7 +127,7 @@ def main() -> None:
                 size = 4 * MIB
             scenario(title, link, total, size, Path(work), 1 if args.smoke else 3,
                      (8,) if args.smoke else tuple(map(int, args.sweep.split(","))),
-                     MIB if args.smoke else 8 * MIB)
+                     MIB if args.smoke else None)
 
 
 if __name__ == "__main__":

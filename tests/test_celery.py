@@ -272,21 +272,41 @@ def test_a_row_that_kills_its_worker_every_time_ends_failed(cluster: Cluster):
     assert len(cluster.emulator.emulator.store.jobs) == 1
 
 
-def test_a_batch_stopped_and_run_again_finishes_every_row_once(cluster: Cluster):
+@pytest.mark.parametrize(("sig", "code", "error"), [(signal.SIGINT, 130, "Interrupted"),
+                                                     (signal.SIGTERM, 143, "Terminated")])
+def test_a_batch_stopped_and_run_again_finishes_every_row_once(cluster: Cluster, sig: int,
+                                                               code: int, error: str):
     videos, manifest, _, follower = _four_rows_under_way(cluster)
     faults = cluster.emulator.emulator.faults
 
     _wait(lambda: sum(_stored(cluster.emulator).values()) >= 2, "parts stored")
 
-    follower.send_signal(signal.SIGINT)
-    code, stopped = _finish(follower, cluster)
-    assert code == 130
-    assert stopped["error"] == "Interrupted" and "withdrawn" in str(stopped["message"])
+    follower.send_signal(sig)  # Ctrl-C, or SIGTERM (timeout, systemd) handled as it is
+    ended, stopped = _finish(follower, cluster)
+    assert ended == code
+    assert stopped["error"] == error and "withdrawn" in str(stopped["message"])
     faults.link_rate = None
 
-    code, summary = _finish(cluster.batch(manifest), cluster)
-    assert code == 0, cluster.logs()
+    ended, summary = _finish(cluster.batch(manifest), cluster)
+    assert ended == 0, cluster.logs()
     assert (summary["ok"] + summary["skipped"], summary["failed"]) == (4, 0)
+    _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
+    assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
+
+
+def test_a_worker_sent_sigterm_ends_its_rows_then_stops_as_after_ctrl_c(cluster: Cluster):
+    videos, _, (first, _), follower = _four_rows_under_way(cluster)
+    faults = cluster.emulator.emulator.faults
+    _wait(lambda: sum(n >= 2 for n in _stored(cluster.emulator).values()) >= 2,
+          "two rows mid-upload")
+    first.process.send_signal(signal.SIGTERM)  # Celery's warm shutdown, as a first Ctrl-C
+    faults.link_rate = None
+    code, summary = _finish(follower, cluster)
+    assert code == 0, cluster.logs()
+    assert (summary["ok"], summary["failed"]) == (4, 0)
+    assert first.process.wait(timeout=60) == 0
+    log = first.log.read_text()
+    assert "warm shutdown" in log.lower() and "Traceback" not in log
     _identical(cluster, {n + 2: v for n, v in enumerate(videos)})
     assert all(happened["attempts"] == 1 for happened in faults.ledger.values())
 

@@ -30,8 +30,9 @@ __all__ = ["worker"]
               default="INFO", show_default=True)
 def worker(concurrency: int, part_concurrency: int, hostname: str | None,
            loglevel: str) -> None:
-    """Take rows from the broker and upload them, until stopped (Ctrl-C: the rows running
-    end first; a second Ctrl-C or kill -9: they go back to the queue and resume elsewhere)."""
+    """Take rows from the broker and upload them, until stopped (Ctrl-C or SIGTERM: the rows
+    running end first; a second Ctrl-C or kill -9: they go back to the queue and resume
+    elsewhere)."""
     try:
         module = celery()
         roots = module.worker_roots()
