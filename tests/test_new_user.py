@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import pkgutil
 import signal
 import socket
@@ -316,3 +317,15 @@ def test_the_quick_start_does_not_ask_for_submit_when_it_was_given(tmp_path: Pat
                      "--submit", "--emulator", env=cli_env({}, tmp_path / "state"))
     assert result.returncode == 0, result.stderr
     assert "add --submit" not in result.stdout and "MANUAL_VERIFYING" in result.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root reads any file: no file is unreadable to it")
+def test_an_unreadable_file_is_the_preflights_unreadable_not_a_usage_error(tmp_path: Path):
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(GOOD_VIDEO.read_bytes())
+    locked.chmod(0)
+    env = cli_env({}, tmp_path / "state")
+    for args in (("check", str(locked)), ("upload", str(locked), "--name", "x")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 3 and "unreadable" in result.stdout + result.stderr

@@ -26,7 +26,8 @@ __all__ = ["check", "jobs", "status", "voices"]
 
 @click.command()
 @click.argument("videos", nargs=-1, required=True,
-                type=click.Path(path_type=Path, dir_okay=True, exists=False))
+                type=click.Path(path_type=Path, dir_okay=True, exists=False,
+                                readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object a file.")
 def check(videos: tuple[Path, ...], as_json: bool) -> None:
     """Check videos against MetaStudio's review rules; exit 3 if any would be refused."""

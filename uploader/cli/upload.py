@@ -62,7 +62,8 @@ def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per file kind of the job other than the training video (the table in
     uploader._files): `--id-card-front IMG`, ..."""
     for file in reversed(_files.other_kinds()):
-        command = click.option(file.flag, file.name, type=click.Path(path_type=Path),
+        command = click.option(file.flag, file.name,
+                               type=click.Path(path_type=Path, readable=False),
                                help=file.help)(command)
     return command
 
@@ -94,7 +95,8 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.command(epilog=_EXIT_CODES)
-@click.argument("video", type=click.Path(path_type=Path))
+# readable=False: a file that cannot be read is the preflight's `unreadable` (exit 3).
+@click.argument("video", type=click.Path(path_type=Path, readable=False))
 @click.option("--job-id", help="Upload to this existing job.")
 @click.option("--name", help="Create a job with this name and upload to it.")
 @_file_options
