@@ -125,6 +125,53 @@ async def test_a_client_shares_its_budget_and_session_between_uploads(
         assert [step for step, _ in progress.steps] == ["sending", "confirming", "confirmed"]
 
 
+def test_a_closed_client_reopens_cleanly_sync_and_async(emulator_thread, tmp_path: Path):
+    """Issue 30: the budget's places were made with the client and bound to the first loop
+    that waited on them; a client closed (its loop gone) and used again failed."""
+    settings = uploader.Settings.from_env(emulator_thread.client_env())
+    video = video_of(tmp_path, 4 * MiB)
+    client = Client(settings, state_dir=tmp_path / "sync")
+    for round_ in range(2):  # 32 parts, auto's 16 places: pieces wait on them each time
+        with client:
+            result = client.upload(Job(video=video, name=f"sync {round_}", parts=32))
+            assert result.parts_uploaded == 32
+    asynchronous = AsyncClient(settings, state_dir=tmp_path / "async")
+
+    async def once(round_: int) -> int:
+        async with asynchronous:
+            job = Job(video=video, name=f"async {round_}", parts=32)
+            return (await asynchronous.upload(job)).parts_uploaded
+
+    assert [asyncio.run(once(n)) for n in range(2)] == [32, 32]  # a new loop each time
+
+
+def test_a_budget_is_shared_in_one_loop_and_refused_across_running_loops(
+        emulator_thread, tmp_path: Path):
+    from uploader.transfer.budget import TransferBudget
+
+    settings = uploader.Settings.from_env(emulator_thread.client_env())
+    emulator_thread.emulator.faults.link_rate = 8 * MiB  # parts overlap
+    videos = [video_of(tmp_path, 4 * MiB, f"v{n}.mp4") for n in range(2)]
+    budget = TransferBudget(concurrency=3)
+
+    async def both() -> None:
+        async with (AsyncClient(settings, budget=budget, state_dir=tmp_path / "a") as one,
+                    AsyncClient(settings, budget=budget, state_dir=tmp_path / "b") as two):
+            await asyncio.gather(one.upload(Job(video=videos[0], name="a", parts=8)),
+                                 two.upload(Job(video=videos[1], name="b", parts=8)))
+
+    asyncio.run(both())
+    assert emulator_thread.emulator.faults.most_in_flight == 3 == budget.most_in_flight
+    with Client(settings, budget=budget, state_dir=tmp_path / "c") as first:
+        second = Client(settings, budget=budget, state_dir=tmp_path / "d")
+        with pytest.raises(UsageError, match="in use by another event loop"):
+            second.__enter__()
+        second.close()
+        assert first.upload(Job(video=videos[0], name="c", parts=8)).parts_uploaded == 8
+    with Client(settings, budget=budget, state_dir=tmp_path / "d") as later:  # first is gone
+        assert later.upload(Job(video=videos[1], name="d", parts=8)).parts_uploaded == 8
+
+
 def test_the_sync_client_works_inside_a_running_event_loop(emulator_thread, tmp_path: Path):
     settings = uploader.Settings.from_env(emulator_thread.client_env())
 

@@ -69,8 +69,8 @@ class AsyncClient:
     `settings` default to the environment's. `concurrency` pieces (1-64) are in flight at
     most over every upload of this client; "auto" (the default, unless `transfer` names a
     number) tunes it from the throughput measured, within 1-64; and `bwlimit` bytes a
-    second (None: no cap). Or give a `budget` (shared with other clients, if you like) that
-    caps them all, `concurrency` then being the most one upload sends at once. `connections`
+    second (None: no cap). Or give a `budget` (shared with other clients of the same event
+    loop, if you like; two threads' clients cannot share one) that caps them all, `concurrency` then being the most one upload sends at once. `connections`
     caps the HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
     tunes retries and chunks; `retries` (times a failed request is tried again; default: as
     often as the window allows) and `retry_window` (seconds a failing request keeps being
@@ -139,6 +139,7 @@ class AsyncClient:
         """Open the HTTP session (done by `async with`, or by the first call)."""
         if self._run is not None:
             return
+        self.budget.bind()  # refused here, before any call, if another loop uses it
         stack = contextlib.AsyncExitStack()
         session = self._given_session
         if session is None:
@@ -228,6 +229,8 @@ class Client:
     Its uploads run on an event loop in a thread of its own, so it works from anywhere,
     inside a running event loop too (Jupyter, an async application calling a helper).
     Interrupting a call (Ctrl-C, a time limit) cancels the upload, which keeps its journal.
+    Closed, it may be used again: it opens anew, on a new loop (so does `AsyncClient`, in
+    whatever loop it is used next).
     """
 
     def __init__(self, settings: Settings | None = None, **options: Any) -> None:

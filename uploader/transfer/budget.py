@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from aiolimiter import AsyncLimiter
 
 from uploader import _checks as checks
+from uploader._errors import UsageError
 from uploader._log import logger
 from uploader.transfer.tuning import Tuner
 
@@ -44,7 +45,11 @@ class TransferBudget:
     `concurrency`, starting at 16 (or `concurrency` if less).
 
     The places are an asyncio.Semaphore: raising the limit releases places into it; lowering
-    it keeps back the places of pieces as they end, until it holds that many fewer."""
+    it keeps back the places of pieces as they end, until it holds that many fewer. It and
+    the bandwidth bucket belong to one event loop: they are made in the first loop that uses
+    the budget (`bind`), and made again in a later one once that loop has stopped (a client
+    reopened); a budget used by two running loops at once (two threads' `Client`s) is a
+    UsageError, said when the second client opens."""
 
     def __init__(self, *, concurrency: int = 16, bwlimit: int | None = None,
                  auto: bool = False) -> None:
@@ -57,9 +62,27 @@ class TransferBudget:
         #: The pieces allowed in flight now (fixed, or as tuned).
         self.limit = self.tuner.limit if self.tuner is not None else self.concurrency
         self.in_flight = self.most_in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(self.limit)
         self._withheld = 0  # places to keep back as pieces end (the limit went down)
-        self._bucket = None
+        self._bucket: AsyncLimiter | None = None
+
+    def bind(self) -> None:
+        """Take the running event loop as the budget's: its places and bucket are made for
+        it (again, if the loop that had them has stopped). UsageError if another loop that
+        still runs uses the budget: asyncio's primitives serve one loop."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        if self._loop is not None and self._loop.is_running():
+            raise UsageError(
+                "this TransferBudget is in use by another event loop (another thread's "
+                "Client, or a loop still running): a budget is shared by the clients of one "
+                "event loop; give each thread's Client a budget of its own, or run the "
+                "AsyncClients that share it in one loop")
+        self._loop = loop
+        self._slots = asyncio.Semaphore(self.limit - self.in_flight)
+        self._withheld = 0
         if self.bwlimit is not None:  # a bucket of a tenth of a second: bursts stay short
             capacity = max(STEP, self.bwlimit // 10)
             self._bucket = AsyncLimiter(capacity, capacity / self.bwlimit)
@@ -72,6 +95,7 @@ class TransferBudget:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the places while a piece is sent."""
+        self.bind()
         await self._slots.acquire()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -116,8 +140,10 @@ class TransferBudget:
     async def spend(self, size: int, granted: Callable[[], None] | None = None) -> None:
         """Wait until `size` more bytes may go on the wire, a STEP at a time; `granted()` is
         called after each step (a part waiting its turn is moving, not stalled)."""
-        if self._bucket is None:
+        if self.bwlimit is None:
             return
+        self.bind()
+        assert self._bucket is not None
         for start in range(0, size, STEP):
             await self._bucket.acquire(min(STEP, size - start))
             if granted is not None:
