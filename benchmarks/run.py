@@ -429,7 +429,7 @@ def main() -> None:
         "link": lambda: bench_link(table, folder, 16 * MIB if small else 128 * MIB,
                                    16 * MIB if small else LINK),
         "resume": lambda: (bench_resume(table, folder, 16 * MIB if small else 640 * MIB,
-                                        4 * MIB if small else 8 * LINK),
+                                        16 * MIB if small else 8 * LINK),
                            bench_verify(table, folder, 16 * MIB if small else GIB)),
         "preflight": lambda: bench_preflight(table, folder, 16 * MIB if small else 4 * GIB),
     }

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 
-from uploader import ApiError, Backoff, MetaStudioClient, Settings
+from uploader import ApiError, Backoff, MetaStudioClient, Settings, UnreachableError
 from uploader.emulator import RunningEmulator
 
 
@@ -175,6 +175,6 @@ async def test_refused_connection_names_the_endpoint(settings: Settings):
     await runner.cleanup()  # the port is now closed
     async with MetaStudioClient(dataclasses.replace(settings, endpoint=url),
                                 backoff=Backoff(attempts=2), sleep=_no_sleep) as api:
-        with pytest.raises(ApiError, match="cannot reach MetaStudio at " + url) as caught:
+        with pytest.raises(UnreachableError, match="cannot reach MetaStudio at " + url) as caught:
             await api.list_jobs()
-    assert caught.value.status is None
+    assert caught.value.status is None and not isinstance(caught.value, ApiError)

@@ -327,6 +327,7 @@ def test_state_dir_that_cannot_be_written(emulator_thread, tmp_path):
     code, output = _run(emulator_thread, tmp_path, "upload", str(GOOD_VIDEO), "--name", "x",
                         "--state-dir", str(unwritable))
     assert code == 4 and "cannot use the journal" in output
+    assert "--state-dir DIR" in output  # the library's remedy, in the CLI's words
     _nothing_sent(emulator_thread)
 
 

@@ -18,7 +18,8 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 #: Each script, and the rows its table must print.
 SCRIPTS = {
     "run.py": ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
-               "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16", "(e) resume after kill",
+               "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16",
+               "(e) defaults, 16 MiB in 16 parts",
                "(f) preflight"),
     "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 8 videos",
                  "(h) batch peak RSS, 24 videos", "(i) --bwlimit 32M", "(i) API calls"),

@@ -324,7 +324,7 @@ def test_send_batch_from_code_waits_for_a_worker(cluster: Cluster,
         rows, broker=cluster.broker.url, progress=told, silence=0.5)))
     with caplog.at_level(logging.WARNING, logger="uploader"):
         follower.start()
-        _wait(lambda: "is `uploader worker` running" in caplog.text, "the warning", 20)
+        _wait(lambda: "worker (of uploader.celery) running" in caplog.text, "the warning", 20)
     # This process's app has the queue its environment gave it at import: so must the worker.
     cluster.env |= {"UPLOADER_QUEUE": app.conf.task_default_queue,
                     "UPLOADER_DELIVERY_LIMIT": str(delivery_limit())}

@@ -116,21 +116,6 @@ def test_the_library_prints_nothing_unless_the_host_configures_logging(tmp_path)
     assert ran.stdout.strip() == "done" and ran.stderr == ""
 
 
-def test_the_journal_says_what_to_do_by_what_failed(tmp_path):
-    import errno
-    from pathlib import Path
-
-    from uploader._journal import Journal
-
-    journal = Journal(tmp_path, service=("e", "p"), job_key="k", video=Path("v.mp4"))
-    says = {code: journal._unusable(tmp_path, OSError(code, os.strerror(code))).message
-            for code in (errno.ENOSPC, errno.EACCES, errno.EROFS)}
-    assert "free some space" in says[errno.ENOSPC]
-    assert "--state-dir" in says[errno.EACCES] and "XDG_STATE_HOME" in says[errno.EACCES]
-    assert "free some space" not in says[errno.EACCES]
-    assert "read-only" in says[errno.EROFS] and "free some space" not in says[errno.EROFS]
-
-
 def test_an_emulator_runs_advice_does_not_point_at_a_gone_emulator(tmp_path):
     from tests.conftest import GOOD_VIDEO
     from tests.uploads import cli_env

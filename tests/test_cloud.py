@@ -145,8 +145,9 @@ def test_a_token_file_rotated_mid_batch(emulator_thread: RunningEmulator, tmp_pa
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(emulator.store.jobs) < 2:
             time.sleep(0.01)  # the first row is done, the second has begun
-        emulator.token = "rotated-token"  # the old one is refused from now on
+        # The file first: a call refused in between would read the old token again.
         token.write_text("rotated-token\n")
+        emulator.token = "rotated-token"  # the old one is refused from now on
         seen.append(len(emulator.store.jobs))
 
     emulator.faults.link_rate = 4 * MiB

@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import emulator_config
 from tests.uploads import (
     FAST,
+    FOUR,
     Recorder,
     assembled,
     cli_env,
@@ -38,6 +39,7 @@ from tests.uploads import (
 from uploader import (
     Backoff,
     FileChangedError,
+    Limits,
     MetaStudioClient,
     Settings,
     TransferConfig,
@@ -68,13 +70,13 @@ def assert_sent_only_as_explained(emulator: RunningEmulator, job_id: str, *,
 
 
 async def _upload(running: RunningEmulator, tmp_path: Path, *, transfer: TransferConfig = FAST,
-                  **options: object) -> tuple[str, Path]:
+                  limits: Limits = FOUR) -> tuple[str, Path]:
     settings = Settings.from_env(running.client_env())
     video = video_of(tmp_path, PARTS * PART)
     told = Recorder()
     result = await upload_video(video, name="faults", parts=PARTS, settings=settings,
                                 state_dir=tmp_path / "state", transfer=transfer,
-                                progress=told, **options)  # type: ignore[arg-type]
+                                limits=limits, progress=told)
     assert result.parts_uploaded + result.parts_skipped >= PARTS  # more if parts were lost
     assert await assembled(settings, result.job_id) == video.read_bytes()
     assert (told.done[-1], told.total) == (PARTS * PART, PARTS * PART)  # the bar ends full
@@ -109,7 +111,7 @@ async def test_5xx_on_every_put_for_a_while_then_recovery(emulator, tmp_path):
         await asyncio.sleep(0.4)
         emulator.emulator.faults.fail_rate = 0.0
 
-    patient = TransferConfig(concurrency=4, backoff=Backoff(attempts=12, base=0.05, cap=0.2))
+    patient = TransferConfig(backoff=Backoff(attempts=12, base=0.05, cap=0.2))
     job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=patient),
                                       recover()))[0]
     assert emulator.emulator.faults.totals()["failed"] >= 4
@@ -190,7 +192,7 @@ async def test_link_so_slow_that_the_timeout_fires(emulator, tmp_path):
         await asyncio.sleep(1.0)
         emulator.emulator.faults.link_rate = None
 
-    hasty = TransferConfig(concurrency=4, stall_timeout=0.3,
+    hasty = TransferConfig(stall_timeout=0.3,
                            backoff=Backoff(attempts=10, base=0.05, cap=0.2))
     job_id, _ = (await asyncio.gather(_upload(emulator, tmp_path, transfer=hasty),
                                       recover()))[0]
@@ -201,10 +203,9 @@ async def test_link_so_slow_that_the_timeout_fires(emulator, tmp_path):
 
 async def test_link_that_stays_too_slow_is_a_transfer_error(emulator, tmp_path):
     emulator.emulator.faults.link_rate = 1024
-    hasty = TransferConfig(concurrency=2, stall_timeout=0.2,
-                           backoff=Backoff(attempts=2, base=0.01, cap=0.02))
+    hasty = TransferConfig(stall_timeout=0.2, backoff=Backoff(attempts=2, base=0.01, cap=0.02))
     with pytest.raises(TransferError, match=r"no progress for 0\.2 s"):
-        await _upload(emulator, tmp_path, transfer=hasty)
+        await _upload(emulator, tmp_path, transfer=hasty, limits=Limits(concurrency=2))
 
 
 @pytest.mark.slow
@@ -212,7 +213,7 @@ async def test_urls_expiring_mid_upload(tmp_path):
     running = await start_emulator(
         emulator_config(tmp_path / "emulator", url_ttl=2, link_rate=400 * 1024))
     try:
-        job_id, _ = await _upload(running, tmp_path, concurrency=1)
+        job_id, _ = await _upload(running, tmp_path, limits=Limits(concurrency=1))
         assert running.emulator.faults.totals()["refused"] > 0, (
             "no link expired: the case did not happen")
         assert_sent_only_as_explained(running, job_id)
@@ -232,7 +233,7 @@ async def test_update_that_drops_stored_parts(tmp_path, caplog):
             running.emulator.storage.url_ttl = 3600  # only the first links expire
 
         job_id, _ = (await asyncio.gather(
-            _upload(running, tmp_path, transfer=TransferConfig(concurrency=2)),
+            _upload(running, tmp_path, transfer=TransferConfig(), limits=Limits(concurrency=2)),
             lengthen_links()))[0]
         assert "no longer holds" in caplog.text
         assert_sent_only_as_explained(running, job_id, resets_allowed=True)
@@ -384,7 +385,7 @@ async def test_a_file_written_mid_upload_is_never_confirmed(emulator: RunningEmu
     with pytest.raises(FileChangedError, match="changed while it was being uploaded") as caught:
         await upload_video(video, name="edited", parts=3, settings=settings,
                            progress=Recorder(write), state_dir=tmp_path / "state",
-                           transfer=replace(FAST, concurrency=1))
+                           transfer=FAST, limits=Limits(concurrency=1))
     assert written and str(video) in str(caught.value)
     async with MetaStudioClient(settings) as client:
         job = await client.show_job(str(caught.value.job_id))

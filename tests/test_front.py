@@ -3,6 +3,7 @@ and the README's library examples run as written."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
@@ -39,9 +40,9 @@ def test_public_names_are_pinned():
         "ConfirmError", "CredentialsError", "Facts", "FileChangedError", "FileFacts",
         "FileKind", "FileResult", "Job", "JobDetail", "JobList", "JobLockedError", "JobOptions",
         "JobStateError", "JobSummary",
-        "JobUrls", "JournalError", "LocalFileError", "MalformedAnswerError",
+        "JobUrls", "JournalError", "Limits", "LocalFileError", "MalformedAnswerError",
         "MetaStudioClient", "MissingFilesError", "OperationLog", "PlanError",
-        "PreflightError", "Problem", "Progress", "RefusedError", "Report", "Settings",
+        "PreflightError", "Problem", "Progress", "RefusedError", "Remedy", "Report", "Settings",
         "SettingsError", "Step", "SubmitResult", "TransferBudget", "TransferConfig",
         "TransferError", "UnreachableError", "UploadResult", "UploadedPart", "UploaderError",
         "UsageError", "VoiceJob", "VoiceJobList", "check_video", "check_video_async",
@@ -62,19 +63,49 @@ def test_no_exit_code_outside_the_cli():
     assert found == []
 
 
-# ---- the README's library examples, as written -----------------------------------------
+def _texts_of(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every string literal of `tree` (f-string parts included) but its docstrings: what
+    its messages, raised or logged, are made of."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
 
 
-def _readme_examples() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### From code"):text.index("## Layout")]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def test_the_library_speaks_of_keywords_never_of_flags_or_commands():
+    """Issue 30, item 4: a remedy travels as data; the CLI alone writes flags and commands.
+    The emulator is a server of its own, and the CLI is where the words belong."""
+    said = []
+    for path in sorted((ROOT / "uploader").rglob("*.py")):
+        if {"cli", "emulator"} & set(path.parts):
+            continue
+        for line, text in _texts_of(ast.parse(path.read_text())):
+            if re.search(r"(?<![\w-])--[a-z]|\buploader [a-z]", text):
+                said.append(f"{path.relative_to(ROOT)}:{line}: {text!r}")
+    assert said == []
+
+
+# ---- the library's examples in the README and the docs, as written -----------------------
+
+
+def _examples(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), flags=re.S)
+
+
+def test_every_page_with_library_examples_is_run():
+    pages = [str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+             if "```python" in p.read_text()]
+    assert sorted(pages) == ["README.md", "docs/library.md"]
 
 
 @pytest.mark.slow
-def test_the_readme_library_examples_run_as_written(tmp_path: Path):
-    examples = _readme_examples()
-    assert len(examples) == 2
+def test_the_library_examples_run_as_written(tmp_path: Path):
+    readme, (shared_code, loop_code) = _examples("README.md"), _examples("docs/library.md")
+    assert len(readme) == 1
     for n in (1, 2, 3):
         video_of(tmp_path, 8 * MiB, f"talk{n}.mp4")
     for name, path in (("front.jpg", REQUIRED["id_card_front"]),
@@ -84,15 +115,17 @@ def test_the_readme_library_examples_run_as_written(tmp_path: Path):
     config = emulator_config(tmp_path / "emulator", link_rate=8 * MiB)
     with EmulatorThread(config) as emulator:
         env = cli_env(emulator.client_env(), tmp_path / "state")
-        shared = _run_example(examples[0], tmp_path, env)
+        job_id, state, sent = _run_example(readme[0], tmp_path, env).split()
+        assert state in ("AUTO_VERIFYING", "MANUAL_VERIFYING") and int(sent) > 8 * MiB
+        emulator.emulator.faults.most_in_flight = 0
+        shared = _run_example(shared_code, tmp_path, env)
         faults = emulator.emulator.faults
         # Three uploads of 8 parts each, 4 pieces at most in flight over all of them.
         assert 2 <= faults.most_in_flight <= 4, faults.most_in_flight
         rows = [line.split() for line in shared.splitlines()]
-        assert len({job for job, _, _ in rows}) == 3
+        assert len({job for job, _, _ in rows}) == 3 and job_id in {j for j, _, _ in rows}
         assert all(state in ("AUTO_VERIFYING", "MANUAL_VERIFYING") for _, state, _ in rows)
-        assert all(int(sent) > 8 * MiB for _, _, sent in rows)
-        inside_a_loop = _run_example(examples[1], tmp_path, env)
+        inside_a_loop = _run_example(loop_code, tmp_path, env)
         job_id, state = inside_a_loop.split()
         assert state == "WAIT_FILE_UPLOAD" and job_id in emulator.emulator.store.jobs
 
@@ -113,7 +146,8 @@ async def test_a_client_shares_its_budget_and_session_between_uploads(
     emulator.emulator.faults.link_rate = 4 * MiB
     videos = [video_of(tmp_path, 4 * MiB, f"v{n}.mp4") for n in range(3)]
     told = [Recorder() for _ in videos]
-    async with AsyncClient(settings, concurrency=3, state_dir=tmp_path / "state") as client:
+    async with AsyncClient(settings, limits=uploader.Limits(concurrency=3),
+                           state_dir=tmp_path / "state") as client:
         results = await asyncio.gather(*(
             client.upload(Job(video=v, name=v.stem, parts=4), progress=p)
             for v, p in zip(videos, told, strict=True)))
@@ -189,17 +223,23 @@ def test_the_sync_client_works_inside_a_running_event_loop(emulator_thread, tmp_
     assert job_id in emulator_thread.emulator.store.jobs
 
 
-def test_the_sync_client_iterates_a_batch(emulator_thread, tmp_path: Path):
-    from uploader.batch import Row
+def test_a_batch_from_synchronous_code_and_a_row_through_a_client(emulator_thread,
+                                                                   tmp_path: Path):
+    from uploader.batch import Row, upload_batch_sync, upload_row
 
     settings = uploader.Settings.from_env(emulator_thread.client_env())
     videos = [video_of(tmp_path, 2 * MiB, f"b{n}.mp4") for n in range(3)]
     rows = [Row(n, Job(video=v, name=v.stem)) for n, v in enumerate(videos, start=1)]
-    with Client(settings, state_dir=tmp_path / "state") as client:
-        results = list(client.batch(rows, files=2))
-        again = client.upload_row(rows[0])
+    results = upload_batch_sync(rows, files=2, settings=settings, state_dir=tmp_path / "state")
+
+    async def again() -> str:
+        async with AsyncClient(settings, state_dir=tmp_path / "state") as client:
+            result = await upload_row(client, rows[0])
+            return f"{result.outcome} {result.job_id}"
+
     assert sorted(r.outcome for r in results) == ["ok"] * 3
-    assert again.outcome == "skipped" and again.job_id in {r.job_id for r in results}
+    outcome, job_id = asyncio.run(again()).split()
+    assert outcome == "skipped" and job_id in {r.job_id for r in results}
 
 
 async def test_submit_is_idempotent_and_refuses_a_failed_review(emulator, settings, tmp_path):
@@ -211,7 +251,8 @@ async def test_submit_is_idempotent_and_refuses_a_failed_review(emulator, settin
         with pytest.raises(JobStateError) as caught:
             await client.submit(result.job_id)
     assert caught.value.job_id == result.job_id and caught.value.state == "AUTO_VERIFY_FAILED"
-    assert "uploader upload VIDEO --job-id" in caught.value.message
+    assert caught.value.remedy is uploader.Remedy.UPLOAD_FILES
+    assert f"job_id={result.job_id!r}" in caught.value.message  # the library's own words
 
 
 async def test_a_command_is_tried_at_most_the_policys_count(emulator, settings, tmp_path,
@@ -264,7 +305,7 @@ def test_a_new_file_kind_is_one_row(tmp_path: Path):
         _files.KINDS += (_files.FileKind(
             name="voice_sample", title="voice sample", link_field="voice_sample_upload_url",
             download_field="voice_sample_download_url", rule="audio",
-            help="A sample of the voice (zip)."),)
+            description="A sample of the voice (zip)."),)
 
         from uploader import Job
         from uploader.batch import manifest_columns, read_manifest

@@ -14,6 +14,7 @@ from huaweicloudsdkmetastudio.v1 import MetaStudioClient, Show2dModelTrainingJob
 from tests.conftest import GOOD_VIDEO
 from tests.uploads import cli_env, run_cli
 from uploader import Job, JobOptions, UsageError
+from uploader.api.options import create_fields, update_fields
 from uploader.emulator import RunningEmulator
 
 
@@ -111,10 +112,10 @@ def test_options_from_code_and_their_json_row():
                  background_replacement=False)
     assert job.options == JobOptions(edition="flexus", services=("VIDEO_2D",),
                                      background_replacement=False)
-    assert job.options.create_fields() == {
+    assert create_fields(job.options) == {
         "is_background_replacement": False, "supported_service": ["VIDEO_2D"],
         "is_flexus": True, "is_fast_flexus": False}
-    assert job.options.update_fields() == {"is_background_replacement": False,
+    assert update_fields(job.options) == {"is_background_replacement": False,
                                            "supported_service": ["VIDEO_2D"]}
     row = job.to_json()
     assert row["edition"] == "flexus" and row["service"] == ["VIDEO_2D"]

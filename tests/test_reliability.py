@@ -32,6 +32,7 @@ from tests.uploads import (
 )
 from uploader import (
     Backoff,
+    Limits,
     MalformedAnswerError,
     MetaStudioClient,
     RefusedError,
@@ -122,7 +123,7 @@ async def test_bad_values_are_usage_errors_before_any_call(emulator, settings, t
 
 
 @pytest.mark.parametrize("make", [
-    lambda: TransferConfig(concurrency=0), lambda: TransferConfig(chunk_size=10),
+    lambda: Limits(concurrency=0), lambda: TransferConfig(chunk_size=10),
     lambda: TransferConfig(stall_timeout=-1), lambda: Backoff(attempts=0),
     lambda: Settings(project_id="p", ak="a", sk="s", endpoint="https://host/v1/p"),
     lambda: Settings(project_id="p", ak="a", sk="s", endpoint=5),
@@ -358,7 +359,8 @@ async def test_a_shared_budget_caps_pieces_in_flight_across_uploads(emulator, se
     budget = TransferBudget(concurrency=3)
     videos = [video_of(tmp_path, 8 * PART, f"v{n}.mp4") for n in range(3)]
     results = await asyncio.gather(*(
-        upload_video(video, name=f"budget {n}", parts=8, concurrency=8, budget=budget,
+        upload_video(video, name=f"budget {n}", parts=8, limits=Limits(concurrency=8),
+                     budget=budget,
                      settings=settings, state_dir=tmp_path / "state")
         for n, video in enumerate(videos)))
     assert emulator.emulator.faults.most_in_flight == 3  # 24 wanted at once

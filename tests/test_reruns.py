@@ -32,6 +32,7 @@ from tests.uploads import (
 from uploader import (
     FileChangedError,
     JournalError,
+    Limits,
     MalformedAnswerError,
     MetaStudioClient,
     RefusedError,
@@ -68,7 +69,7 @@ async def _cut_short(settings: Settings, video: Path, state: Path, **options: ob
 
     options = options if "job_id" in options else {"name": "cut", **options}
     task = asyncio.create_task(upload_video(
-        video, parts=8, concurrency=1, settings=settings, state_dir=state,
+        video, parts=8, limits=Limits(concurrency=1), settings=settings, state_dir=state,
         progress=Recorder(progress, step), **options))  # type: ignore[arg-type]
     await asyncio.wait_for(parts.wait(), 30)
     task.cancel()
@@ -401,7 +402,7 @@ def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
             second = run_cli(*args, env=env, timeout=60)
             first.send_signal(signal.SIGINT)
             first.communicate(timeout=30)
-        assert second.returncode == 4 and "another uploader run" in second.stderr
+        assert second.returncode == 4 and "another run is uploading" in second.stderr
         assert first.returncode == 130
 
 

@@ -83,7 +83,7 @@ async def test_auto_stays_within_a_shared_budget(emulator, settings, tmp_path: P
     emulator.emulator.faults.link_rate = 1 * MiB
     budget = TransferBudget(concurrency=5, auto=True)
     videos = [video_of(tmp_path, 24 * 200 * 1024, f"v{n}.mp4") for n in range(2)]
-    async with AsyncClient(settings, budget=budget, concurrency="auto",
+    async with AsyncClient(settings, budget=budget,
                            state_dir=tmp_path / "state") as client:
         results = await asyncio.gather(*(
             client.upload(Job.of(video, name=f"tuned {n}", parts=24))

@@ -30,9 +30,11 @@ from tests.uploads import (
 from uploader import (
     FileChangedError,
     JobStateError,
+    Limits,
     MetaStudioClient,
     PlanError,
     PreflightError,
+    Remedy,
     Settings,
     UsageError,
     upload_video,
@@ -271,7 +273,8 @@ async def _interrupted_upload(settings: Settings, video: Path, state: Path) -> s
             half_sent.set()
 
     task = asyncio.create_task(upload_video(
-        video, job_id=job_id, parts=4, concurrency=1, settings=settings, state_dir=state,
+        video, job_id=job_id, parts=4, limits=Limits(concurrency=1), settings=settings,
+        state_dir=state,
         progress=Recorder(watch)))
     await asyncio.wait_for(half_sent.wait(), 30)
     task.cancel()
@@ -289,7 +292,7 @@ async def test_changed_file_is_refused_then_restart_works(settings: Settings, tm
     video.write_bytes(bytes(data))
     with pytest.raises(FileChangedError, match="start the upload over") as changed:
         await upload_video(video, job_id=job_id, settings=settings, state_dir=state)
-    assert changed.value.remedy == "restart" and "--" not in str(changed.value)
+    assert changed.value.remedy is Remedy.RESTART and "--" not in str(changed.value)
     result = await upload_video(video, job_id=job_id, parts=4, settings=settings,
                                 state_dir=state, restart=True)
     assert (result.parts_skipped, result.parts_uploaded) == (0, 4)
@@ -322,7 +325,7 @@ def test_two_runs_on_one_job_the_second_is_refused(tmp_path: Path):
                 time.sleep(0.05)
             second = run_cli(*args, env=env)
             assert second.returncode == 4
-            assert "another uploader run" in second.stderr
+            assert "another run is uploading" in second.stderr
             emulator.emulator.faults.link_rate = None
             first.communicate(timeout=60)
         assert first.returncode == 0

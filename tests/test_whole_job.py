@@ -26,7 +26,14 @@ from tests.uploads import (
     start_cli,
     video_of,
 )
-from uploader import MetaStudioClient, MissingFilesError, Settings, submit_job, upload_video
+from uploader import (
+    Limits,
+    MetaStudioClient,
+    MissingFilesError,
+    Settings,
+    submit_job,
+    upload_video,
+)
 from uploader.emulator import RunningEmulator, start_emulator
 
 #: show job's download field of each upload_video keyword (API.md §4b).
@@ -234,7 +241,8 @@ async def test_expired_links_are_refreshed(tmp_path: Path):
 
         result, _ = await asyncio.gather(upload_video(
             video_of(tmp_path, 900_000), name="slow", settings=settings, parts=3,
-            state_dir=tmp_path / "state", transfer=FAST, concurrency=1, **REQUIRED),
+            state_dir=tmp_path / "state", transfer=FAST, limits=Limits(concurrency=1),
+            **REQUIRED),
             lengthen_links())
         assert running.emulator.faults.totals()["refused"] > 0
         stored = await stored_files(settings, result.job_id)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from samples.make_samples import grow
 from tests.conftest import GOOD_VIDEO, SAMPLES
 from uploader import Backoff, MetaStudioClient, Progress, Settings, Step
+from uploader._limits import Limits
 from uploader.cli import main
 from uploader.emulator import RunningEmulator
 from uploader.transfer.engine import TransferConfig
@@ -31,7 +32,9 @@ REQUIRED_FLAGS = [arg for name, path in REQUIRED.items()
                   for arg in ("--" + name.replace("_", "-"), str(path))]
 
 #: Retries that wait milliseconds, so fault tests take seconds.
-FAST = TransferConfig(concurrency=4, backoff=Backoff(attempts=8, base=0.01, cap=0.05))
+FAST = TransferConfig(backoff=Backoff(attempts=8, base=0.01, cap=0.05))
+#: Four pieces at once, as the fault tests count them.
+FOUR = Limits(concurrency=4)
 
 
 def video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:

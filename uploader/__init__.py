@@ -40,6 +40,7 @@ if typing.TYPE_CHECKING:
         PlanError,
         PreflightError,
         RefusedError,
+        Remedy,
         SettingsError,
         TransferError,
         UnreachableError,
@@ -48,6 +49,7 @@ if typing.TYPE_CHECKING:
     )
     from uploader._files import FileKind
     from uploader._job import Job, JobOptions
+    from uploader._limits import Limits
     from uploader._progress import Progress, Step
     from uploader._retry import Backoff
     from uploader.api.client import MetaStudioClient
@@ -92,6 +94,7 @@ _WHERE = {
     "JobSummary": "uploader.api.models",
     "JobUrls": "uploader.api.models",
     "JournalError": "uploader._errors",
+    "Limits": "uploader._limits",
     "LocalFileError": "uploader._errors",
     "MalformedAnswerError": "uploader._errors",
     "MetaStudioClient": "uploader.api.client",
@@ -102,6 +105,7 @@ _WHERE = {
     "Problem": "uploader.preflight",
     "Progress": "uploader._progress",
     "RefusedError": "uploader._errors",
+    "Remedy": "uploader._errors",
     "Report": "uploader.preflight",
     "Settings": "uploader.api.settings",
     "SettingsError": "uploader._errors",
@@ -148,6 +152,7 @@ __all__ = [
     "JobSummary",
     "JobUrls",
     "JournalError",
+    "Limits",
     "LocalFileError",
     "MalformedAnswerError",
     "MetaStudioClient",
@@ -158,6 +163,7 @@ __all__ = [
     "Problem",
     "Progress",
     "RefusedError",
+    "Remedy",
     "Report",
     "Settings",
     "SettingsError",

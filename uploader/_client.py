@@ -15,9 +15,9 @@ import dataclasses
 import inspect
 import os
 import threading
-from collections.abc import AsyncGenerator, Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 
@@ -26,6 +26,7 @@ from uploader._errors import UsageError
 from uploader._http import new_session
 from uploader._job import Job
 from uploader._journal import default_state_dir
+from uploader._limits import Limits, connections_for
 from uploader._progress import Progress
 from uploader.api.client import DEFAULT_BACKOFF, MetaStudioClient
 from uploader.api.models import JobDetail, JobList, VoiceJobList
@@ -35,91 +36,43 @@ from uploader.transfer.engine import TransferConfig
 from uploader.workflow import Run, SubmitResult, UploadResult, delete, submit, upload
 from uploader.workflow.verify import VERIFY_MODES
 
-if TYPE_CHECKING:
-    from uploader.batch import Row, RowError, RowResult
-
 __all__ = ["AsyncClient", "Client", "submit_job", "submit_job_sync", "upload_video",
            "upload_video_sync"]
 
 T = TypeVar("T")
 
-#: Connections beyond the budget's pieces: room for the API calls of the uploads in flight.
-API_CONNECTIONS = 2
-#: `concurrency="auto"`: pieces in flight tuned from the throughput (`transfer.tuning`).
-AUTO = "auto"
-
-
-def _retry_policy(retries: int | None, retry_window: float | None,
-                  first_contact_window: float | None = None) -> dict[str, Any]:
-    """The `Backoff` fields `retries`, `retry_window` and `first_contact_window` set (for
-    parts and API alike)."""
-    policy: dict[str, Any] = {}
-    if retries is not None:
-        policy["attempts"] = checks.whole(retries, "retries", low=0) + 1
-    if retry_window is not None:
-        policy["window"] = checks.number(retry_window, "retry_window")
-    if first_contact_window is not None:
-        policy["first_window"] = checks.number(first_contact_window, "first_contact_window")
-    return policy
-
-
 class AsyncClient:
     """Uploads to MetaStudio that share one connection pool, budget and state folder.
 
-    `settings` default to the environment's. `concurrency` pieces (1-64) are in flight at
-    most over every upload of this client; "auto" (the default, unless `transfer` names a
-    number) tunes it from the throughput measured, within 1-64; and `bwlimit` bytes a
-    second (None: no cap). Or give a `budget` (shared with other clients of the same event
-    loop, if you like; two threads' clients cannot share one) that caps them all, `concurrency` then being the most one upload sends at once. `connections`
-    caps the HTTP connections (default: the budget's pieces plus two for API calls). `transfer`
-    tunes retries and chunks; `retries` (times a failed request is tried again; default: as
-    often as the window allows) and `retry_window` (seconds a failing request keeps being
-    retried; default 180) set the one retry policy of parts and API calls alike, overriding
-    `transfer`'s; `first_contact_window` (seconds; default: `retry_window`) is the window
-    while the service has not answered yet, so that a wrong address fails fast; `state_dir`
-    holds the resume journals (default: the user's state folder); `session`, a caller's
-    aiohttp session, is used and left open. Every value is checked at once: UsageError.
+    `settings` default to the environment's; `limits` (a `Limits`) say what the client may
+    use: pieces in flight over every upload (tuned by default), connections, bandwidth,
+    retries. Or give a `budget` (shared with other clients of the same event loop, if you
+    like; two threads' clients cannot share one) that caps them all, `limits.concurrency`
+    then being the most one upload sends at once. `transfer` tunes chunks, timeouts and the
+    backoff's waits; `state_dir` holds the resume journals (default: the user's state
+    folder); `session`, a caller's aiohttp session, is used and left open (its connector
+    sets the connections). Every value is checked at once: UsageError.
     """
 
-    def __init__(self, settings: Settings | None = None, *,
-                 concurrency: int | Literal["auto"] | None = None,
-                 bwlimit: int | None = None, budget: TransferBudget | None = None,
-                 connections: int | None = None,
+    def __init__(self, settings: Settings | None = None, *, limits: Limits | None = None,
+                 budget: TransferBudget | None = None,
                  state_dir: str | os.PathLike[str] | None = None,
-                 transfer: TransferConfig | None = None, retries: int | None = None,
-                 retry_window: float | None = None,
-                 first_contact_window: float | None = None, wait_timeout: float = 1800.0,
+                 transfer: TransferConfig | None = None, wait_timeout: float = 1800.0,
                  session: aiohttp.ClientSession | None = None) -> None:
         for name, value, kind in (("settings", settings, Settings),
+                                  ("limits", limits, Limits),
                                   ("transfer", transfer, TransferConfig),
                                   ("budget", budget, TransferBudget)):
             if value is not None and not isinstance(value, kind):
                 raise UsageError(f"{name} must be a {kind.__name__}, not {value!r}")
-        if budget is not None and bwlimit is not None:
-            raise UsageError("give bwlimit to the budget (TransferBudget(bwlimit=...)), not "
-                             "beside it")
+        self.limits = limits or Limits()
+        self.limits.checked_with(budget=budget, session=session)
         self.settings = settings or Settings.from_env()
-        # Tuned unless a number is given (here, or in `transfer`): each upload may then run
-        # up to the most pieces, the budget's tuner deciding how many are in flight.
-        auto = concurrency == AUTO or (concurrency is None and transfer is None)
-        self.transfer = transfer or TransferConfig()
-        if auto:
-            self.transfer = dataclasses.replace(self.transfer,
-                                                concurrency=checks.MAX_CONCURRENCY)
-        elif concurrency is not None:  # the plain argument wins over the one in `transfer`
-            self.transfer = dataclasses.replace(self.transfer, concurrency=checks.whole(
-                concurrency, "concurrency (a number or 'auto')", low=1,
-                high=checks.MAX_CONCURRENCY))
-        policy = _retry_policy(retries, retry_window, first_contact_window)
-        self.api_backoff = dataclasses.replace(DEFAULT_BACKOFF, **policy)
-        policy.pop("first_window", None)  # a part's first answer comes after the API's
-        self.transfer = dataclasses.replace(
-            self.transfer, backoff=dataclasses.replace(self.transfer.backoff, **policy))
-        self.budget = budget or TransferBudget(concurrency=self.transfer.concurrency,
-                                               bwlimit=bwlimit, auto=auto)
-        self.connections = checks.whole(
-            connections, "connections", low=1) if connections is not None else (
-            self.budget.concurrency + API_CONNECTIONS)
+        base = transfer or TransferConfig()
+        self.transfer = dataclasses.replace(base, backoff=self.limits.backoff(base.backoff))
+        self.api_backoff = self.limits.backoff(DEFAULT_BACKOFF, first_contact=True)
+        self.budget = budget or self.limits.budget()
+        self.connections = self.limits.connections or connections_for(self.budget.concurrency)
         self.state_dir = (checks.path(state_dir, "state_dir") if state_dir is not None
                           else default_state_dir())
         self.wait_timeout = checks.number(wait_timeout, "wait_timeout")
@@ -149,7 +102,7 @@ class AsyncClient:
             self.settings, session=session, backoff=self.api_backoff))
         self._stack, self._run = stack, Run(
             api=api, session=session, state_dir=self.state_dir, config=self.transfer,
-            budget=self.budget, wait_timeout=self.wait_timeout)
+            pieces=self.limits.pieces, budget=self.budget, wait_timeout=self.wait_timeout)
 
     async def close(self) -> None:
         """Close the session this client opened (a caller's session is left open)."""
@@ -203,25 +156,6 @@ class AsyncClient:
         """One page of voice training jobs."""
         return await (await self._opened()).api.list_voice_jobs(limit=limit, offset=offset, **query)
 
-    async def upload_row(self, row: Row, *, submit: bool = False, wait: bool = False,
-                         progress: Progress | None = None) -> RowResult:
-        """One manifest row, its failure a result rather than an error (`batch`'s rows)."""
-        from uploader.batch.rows import upload_row
-
-        return await upload_row(self, row, submit=submit, wait=wait,
-                                progress=progress or Progress())
-
-    def batch(self, rows: Iterable[Row | RowError], *, files: int = 4, submit: bool = False,
-              wait: bool = False, fail_fast: bool = False, progress: Progress | None = None
-              ) -> AsyncGenerator[RowResult, None]:
-        """Upload every row, `files` at a time, through this client's budget; yield each
-        row's result as it ends. A row waiting for its review gives its place to the next;
-        with `fail_fast`, no row starts after one failed or was invalid."""
-        from uploader.batch.rows import upload_rows
-
-        return upload_rows(self, rows, files=files, submit=submit, wait=wait,
-                           fail_fast=fail_fast, progress=progress or Progress())
-
 
 class Client:
     """`AsyncClient` for synchronous callers, with the same arguments and methods.
@@ -233,8 +167,14 @@ class Client:
     whatever loop it is used next).
     """
 
-    def __init__(self, settings: Settings | None = None, **options: Any) -> None:
-        self._async = AsyncClient(settings, **options)
+    def __init__(self, settings: Settings | None = None, *, limits: Limits | None = None,
+                 budget: TransferBudget | None = None,
+                 state_dir: str | os.PathLike[str] | None = None,
+                 transfer: TransferConfig | None = None, wait_timeout: float = 1800.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        self._async = AsyncClient(settings, limits=limits, budget=budget, state_dir=state_dir,
+                                  transfer=transfer, wait_timeout=wait_timeout,
+                                  session=session)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -257,13 +197,16 @@ class Client:
         thread.join()
         loop.close()
 
-    def upload(self, job: Job, **options: Any) -> UploadResult:
+    def upload(self, job: Job, *, submit: bool = False, wait: bool = False,
+               restart: bool = False, progress: Progress | None = None,
+               verify: str = "etag") -> UploadResult:
         """`AsyncClient.upload`."""
-        return self._call(self._async.upload(job, **options))
+        return self._call(self._async.upload(job, submit=submit, wait=wait, restart=restart,
+                                             progress=progress, verify=verify))
 
-    def submit(self, job_id: str, **options: Any) -> SubmitResult:
+    def submit(self, job_id: str, *, wait: bool = False) -> SubmitResult:
         """`AsyncClient.submit`."""
-        return self._call(self._async.submit(job_id, **options))
+        return self._call(self._async.submit(job_id, wait=wait))
 
     def delete(self, job_id: str) -> None:
         """`AsyncClient.delete`."""
@@ -273,29 +216,15 @@ class Client:
         """`AsyncClient.status`."""
         return self._call(self._async.status(job_id))
 
-    def jobs(self, **options: Any) -> JobList:
+    def jobs(self, *, state: str | Iterable[str] | None = None, limit: int = 10,
+             offset: int = 0, **query: Any) -> JobList:
         """`AsyncClient.jobs`."""
-        return self._call(self._async.jobs(**options))
+        return self._call(self._async.jobs(state=state, limit=limit, offset=offset, **query))
 
-    def voices(self, **options: Any) -> VoiceJobList:
+    def voices(self, *, limit: int | None = None, offset: int | None = None,
+               **query: Any) -> VoiceJobList:
         """`AsyncClient.voices`."""
-        return self._call(self._async.voices(**options))
-
-    def upload_row(self, row: Row, **options: Any) -> RowResult:
-        """`AsyncClient.upload_row`."""
-        return self._call(self._async.upload_row(row, **options))
-
-    def batch(self, rows: Iterable[Row | RowError], **options: Any) -> Iterator[RowResult]:
-        """`AsyncClient.batch`: each row's result as it ends."""
-        results = self._async.batch(rows, **options)
-        try:
-            while True:
-                try:
-                    yield self._call(anext(results))
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._call(results.aclose())
+        return self._call(self._async.voices(limit=limit, offset=offset, **query))
 
     def _call(self, call: Coroutine[Any, Any, T]) -> T:
         loop = self._running_loop()

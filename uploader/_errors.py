@@ -7,9 +7,12 @@
     │   └── SettingsError     a missing, malformed or contradictory setting (`variable`)
     ├── PreflightError        a file would fail review; nothing was sent (`reports`)
     ├── LocalFileError        a file on this machine cannot be read (`path`)
-    ├── ApiError              an API call failed (`status`, `error_code`, `request_id`)
-    │   ├── UnreachableError  MetaStudio could not be reached (`may_have_arrived`)
+    ├── UnreachableError      no answer came from a host, the API's or the storage's: it
+    │                         could not be reached, or the connection broke (`may_have_arrived`)
+    ├── ApiError              MetaStudio answered, but not with success (`status`,
+    │   │                     `error_code`, `request_id`)
     │   ├── RefusedError      MetaStudio answered with an error
+    │   │   └── ConfirmError  a confirm command or the submit answered EXCUTE_FAILED
     │   └── MalformedAnswerError  MetaStudio's answer is not what the API documents
     ├── CredentialsError      temporary keys or a token could not be had (`source`)
     ├── BrokerError           the task broker (RabbitMQ) could not be reached or refused
@@ -18,7 +21,6 @@
     │   ├── JobLockedError    another run is uploading to the same job
     │   └── FileChangedError  the file differs from the one partly uploaded
     └── TransferError         the pieces did not all arrive (`part_number`)
-        └── ConfirmError      a confirm command or the submit answered EXCUTE_FAILED
 
 Every error carries the facts a caller needs to act: the job id where there is one, and the
 fields named above. None knows of a command line: the CLI alone maps them to exit codes.
@@ -26,6 +28,7 @@ fields named above. None knows of a command line: the CLI alone maps them to exi
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ __all__ = [
     "PlanError",
     "PreflightError",
     "RefusedError",
+    "Remedy",
     "SettingsError",
     "TransferError",
     "UnreachableError",
@@ -54,14 +58,29 @@ __all__ = [
 ]
 
 
-class UploaderError(Exception):
-    """Root of every error the library raises. `remedy`, when set, names the option that
-    gets past it ("restart": start the upload over; "allow_http": accept plain http)."""
+class Remedy(enum.Enum):
+    """What gets past an error, as data: the library says it in its own words (keywords and
+    methods), a command line in its flags and commands."""
 
-    remedy: str | None = None
+    #: Start the upload over, sending every file again: `restart=True`.
+    RESTART = "restart"
+    #: Keep the journals in another folder: `state_dir=`.
+    STATE_DIR = "state_dir"
+    #: Accept a plain http endpoint beyond loopback: `Settings(allow_http=True)`.
+    ALLOW_HTTP = "allow_http"
+    #: Upload the job's corrected files to it, then submit: `upload(Job(job_id=..., ...),
+    #: submit=True)`.
+    UPLOAD_FILES = "upload_files"
+
+
+class UploaderError(Exception):
+    """Root of every error the library raises. `remedy`, when set, is what gets past it (a
+    `Remedy`)."""
+
+    remedy: Remedy | None = None
 
     def __init__(self, message: str, *, job_id: str | None = None,
-                 remedy: str | None = None) -> None:
+                 remedy: Remedy | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.job_id = job_id
@@ -105,7 +124,7 @@ class SettingsError(UsageError):
 
 
     def __init__(self, message: str, *, variable: str | None = None,
-                 remedy: str | None = None) -> None:
+                 remedy: Remedy | None = None) -> None:
         super().__init__(message, remedy=remedy)
         self.variable = variable
 
@@ -145,10 +164,14 @@ class ApiError(UploaderError):
         self.retry_after: float | None = None
 
 
-class UnreachableError(ApiError):
-    """No answer came. `may_have_arrived` is False when the request cannot have reached the
-    service (the connection was refused or never made, the host name did not resolve);
+class UnreachableError(UploaderError):
+    """No answer came from a host, whatever it serves (the API, the storage, a stored file's
+    link): a transport error. `may_have_arrived` is False when the request cannot have
+    reached it (the connection was refused or never made, the host name did not resolve);
     `lasting` when trying again cannot help (the host name does not exist)."""
+
+    #: No answer, so no status: as an ApiError's `status` reads where no answer came.
+    status: int | None = None
 
     def __init__(self, message: str, *, may_have_arrived: bool, lasting: bool = False,
                  job_id: str | None = None) -> None:
@@ -184,8 +207,9 @@ class JobStateError(UploaderError):
     """The job's state does not allow what was asked (taking files, a submit)."""
 
 
-    def __init__(self, message: str, *, job_id: str, state: str) -> None:
-        super().__init__(message, job_id=job_id)
+    def __init__(self, message: str, *, job_id: str, state: str,
+                 remedy: Remedy | None = None) -> None:
+        super().__init__(message, job_id=job_id, remedy=remedy)
         self.state = state
 
 
@@ -202,10 +226,10 @@ class FileChangedError(JournalError):
     """The file is not the one whose upload the journal or server recorded; restarting
     the upload sends it from the start."""
 
-    remedy = "restart"
+    remedy = Remedy.RESTART
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
-        super().__init__(message, job_id=job_id, remedy="restart")
+        super().__init__(message, job_id=job_id, remedy=Remedy.RESTART)
 
 
 class TransferError(UploaderError):
@@ -214,15 +238,15 @@ class TransferError(UploaderError):
 
     def __init__(
         self, message: str, *, job_id: str | None = None, part_number: int | None = None,
-        remedy: str | None = None,
+        remedy: Remedy | None = None,
     ) -> None:
         super().__init__(message, job_id=job_id, remedy=remedy)
         self.part_number = part_number
 
 
-class ConfirmError(TransferError):
+class ConfirmError(RefusedError):
     """A confirm command (CONFIRM_MULTIPART_UPLOADED, ...) or SUBMITVERIFYING answered
-    EXCUTE_FAILED; `command` says which."""
+    EXCUTE_FAILED: the service refused it; `command` says which."""
 
     def __init__(self, message: str, *, job_id: str | None = None, command: str = "") -> None:
         super().__init__(message, job_id=job_id)

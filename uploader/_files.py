@@ -25,7 +25,7 @@ class FileKind:
 
     name: str  #: the key in `Job.files`, the manifest column, the journal's name
     title: str  #: how messages name it
-    help: str = ""  #: what the CLI's help says of its flag
+    description: str = ""  #: what the file is, in a sentence
     link_field: str  #: the create/update answer's field with its link (or part links)
     download_field: str  #: show job's field that is set once the file is stored
     rule: str  #: the preflight rule: "video", "image", "letter" or "audio"
@@ -40,11 +40,6 @@ class FileKind:
     @property
     def multipart(self) -> bool:
         return self.count_field is not None
-
-    @property
-    def flag(self) -> str:
-        """The command line's option for it: `--id-card-front`."""
-        return "--" + self.name.replace("_", "-")
 
 
 TRAINING_VIDEO = FileKind(
@@ -61,28 +56,28 @@ KINDS: tuple[FileKind, ...] = (
              count_field="action_video_multipart_count",
              list_command="GET_ACTION_VIDEO_MULTIPART_UPLOADED",
              confirm_command="CONFIRM_ACTION_VIDEO_MULTIPART_UPLOADED",
-             help="The action (choreography) video: an mp4 by the training video's rules."),
+             description="The action (choreography) video: an mp4 by the training video's rules."),
     FileKind(name="id_card_front", title="ID card image (portrait side)",
              link_field="id_card_image1_upload_url",
              download_field="id_card_image1_download_url", rule="image", required=True,
              deleted_by_review=True,
-             help="The ID card's portrait side (JPEG or PNG); required to submit."),
+             description="The ID card's portrait side (JPEG or PNG); required to submit."),
     FileKind(name="id_card_back", title="ID card image (national-emblem side)",
              link_field="id_card_image2_upload_url",
              download_field="id_card_image2_download_url", rule="image", required=True,
              deleted_by_review=True,
-             help="The ID card's national-emblem side (JPEG or PNG); required to submit."),
+             description="The ID card's national-emblem side (JPEG or PNG); required to submit."),
     FileKind(name="grant_file", title="authorization letter", link_field="grant_file_upload_url",
              download_field="grant_file_download_url", rule="letter",
              confirm_command="CONFIRM_AUTHORIZATION_LETTER", required=True,
-             help="The signed authorization letter (PDF, JPEG or PNG); required to submit."),
+             description="The signed authorization letter (PDF, JPEG or PNG); required to submit."),
     FileKind(name="cover", title="cover image", link_field="cover_upload_url",
              download_field="cover_download_url", rule="image",
-             help="The model's cover image (JPEG or PNG)."),
+             description="The model's cover image (JPEG or PNG)."),
     FileKind(name="audio", title="voice recordings (zip)", link_field="audio_upload_url",
              download_field="audio_file_download_url", rule="audio",
              content_type="application/zip", create_fields=(("audio_source_type", "AUDIO"),),
-             help="A zip of voice recordings (WAV or MP3)."),
+             description="A zip of voice recordings (WAV or MP3)."),
 )
 
 

@@ -95,31 +95,6 @@ class JobOptions:
         if self.human_only and (self.voice_tag or self.voice_sex or self.voice_language):
             raise UsageError("human_only trains no voice: the voice options contradict it")
 
-    def create_fields(self) -> dict[str, Any]:
-        """The create request's fields for these options (only those given)."""
-        fields: dict[str, Any] = self.update_fields()
-        if self.model_version is not None:
-            fields["model_version"] = self.model_version
-        if self.edition is not None:
-            fields["is_flexus"] = self.edition == "flexus"
-            fields["is_fast_flexus"] = self.edition == "fast-flexus"
-        return fields
-
-    def update_fields(self) -> dict[str, Any]:
-        """The fields an update may change (model version and edition cannot)."""
-        fields: dict[str, Any] = {}
-        if self.background_replacement is not None:
-            fields["is_background_replacement"] = self.background_replacement
-        if self.services:
-            fields["supported_service"] = list(self.services)
-        if self.human_only is not None:
-            fields["is_only_human_model"] = self.human_only
-        voice = {k: v for k, v in (("job_tag", self.voice_tag), ("sex", self.voice_sex),
-                                   ("language", self.voice_language)) if v is not None}
-        if voice:
-            fields["voice_properties"] = voice
-        return fields
-
 
 def _one_of(value: object, what: str, allowed: tuple[str, ...], *, lower: bool = False,
             withdrawn: tuple[str, ...] = ()) -> str | None:
@@ -185,18 +160,12 @@ class Job:
     @classmethod
     def of(cls, video: PathLike, **values: Any) -> Job:
         """A job from keywords: the fields above, and each other file by its kind's name."""
-        kinds = {k.name for k in _files.other_kinds()}
-        option_keys = set(JobOptions.__dataclass_fields__)
-        files = {k: v for k, v in values.items() if k in kinds}
-        chosen = {k: v for k, v in values.items() if k in option_keys and v is not None}
-        rest = {k: v for k, v in values.items() if k not in kinds | option_keys}
-        if chosen:
-            rest["options"] = JobOptions(**chosen)
+        files, options, rest = _sorted_out(values)
+        if options:
+            rest["options"] = JobOptions(**options)
         unknown = set(rest) - {f for f in cls.__dataclass_fields__ if f != "files"}
         if unknown:
             raise UsageError(f"unknown keyword(s): {', '.join(sorted(unknown))}")
-        if "tags" in rest and rest["tags"] is not None:
-            rest["tags"] = _tags(rest["tags"])
         return cls(video=checks.path(video, "the video's path"), files=files,
                    **{k: v for k, v in rest.items() if v is not None})
 
@@ -232,6 +201,17 @@ class Job:
         if "services" in values:  # the manifest's column
             values["service"] = list(values.pop("services"))
         return {k: v for k, v in values.items() if v not in (None, [])}
+
+
+def _sorted_out(values: dict[str, Any]
+                ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """`Job.of`'s keywords as the files (by kind), the options given, and the rest."""
+    kinds = {k.name for k in _files.other_kinds()}
+    option_keys = set(JobOptions.__dataclass_fields__)
+    files = {k: v for k, v in values.items() if k in kinds}
+    options = {k: v for k, v in values.items() if k in option_keys and v is not None}
+    rest = {k: v for k, v in values.items() if k not in kinds | option_keys}
+    return files, options, rest
 
 
 def _tags(tags: object) -> tuple[str, ...]:

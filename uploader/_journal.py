@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from uploader._errors import JournalError, LocalFileError
+from uploader._errors import JournalError, LocalFileError, Remedy
 from uploader._log import logger
 from uploader._statefile import StateFile, open_locked
 
@@ -119,7 +119,7 @@ class Journal:
         await asyncio.to_thread(self._close)
 
     def _open(self) -> None:
-        busy = (f"another uploader run is uploading this file ({self._job_key}); wait for it "
+        busy = (f"another run is uploading this file ({self._job_key}); wait for it "
                 "to finish, then run the command again")
         try:
             # A folder we create is private; one the user named is left as it is (it may be
@@ -155,7 +155,7 @@ class Journal:
     async def lock_job(self, job_id: str) -> None:
         """Hold the lock of job `job_id` until exit: one video goes to a job at a time."""
         if job_id not in self._locks:
-            busy = (f"another uploader run is uploading to job {job_id}; wait for it to "
+            busy = (f"another run is uploading to job {job_id}; wait for it to "
                     "finish, then run the command again")
             path = self.folder / f"{_digest(*self._service, 'job', job_id)}.lock"
             self._locks[job_id] = await asyncio.to_thread(
@@ -240,12 +240,12 @@ class Journal:
         elif exc.errno == errno.EROFS:
             remedy = "the file system is read-only: choose a writable state folder"
         elif exc.errno in (errno.EACCES, errno.EPERM):
-            remedy = ("this user may not write there: choose a state folder it owns "
-                      "(--state-dir, or XDG_STATE_HOME)")
+            remedy = "this user may not write there: choose a state folder it owns"
         else:
-            remedy = "choose another state folder (--state-dir, or XDG_STATE_HOME)"
+            remedy = "choose another state folder"
         return JournalError(f"cannot use the journal at {where}{job}: {exc.strerror or exc}; "
-                            f"{remedy}, then run the command again", job_id=self.job_id)
+                            f"{remedy} (state_dir), then try again", job_id=self.job_id,
+                            remedy=Remedy.STATE_DIR)
 
     async def start(self, job_id: str) -> None:
         """Begin anew on `job_id`: every earlier record is forgotten (and erased)."""

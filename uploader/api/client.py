@@ -181,7 +181,7 @@ class MetaStudioClient:
                 await pace.turn()
             try:
                 answer = await self._signed(method, path, pairs, payload, job_id)
-            except ApiError as exc:
+            except (ApiError, UnreachableError) as exc:
                 self._answered = self._answered or exc.status is not None
                 if settle is not None and answer_lost(exc) and await settle():
                     log.info("the answer to %s was lost, but it took effect", what)

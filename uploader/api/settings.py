@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from uploader._errors import SettingsError
+from uploader._errors import Remedy, SettingsError
 from uploader._log import logger
 
 __all__ = ["API_NAMES", "ECS", "METADATA_URL", "Settings"]
@@ -156,7 +156,7 @@ class Settings:
             raise SettingsError(
                 f"{ENDPOINT} uses plain http on a non-loopback host ({parts.hostname}): use https,"
                 f" or set {ALLOW_HTTP}=1 if you really mean it", variable=ENDPOINT,
-                remedy="allow_http",
+                remedy=Remedy.ALLOW_HTTP,
             )
 
     @property
@@ -177,27 +177,32 @@ class Settings:
         """Read settings from `environ` (default `os.environ`), then the SDK's credentials
         file when the environment has no credentials; `overrides` win when not None."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {
-            "endpoint": _endpoint_from(env),
-            "region": env.get(REGION) or None,
-            "project_id": _one_of(env, PROJECT_ID, SDK_PROJECT_ID) or "",
-            "ak": _one_of(env, AK, SDK_AK),
-            "sk": _one_of(env, SK, SDK_SK),
-            "security_token": env.get(SDK_TOKEN) or None,
-            "token": env.get(TOKEN) or None,
-            "token_file": env.get(TOKEN_FILE) or None,
-            "credentials": (env.get(CREDENTIALS) or "").lower() or None,
-            "metadata_url": (env.get(METADATA) or METADATA_URL).rstrip("/"),
-            "ca_bundle": env.get(CA_BUNDLE) or None,
-            "api_rates": _parse_rates(env[API_RATES]) if env.get(API_RATES) else None,
-            "app_user_id": env.get(APP_USER_ID) or None,
-            "allow_http": env.get(ALLOW_HTTP, "").lower() in ("1", "true", "yes"),
-        }
+        values = _values_of(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         given = ("ak", "sk", "token", "token_file", "credentials")
         if not any(values[k] for k in given):
             _from_credentials_file(env, values)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _values_of(env: Mapping[str, str]) -> dict[str, object]:
+    """The settings' fields, as the environment gives them."""
+    return {
+        "endpoint": _endpoint_from(env),
+        "region": env.get(REGION) or None,
+        "project_id": _one_of(env, PROJECT_ID, SDK_PROJECT_ID) or "",
+        "ak": _one_of(env, AK, SDK_AK),
+        "sk": _one_of(env, SK, SDK_SK),
+        "security_token": env.get(SDK_TOKEN) or None,
+        "token": env.get(TOKEN) or None,
+        "token_file": env.get(TOKEN_FILE) or None,
+        "credentials": (env.get(CREDENTIALS) or "").lower() or None,
+        "metadata_url": (env.get(METADATA) or METADATA_URL).rstrip("/"),
+        "ca_bundle": env.get(CA_BUNDLE) or None,
+        "api_rates": _parse_rates(env[API_RATES]) if env.get(API_RATES) else None,
+        "app_user_id": env.get(APP_USER_ID) or None,
+        "allow_http": env.get(ALLOW_HTTP, "").lower() in ("1", "true", "yes"),
+    }
 
 
 def _one_of(env: Mapping[str, str], ours: str, sdks: str) -> str | None:
@@ -218,6 +223,16 @@ def _from_credentials_file(env: Mapping[str, str], values: dict[str, object]) ->
         if named:
             raise SettingsError(f"{SDK_FILE} names no file: {named}", variable=SDK_FILE)
         return
+    basic = _basic_section(path)
+    values.update(ak=basic.get("ak") or None, sk=basic.get("sk") or None,
+                  security_token=basic.get("security_token") or values["security_token"])
+    if not values["project_id"]:
+        values["project_id"] = basic.get("project_id") or ""
+
+
+def _basic_section(path: Path) -> dict[str, str]:
+    """The `[basic]` section of the SDK's credentials file at `path`, its values stripped;
+    SettingsError, never quoting a line, if it cannot be read or a value is not one word."""
     parser = configparser.ConfigParser()
     try:
         parser.read(path, encoding="utf-8")
@@ -235,10 +250,7 @@ def _from_credentials_file(env: Mapping[str, str], values: dict[str, object]) ->
         raise SettingsError(f"the credentials file {path}: a key's value holds a line break "
                             "or a blank (write each as key = value on one line)",
                             variable=SDK_FILE)
-    values.update(ak=basic.get("ak") or None, sk=basic.get("sk") or None,
-                  security_token=basic.get("security_token") or values["security_token"])
-    if not values["project_id"]:
-        values["project_id"] = basic.get("project_id") or ""
+    return basic
 
 
 #: The values of the credentials file that are one word each.

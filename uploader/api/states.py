@@ -38,7 +38,7 @@ def _training(meaning: str) -> State:
                  PASSED)
 
 
-_FAILED_LATER = "the review passed, but {} failed: see uploader status, or ask support"
+_FAILED_LATER = "the review passed, but {} failed: see the job's operation log, or ask support"
 
 STATES: dict[str, State] = {
     "WAIT_FILE_UPLOAD": State("waiting", "waiting for the job's files, then for it to be "

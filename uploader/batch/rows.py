@@ -22,7 +22,7 @@ from uploader.batch.manifest import Row, RowError
 if TYPE_CHECKING:
     from uploader._client import AsyncClient
 
-__all__ = ["OUTCOMES", "RowResult", "upload_row", "upload_rows"]
+__all__ = ["OUTCOMES", "Checked", "RowResult", "check_rows", "upload_row", "upload_rows"]
 
 OUTCOMES = ("ok", "skipped", "failed", "invalid")
 
@@ -51,9 +51,10 @@ class RowResult:
         return cls(row.line, row.path, "invalid", error="RowError", message=row.message)
 
 
-async def upload_row(client: AsyncClient, row: Row, *, submit: bool, wait: bool,
-                     progress: Progress) -> RowResult:
+async def upload_row(client: AsyncClient, row: Row, *, submit: bool = False,
+                     wait: bool = False, progress: Progress | None = None) -> RowResult:
     """Upload one row through `client`; its failure is its result, not an error."""
+    progress = progress or Progress()
     started = time.monotonic()
     try:
         result = await client.upload(row.job, submit=submit, wait=wait, progress=progress)
@@ -90,10 +91,57 @@ class _RowProgress(Progress):
             self._release()
 
 
-async def upload_rows(client: AsyncClient, rows: Iterable[Row | RowError], *, files: int,
-                      submit: bool, wait: bool, fail_fast: bool, progress: Progress
-                      ) -> AsyncGenerator[RowResult, None]:
-    """Upload every row, `files` at a time; yield each row's result as it ends."""
+@dataclass
+class Checked:
+    """What `check_rows` found: the rows that cannot be uploaded (each an `invalid` result,
+    by line), how many can, and their bytes."""
+
+    invalid: dict[int, RowResult]
+    valid: int = 0
+    total_bytes: int = 0
+
+
+async def check_rows(rows: Iterable[Row | RowError]) -> Checked:
+    """Every row and file checked before any link is spent (MediaInfo reads headers only):
+    a row whose files the review would refuse, or whose part plan its video cannot take,
+    is an `invalid` result saying why."""
+    from uploader.preflight import check_files
+    from uploader.transfer.plan import plan_parts
+
+    checked = Checked({})
+    for row in rows:
+        if isinstance(row, RowError):
+            checked.invalid[row.line] = RowResult.invalid(row)
+            continue
+        paths = row.job.paths
+        refused = [r for r in await check_files(paths) if not r.ok]
+        if refused:
+            message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
+                                for r in refused for p in r.problems)
+            checked.invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
+                                                  error="PreflightError", message=message)
+            continue
+        try:
+            plan_parts(row.job.video.stat().st_size, parts=row.job.parts,
+                       part_size=row.job.part_size)
+        except UploaderError as error:
+            checked.invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
+                                                  error=type(error).__name__,
+                                                  message=error.message)
+            continue
+        checked.valid += 1
+        checked.total_bytes += sum(p.stat().st_size for p in paths.values())
+    return checked
+
+
+async def upload_rows(client: AsyncClient, rows: Iterable[Row | RowError], *, files: int = 4,
+                      submit: bool = False, wait: bool = False, fail_fast: bool = False,
+                      progress: Progress | None = None) -> AsyncGenerator[RowResult, None]:
+    """Upload every row through `client`, `files` at a time, every row's pieces drawing on
+    the client's budget; yield each row's result as it ends. A row waiting for its review
+    gives its place to the next; with `fail_fast`, no row starts after one failed or was
+    invalid."""
+    progress = progress or Progress()
     if isinstance(files, bool) or not isinstance(files, int) or files < 1:
         raise UsageError(f"files must be a whole number of at least 1, not {files!r}")
     results: asyncio.Queue[RowResult | None] = asyncio.Queue()

@@ -139,8 +139,8 @@ class _Batch:
         connection.heartbeat_check()  # keeps the connection alive; rate-limited by kombu
         if not self.heard and time.monotonic() - self.started > self.silence:
             self.heard = True  # said once
-            log.warning("no worker has told anything of this batch's rows for %g s: is "
-                        "`uploader worker` running against this broker, with the same "
+            log.warning("no worker has told anything of this batch's rows for %g s: is a "
+                        "worker (of uploader.celery) running against this broker, with the same "
                         "UPLOADER_QUEUE (%s)?", self.silence, app.conf.task_default_queue)
         while self.ready:
             yield self.ready.popleft()

@@ -10,9 +10,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from uploader._client import AsyncClient
 from uploader._errors import LocalFileError, UploaderError
+from uploader._limits import Limits
 from uploader._log import logger
 from uploader.api.settings import Settings
 from uploader.batch import Row, RowError, RowResult, row_from_json
+from uploader.batch import rows as batch_rows
 from uploader.celery.app import app, part_concurrency
 from uploader.celery.lock import RowLock, row_key
 from uploader.celery.report import Reporter
@@ -58,8 +60,9 @@ def _upload(row: Row | RowError, *, submit: bool, reporter: Reporter) -> RowResu
 
 def _run(row: Row, *, submit: bool, reporter: Reporter, settings: Settings) -> RowResult:
     async def upload() -> RowResult:
-        async with AsyncClient(settings, concurrency=part_concurrency()) as client:
-            return await client.upload_row(row, submit=submit, progress=reporter)
+        async with AsyncClient(settings, limits=Limits(concurrency=part_concurrency())
+                               ) as client:
+            return await batch_rows.upload_row(client, row, submit=submit, progress=reporter)
 
     try:
         result = asyncio.run(upload())

@@ -9,32 +9,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import click
 
-from uploader._checks import MAX_CONCURRENCY
 from uploader._errors import UploaderError
 from uploader._progress import Progress
-from uploader.batch.manifest import Row, RowError, manifest_columns, read_manifest
+from uploader.batch.manifest import Row, manifest_columns, read_manifest
 from uploader.cli.common import (
     INTERRUPTED,
     TERMINATED,
     Terminated,
     celery,
-    concurrency_option,
     fail,
     interrupted,
+    limits_of,
     print_json,
     settings,
     sigterm_raises,
+    transfer_options,
 )
 from uploader.cli.common import run as run_stoppable
-from uploader.cli.upload import _size
-from uploader.transfer.plan import plan_parts
 
 if TYPE_CHECKING:
+    from uploader._limits import Limits
     from uploader.batch.rows import RowResult
 
 __all__ = ["batch"]
@@ -56,26 +56,12 @@ STATUS_EVERY = 5.0
 @click.argument("manifest")
 @click.option("--files", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Videos in flight at once.")
-@click.option("--concurrency", callback=concurrency_option(256), default="auto",
-              metavar="auto|N", show_default=True,
-              help="Part PUTs in flight at once, over all videos; auto: tuned from the "
-                   "throughput measured, 1 to 64.")
-@click.option("--bwlimit", callback=_size, metavar="RATE",
-              help="At most RATE bytes a second on the wire, over all videos (40M).")
-@click.option("--retries", type=click.IntRange(0), metavar="N",
-              help="Try a failed request at most N times more [default: as often as "
-                   "--retry-window allows].")
-@click.option("--retry-window", type=click.FloatRange(min=0, min_open=True),
-              metavar="SECONDS", help="Keep retrying a failing request (a part, an API "
-                                      "call) for this long: an outage shorter than it is "
-                                      "ridden out [default: 180].")
+@transfer_options(most=256, over=", over all videos")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one JSON line per row as it ends.")
 @click.option("--fail-fast", is_flag=True, help="Start no row after one failed.")
 @click.option("--dry-run", is_flag=True, help="Check every row and file; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary object at the end.")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the resume journals are kept.")
 @click.option("--submit", "submit_review", is_flag=True, help="Submit each job for review.")
 @click.option("--wait", is_flag=True, help="With --submit: wait for each review's outcome.")
 @click.option("--quiet", is_flag=True, help="No line per row.")
@@ -89,62 +75,19 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
           quiet: bool, broker: str | None, retries: int | None,
           retry_window: float | None) -> None:
     """Upload every video of MANIFEST (see the help above, made from the columns)."""
-
     from uploader.batch.rows import OUTCOMES
+
     if broker is not None:
         _refuse_local_options(ctx, "files", "concurrency", "bwlimit", "state_dir", "wait",
                               "fail_fast", "retries", "retry_window")
-    started = time.monotonic()
-    counts = dict.fromkeys(OUTCOMES, 0)
-    sent = 0
-
-    def ended(result: RowResult, status: _Status, out: IO[str] | None) -> None:
-        nonlocal sent
-        sent += result.bytes_uploaded
-        status.ended(result, out)
-
-    async def run(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
-        from uploader._client import AsyncClient
-        from uploader.transfer.budget import TransferBudget
-
-        auto = concurrency == "auto"
-        pieces = MAX_CONCURRENCY if auto else int(concurrency)
-        budget = TransferBudget(concurrency=pieces, bwlimit=bwlimit, auto=auto)
-        async with AsyncClient(settings(), budget=budget, state_dir=state_dir,
-                               concurrency=min(pieces, MAX_CONCURRENCY),
-                               connections=pieces + files, retries=retries,
-                               retry_window=retry_window) as client:
-            async for result in client.batch(rows, files=files, submit=submit_review,
-                                             wait=wait, fail_fast=fail_fast, progress=status):
-                ended(result, status, out)
-
-    def send(out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
-        results = celery().send_batch(rows, submit=submit_review, broker=broker,
-                                      progress=status)
-        with contextlib.closing(results):  # stopped early: the rows not started are revoked
-            for result in results:
-                ended(result, status, out)
-
+    run = _Batch(files=files, submit=submit_review, wait=wait, fail_fast=fail_fast,
+                 broker=broker, state_dir=state_dir, counts=dict.fromkeys(OUTCOMES, 0),
+                 limits=limits_of({"concurrency": concurrency, "bwlimit": bwlimit,
+                                   "retries": retries, "retry_window": retry_window}))
     try:
         with _opened(report) as out, _rereadable(manifest) as (manifest, base):
-            invalid, valid, total = run_stoppable(_preflight(manifest, base))
-            status = _Status(counts, rows=valid, total=total, quiet=quiet or as_json)
-            for result in invalid.values():
-                status.ended(result, out)
-            if dry_run and not as_json:
-                click.echo(f"{valid} row(s) would upload ({total / 2**20:.1f} MiB); "
-                           f"{len(invalid)} invalid", err=True)
-            if not (dry_run or (fail_fast and invalid)):
-                rows = (row for row in read_manifest(manifest, base=base)
-                        if isinstance(row, Row) and row.line not in invalid)
-                try:
-                    if broker is None:
-                        run_stoppable(run(out, status, rows))
-                    else:
-                        with sigterm_raises():
-                            send(out, status, rows)
-                finally:
-                    status.close()
+            run.rows(manifest, base, out, quiet=quiet or as_json, dry_run=dry_run,
+                     say_dry_run=not as_json)
     except UploaderError as error:
         fail(error, as_json=as_json)
     except (KeyboardInterrupt, Terminated) as stop:
@@ -154,54 +97,77 @@ def batch(ctx: click.Context, manifest: str, files: int, concurrency: int | str,
                     "run the same command again: rows done are skipped.",
                     as_json=as_json, job_id=None,
                     code=TERMINATED if isinstance(stop, Terminated) else INTERRUPTED)
+    counts = run.counts
     if as_json:
-        print_json({"rows": sum(counts.values()), **counts, "bytes_uploaded": sent,
-                    "seconds": round(time.monotonic() - started, 3)})
+        print_json({"rows": sum(counts.values()), **counts, "bytes_uploaded": run.sent,
+                    "seconds": round(time.monotonic() - run.started, 3)})
     elif not quiet:
         click.echo(", ".join(f"{n} {k}" for k, n in counts.items()), err=True)
     if counts["failed"] or counts["invalid"]:
         sys.exit(SOME_FAILED)
 
 
-async def _preflight(manifest: str, base: Path | None
-                     ) -> tuple[dict[int, RowResult], int, int]:
-    """The rows that cannot be uploaded, by line, and how many rows and bytes can: every
-    row and file is checked before any link is spent (MediaInfo reads headers only)."""
-    from uploader.batch.rows import RowResult
-    from uploader.preflight import check_files
+@dataclass
+class _Batch:
+    """One batch command: what it was asked, and what it counted."""
 
-    invalid: dict[int, RowResult] = {}
-    valid = total = 0
-    for row in read_manifest(manifest, base=base):
-        if isinstance(row, RowError):
-            invalid[row.line] = RowResult.invalid(row)
-            continue
-        paths = row.job.paths
-        refused = [r for r in await check_files(paths) if not r.ok]
-        plan = None if refused else _plan_problem(row)
-        if refused:
-            message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
-                                for r in refused for p in r.problems)
-            invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
-                                          error="PreflightError", message=message)
-        elif plan is not None:
-            invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
-                                          error="PlanError", message=plan)
-        else:
-            valid += 1
-            total += sum(p.stat().st_size for p in paths.values())
-    return invalid, valid, total
+    files: int
+    submit: bool
+    wait: bool
+    fail_fast: bool
+    broker: str | None
+    state_dir: Path | None
+    limits: Limits
+    counts: dict[str, int]
+    sent: int = 0
+    started: float = field(default_factory=time.monotonic)
 
+    def rows(self, manifest: str, base: Path | None, out: IO[str] | None, *, quiet: bool,
+             dry_run: bool, say_dry_run: bool) -> None:
+        """Check every row (the library's `check_rows`), then send those that can go."""
+        from uploader.batch.rows import check_rows
 
-def _plan_problem(row: Row) -> str | None:
-    """What is wrong with the row's part plan for its video as it is, if anything: the run
-    would refuse it (`--dry-run` says so first)."""
-    try:
-        plan_parts(row.job.video.stat().st_size, parts=row.job.parts,
-                   part_size=row.job.part_size)
-    except UploaderError as error:
-        return error.message
-    return None
+        checked = run_stoppable(check_rows(read_manifest(manifest, base=base)))
+        status = _Status(self.counts, rows=checked.valid, total=checked.total_bytes,
+                         quiet=quiet)
+        for result in checked.invalid.values():
+            status.ended(result, out)
+        if dry_run and say_dry_run:
+            click.echo(f"{checked.valid} row(s) would upload "
+                       f"({checked.total_bytes / 2**20:.1f} MiB); {len(checked.invalid)} "
+                       "invalid", err=True)
+        if dry_run or (self.fail_fast and checked.invalid):
+            return
+        rows = (row for row in read_manifest(manifest, base=base)
+                if isinstance(row, Row) and row.line not in checked.invalid)
+        try:
+            if self.broker is None:
+                run_stoppable(self._here(out, status, rows))
+            else:
+                with sigterm_raises():
+                    self._to_workers(out, status, rows)
+        finally:
+            status.close()
+
+    def _ended(self, result: RowResult, status: _Status, out: IO[str] | None) -> None:
+        self.sent += result.bytes_uploaded
+        status.ended(result, out)
+
+    async def _here(self, out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
+        from uploader.batch import upload_batch
+
+        async for result in upload_batch(rows, files=self.files, submit=self.submit,
+                                         wait=self.wait, fail_fast=self.fail_fast,
+                                         progress=status, settings=settings(),
+                                         limits=self.limits, state_dir=self.state_dir):
+            self._ended(result, status, out)
+
+    def _to_workers(self, out: IO[str] | None, status: _Status, rows: Iterator[Row]) -> None:
+        results = celery().send_batch(rows, submit=self.submit, broker=self.broker,
+                                      progress=status)
+        with contextlib.closing(results):  # stopped early: the rows not started are revoked
+            for result in results:
+                self._ended(result, status, out)
 
 
 def _refuse_local_options(ctx: click.Context, *names: str) -> None:

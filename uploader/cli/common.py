@@ -8,6 +8,7 @@ import json
 import sys
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -15,29 +16,33 @@ import click
 from uploader._errors import (
     ApiError,
     BrokerError,
+    ConfirmError,
     CredentialsError,
     JobStateError,
     JournalError,
     LocalFileError,
     MissingFilesError,
     PreflightError,
+    Remedy,
     SettingsError,
     TransferError,
+    UnreachableError,
     UploaderError,
     UsageError,
 )
-from uploader._files import TRAINING_VIDEO, kind
+from uploader._files import TRAINING_VIDEO, FileKind, kind
 from uploader._redact import redact, without_queries
 from uploader.api.settings import Settings
 
 if TYPE_CHECKING:
     from uploader._client import AsyncClient
+    from uploader._limits import Limits
     from uploader.preflight import Report
 
 __all__ = ["EXIT_CODES", "INTERRUPTED", "READ_WINDOW", "TERMINATED", "Terminated", "celery",
            "concurrency_option", "echo_problems", "escaped", "exit_code", "fail", "flag_of",
-           "interrupted", "print_json", "retry_window_option", "run", "settings",
-           "sigterm_raises", "with_client"]
+           "interrupted", "limits_of", "option_of", "print_json", "retry_window_option", "run",
+           "settings", "sigterm_raises", "size_value", "transfer_options", "with_client"]
 
 T = TypeVar("T")
 
@@ -55,7 +60,12 @@ def celery() -> types.ModuleType:
 
 def flag_of(kind_name: str) -> str:
     """The command-line flag that gives a file of this kind."""
-    return "VIDEO" if kind_name == TRAINING_VIDEO.name else kind(kind_name).flag
+    return "VIDEO" if kind_name == TRAINING_VIDEO.name else option_of(kind(kind_name))
+
+
+def option_of(file: FileKind) -> str:
+    """The option that gives a file of this kind: `--id-card-front`."""
+    return "--" + file.name.replace("_", "-")
 
 
 #: The exit status of each kind of error (README, "exit"): the most specific class wins.
@@ -67,6 +77,8 @@ EXIT_CODES: dict[type[UploaderError], int] = {
     PreflightError: 3,
     SettingsError: 4,  # settings come from the environment, not the command's arguments
     ApiError: 4,
+    UnreachableError: 4,  # "cannot reach": the API or a stored file's link
+    ConfirmError: 5,  # a confirm or the submit refused: run the same command to resume
     CredentialsError: 4,  # authentication, as an API call refused with 401 is
     BrokerError: 4,
     JobStateError: 4,
@@ -81,9 +93,15 @@ def exit_code(error: UploaderError) -> int:
     return next(EXIT_CODES[c] for c in type(error).__mro__ if c in EXIT_CODES)
 
 
-#: What the CLI adds to an error whose `remedy` names an option.
-_REMEDIES = {"restart": "To start over, run the same command with --restart.",
-             "allow_http": "Or pass --allow-http."}
+#: What the CLI adds to an error that carries a remedy: the library's remedy in flags and
+#: commands (a `{job_id}` filled in).
+_REMEDIES = {
+    Remedy.RESTART: "To start over, run the same command with --restart.",
+    Remedy.ALLOW_HTTP: "Or pass --allow-http.",
+    Remedy.STATE_DIR: "Choose another state folder with --state-dir DIR (or XDG_STATE_HOME).",
+    Remedy.UPLOAD_FILES: "Give them with: uploader upload VIDEO --job-id {job_id} "
+                         "--id-card-front IMG --id-card-back IMG ... --submit",
+}
 
 
 def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
@@ -110,9 +128,10 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
             click.echo(f"To submit, give {flags} (or upload without --submit).", err=True)
     else:
         click.echo(redact(f"error: {error}"), err=True)
-    if error.remedy in _REMEDIES:
-        click.echo(_REMEDIES[error.remedy], err=True)
-    if isinstance(error, TransferError | LocalFileError) and error.remedy != "restart":
+    if error.remedy is not None:
+        click.echo(_REMEDIES[error.remedy].format(job_id=error.job_id), err=True)
+    if (isinstance(error, TransferError | LocalFileError | ConfirmError)
+            and error.remedy is not Remedy.RESTART):
         click.echo("What was sent so far is kept: run the same command again to resume.",
                    err=True)
     sys.exit(exit_code(error))
@@ -224,12 +243,13 @@ def with_client(call: Callable[[AsyncClient], Awaitable[T]], *, as_json: bool = 
     (`reads_only` False) waits READ_WINDOW for the service's first answer, and the
     transfer's window once it has had one."""
     from uploader._client import AsyncClient
+    from uploader._limits import Limits
 
     window = retry_window or READ_WINDOW if reads_only else retry_window
 
     async def main() -> T:
-        async with AsyncClient(settings(), retry_window=window,
-                               first_contact_window=retry_window or READ_WINDOW) as client:
+        limits = Limits(retry_window=window, first_contact_window=retry_window or READ_WINDOW)
+        async with AsyncClient(settings(), limits=limits) as client:
             return await call(client)
 
     try:
@@ -265,6 +285,56 @@ def echo_problems(report: Report, *, err: bool) -> None:
     for problem in report.problems:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
 
+
+
+def size_value(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A click callback: bytes in a size such as 32MiB, 8M or 100k (powers of 1024)."""
+    from uploader.transfer.plan import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except UploaderError as error:
+        raise click.BadParameter(error.message) from None
+
+
+def transfer_options(*, most: int, over: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of the commands that transfer (upload, batch): pieces in flight (up to
+    `most`, `over` what), bandwidth, retries, the state folder."""
+    options = [
+        click.option("--concurrency", callback=concurrency_option(most), default="auto",
+                     metavar="auto|N", show_default=True,
+                     help=f"Pieces in flight at once{over}; auto: tuned from the throughput "
+                          "measured, 16 up to 64."),
+        click.option("--bwlimit", callback=size_value, metavar="RATE",
+                     help=f"At most RATE bytes a second on the wire{over} (40M, 512k: powers "
+                          "of 1024)."),
+        click.option("--retries", type=click.IntRange(0), metavar="N",
+                     help="Try a failed request at most N times more [default: as often as "
+                          "--retry-window allows]."),
+        click.option("--retry-window", type=click.FloatRange(min=0, min_open=True),
+                     metavar="SECONDS", help="Keep retrying a failing request (a part, an "
+                     "API call) for this long: an outage shorter than it is ridden out "
+                     "[default: 180]."),
+        click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Where the resume journals are kept [default: the user state "
+                          "folder]."),
+    ]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def limits_of(values: dict[str, Any]) -> Limits:
+    """The `Limits` of the transfer options' values (taken out of `values`)."""
+    from uploader._limits import Limits
+
+    concurrency = values.pop("concurrency")
+    return Limits(concurrency="auto" if concurrency == "auto" else int(concurrency),
+                  bwlimit=values.pop("bwlimit"), retries=values.pop("retries"),
+                  retry_window=values.pop("retry_window"))
 
 
 def concurrency_option(high: int) -> Callable[[click.Context, click.Parameter, str], int | str]:

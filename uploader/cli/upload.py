@@ -27,15 +27,17 @@ from uploader.cli.common import (
     READ_WINDOW,
     TERMINATED,
     Terminated,
-    concurrency_option,
     fail,
     interrupted,
+    limits_of,
+    option_of,
     print_json,
     retry_window_option,
     settings,
+    size_value,
+    transfer_options,
 )
 from uploader.cli.common import run as run_stoppable
-from uploader.transfer.plan import parse_size
 
 if TYPE_CHECKING:
     from uploader.workflow.result import SubmitResult, UploadResult
@@ -51,20 +53,13 @@ _EXIT_CODES = ("Exit codes: 0 done; 2 usage, or --submit without a file the revi
                "stopped by SIGTERM (as Ctrl-C).")
 
 
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    try:
-        return None if value is None else parse_size(value)
-    except UploaderError as error:
-        raise click.BadParameter(error.message) from None
-
-
 def _file_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per file kind of the job other than the training video (the table in
     uploader._files): `--id-card-front IMG`, ..."""
     for file in reversed(_files.other_kinds()):
-        command = click.option(file.flag, file.name,
+        command = click.option(option_of(file), file.name,
                                type=click.Path(path_type=Path, readable=False),
-                               help=file.help)(command)
+                               help=file.description)(command)
     return command
 
 
@@ -104,22 +99,9 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--submit", "submit_review", is_flag=True,
               help="After the files are confirmed, submit the job for review.")
 @click.option("--parts", type=click.IntRange(1, 1000), help="Cut the video into N parts.")
-@click.option("--part-size", callback=_size, help="Cut the video into parts of SIZE (32MiB, 8M).")
-@click.option("--concurrency", callback=concurrency_option(64), default="auto",
-              metavar="auto|N", show_default=True,
-              help="Pieces in flight at once; auto: tuned from the throughput measured, "
-                   "1 to 64.")
-@click.option("--bwlimit", callback=_size, metavar="RATE",
-              help="At most RATE bytes a second on the wire (40M, 512k: powers of 1024).")
-@click.option("--retries", type=click.IntRange(0), metavar="N",
-              help="Try a failed request at most N times more [default: as often as "
-                   "--retry-window allows].")
-@click.option("--retry-window", type=click.FloatRange(min=0, min_open=True),
-              metavar="SECONDS", help="Keep retrying a failing request (a part, an API "
-                                      "call) for this long: an outage shorter than it is "
-                                      "ridden out [default: 180].")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where the resume journal is kept [default: the user state folder].")
+@click.option("--part-size", callback=size_value,
+              help="Cut the video into parts of SIZE (32MiB, 8M).")
+@transfer_options(most=64, over="")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
 @click.option("--verify", type=click.Choice(["etag", "download"]), default="etag",
               show_default=True,
@@ -140,8 +122,8 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     bar = _Bar(video.name) if not quiet and not as_json and sys.stderr.isatty() else None
     shown = _Shown(bar)
     wait = wait or use_emulator
-    client_options = {k: options.pop(k) for k in ("concurrency", "bwlimit", "state_dir",
-                                                  "retries", "retry_window")}
+    limits = limits_of(options)
+    state_dir = options.pop("state_dir")
     restart, verify = options.pop("restart"), options.pop("verify")
     try:
         job = Job.of(video, **options)
@@ -151,7 +133,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
     async def call(env: Settings) -> UploadResult:
         from uploader._client import AsyncClient
 
-        async with AsyncClient(env, **client_options) as client:
+        async with AsyncClient(env, limits=limits, state_dir=state_dir) as client:
             return await client.upload(job, submit=submit_review, wait=wait, restart=restart,
                                        progress=shown, verify=verify)
 
@@ -183,9 +165,11 @@ def submit(job_id: str, wait: bool, as_json: bool, retry_window: float | None) -
 
     async def call(env: Settings) -> SubmitResult:
         from uploader._client import AsyncClient
+        from uploader._limits import Limits
 
-        async with AsyncClient(env, retry_window=retry_window,
-                               first_contact_window=retry_window or READ_WINDOW) as client:
+        limits = Limits(retry_window=retry_window,
+                        first_contact_window=retry_window or READ_WINDOW)
+        async with AsyncClient(env, limits=limits) as client:
             return await client.submit(job_id, wait=wait)
 
     result = _run(call, use_emulator=False, quiet=True, as_json=as_json,

@@ -51,8 +51,7 @@ _RETRYABLE_STATUS = frozenset({408, 429})
 class TransferConfig:
     """How parts are sent.
 
-    `concurrency` parts are in flight at once (8 fills most links without crowding a 2-core
-    machine). Reads are `chunk_size` bytes (1 MiB: few enough system calls and hash calls
+    Reads are `chunk_size` bytes (1 MiB: few enough system calls and hash calls
     to be cheap, small enough to keep memory flat), fewer when a budget lets many pieces
     fly (`TransferBudget.chunk_size`). A part that makes no progress for
     `stall_timeout` seconds (no chunk accepted by the socket, or no answer after the last)
@@ -60,7 +59,6 @@ class TransferConfig:
     fresh URLs `max_refreshes` times.
     """
 
-    concurrency: int = 8
     chunk_size: int = 1024 * 1024
     stall_timeout: float = 60.0
     connect_timeout: float = 15.0
@@ -74,7 +72,6 @@ class TransferConfig:
         return aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
 
     def __post_init__(self) -> None:
-        checks.whole(self.concurrency, "concurrency", low=1, high=checks.MAX_CONCURRENCY)
         checks.whole(self.chunk_size, "chunk_size", low=4096)
         checks.number(self.stall_timeout, "stall_timeout")
         checks.number(self.connect_timeout, "connect_timeout")
@@ -207,12 +204,12 @@ def _failure_for(status: int, text: str, asked: float | None,
 
 async def send_pieces(
     parts: list[Piece], *, session: aiohttp.ClientSession, urls: UrlSource,
-    config: TransferConfig, on_bytes: Callable[[int], None],
+    config: TransferConfig, on_bytes: Callable[[int], None], concurrency: int = 8,
     on_done: Callable[[Piece, Sent], Awaitable[None]], job_id: str | None = None,
     budget: TransferBudget | None = None, most_at_risk: int | None = None,
 ) -> int:
-    """Send `parts` (of any files: video parts and single files alike) with
-    `config.concurrency` workers in one task group; return the bytes put on the wire. A
+    """Send `parts` (of any files: video parts and single files alike) with `concurrency`
+    workers in one task group; return the bytes put on the wire. A
     `budget` shared with other uploads caps the pieces in flight and the bandwidth of all.
     `most_at_risk` caps the workers further, so that the pieces in flight hold at most that
     many bytes (one piece at least): what an interruption may cost.
@@ -239,7 +236,7 @@ async def send_pieces(
                                           on_settled=on_bytes, job_id=job_id, budget=budget)
             await on_done(part, sent)
 
-    workers = min(config.concurrency, len(parts))
+    workers = min(concurrency, len(parts))
     if most_at_risk is not None and parts:
         workers = min(workers, max(1, most_at_risk // max(p.size for p in parts)))
     try:

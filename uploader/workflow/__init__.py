@@ -22,6 +22,8 @@ from uploader._errors import (
     JobStateError,
     PreflightError,
     RefusedError,
+    Remedy,
+    UnreachableError,
     UploaderError,
 )
 from uploader._files import TRAINING_VIDEO, FileKind, kind
@@ -63,6 +65,7 @@ class Run:
     session: aiohttp.ClientSession
     state_dir: Path
     config: TransferConfig
+    pieces: int  #: the most pieces one upload sends at once
     budget: TransferBudget | None
     wait_timeout: float
 
@@ -86,30 +89,13 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
                                        journal=journal, client=run.api, session=run.session)
         progress.on_step(Step.SENDING, opened.job_id)
         sender = Sender(files=files, links=opened.links, journal=journal,
-                        session=run.session, config=run.config, progress=progress,
-                        new_job=opened.created, budget=run.budget)
-        started = time.monotonic()
+                        session=run.session, config=run.config, pieces=run.pieces,
+                        progress=progress, new_job=opened.created, budget=run.budget)
         seconds = 0.0
         if SUBMIT_STEP not in journal.steps:
-            try:
-                await sender.send_missing(restart=restart)
-                # Every byte sent was read by now: a file written meanwhile is not confirmed.
-                await asyncio.to_thread(refuse_changed, files, job_id=opened.job_id)
-                seconds = round(time.monotonic() - started, 3)
-                progress.on_step(Step.CONFIRMING, opened.job_id)
-                await confirm_files([f.kind for f in files], links=opened.links,
-                                    journal=journal, client=run.api)
-                if verify == "download":
-                    await _verify(files, opened.links, sender, run)
-                progress.on_step(Step.CONFIRMED, opened.job_id)
-                if submit:
-                    await submit_for_review(run.api, opened.job_id)
-                    await journal.record_step(SUBMIT_STEP)
-            except UploaderError:
-                if not await _finished_elsewhere(opened.job_id, files[0], sender, run.api):
-                    raise
-                await journal.record_step(SUBMIT_STEP)
-                seconds = round(time.monotonic() - started, 3)
+            seconds = await _send_and_confirm(opened.links, files, sender, journal, run,
+                                              submit=submit, restart=restart, verify=verify,
+                                              progress=progress)
         submitted = SUBMIT_STEP in journal.steps
         if submitted:
             progress.on_step(Step.SUBMITTED, opened.job_id)
@@ -121,6 +107,36 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
     return _upload_result(opened.job_id, files, sender, seconds, outcome, submitted)
 
 
+async def _send_and_confirm(links: Links, files: list[LocalFile], sender: Sender,
+                            journal: Journal, run: Run, *, submit: bool, restart: bool,
+                            verify: str, progress: Progress) -> float:
+    """Send what the job lacks, confirm every file (with `verify` "download", read them back
+    first) and, with `submit`, submit it; the seconds the transfer took. A run that fails
+    because another run finished the job meanwhile ends as if it had done so itself."""
+    job_id = links.job_id
+    started = time.monotonic()
+    try:
+        await sender.send_missing(restart=restart)
+        # Every byte sent was read by now: a file written meanwhile is not confirmed.
+        await asyncio.to_thread(refuse_changed, files, job_id=job_id)
+        seconds = round(time.monotonic() - started, 3)
+        progress.on_step(Step.CONFIRMING, job_id)
+        await confirm_files([f.kind for f in files], links=links, journal=journal,
+                            client=run.api)
+        if verify == "download":
+            await _verify(files, links, sender, run)
+        progress.on_step(Step.CONFIRMED, job_id)
+        if submit:
+            await submit_for_review(run.api, job_id)
+            await journal.record_step(SUBMIT_STEP)
+    except UploaderError:
+        if not await _finished_elsewhere(job_id, files[0], sender, run.api):
+            raise
+        await journal.record_step(SUBMIT_STEP)
+        seconds = round(time.monotonic() - started, 3)
+    return seconds
+
+
 async def submit(job_id: str, api: MetaStudioClient, *, wait: bool, wait_timeout: float
                  ) -> SubmitResult:
     """Submit a job whose files are all stored already: confirm its authorization letter
@@ -129,9 +145,10 @@ async def submit(job_id: str, api: MetaStudioClient, *, wait: bool, wait_timeout
     job = await api.show_job(job_id)
     if job.state in REVIEW_FAILED:
         raise JobStateError(f"job {job_id} is in state {job.state} ({explain_state(job.state)}"
-                            "): it takes a submit only with its corrected files: uploader "
-                            f"upload VIDEO --job-id {job_id} --id-card-front IMG --id-card-back "
-                            "IMG ... --submit", job_id=job_id, state=job.state)
+                            "): it takes a submit only with its corrected files: upload them "
+                            f"to it (a Job with job_id={job_id!r}, the video and the ID card "
+                            "images) with submit=True", job_id=job_id, state=job.state,
+                            remedy=Remedy.UPLOAD_FILES)
     if job.state != "WAIT_FILE_UPLOAD":
         log.info("job %s was submitted already (state %s)", job_id, job.state)
         outcome = await _outcome(api, job_id, wait=wait, timeout=wait_timeout)
@@ -170,7 +187,7 @@ async def _finished_elsewhere(job_id: str, video: LocalFile, sender: Sender,
     very video. The run then ends as if it had done so itself."""
     try:
         detail = await api.show_job(job_id)
-    except ApiError:
+    except (ApiError, UnreachableError):
         return False
     if detail.state in ACCEPTS_VIDEO or not await sender.confirmed_before(video, detail):
         return False
@@ -208,9 +225,9 @@ async def _outcome(client: MetaStudioClient, job_id: str, *, wait: bool,
     not make the run a failure."""
     try:
         return outcome_of(await follow_review(client, job_id, wait=wait, timeout=timeout))
-    except ApiError as exc:
-        log.warning("the files are confirmed, but the job's state could not be read (%s); "
-                    "see: uploader status %s", exc, job_id)
+    except (ApiError, UnreachableError) as exc:
+        log.warning("the files are confirmed, but the state of job %s could not be read "
+                    "(%s); ask for it later", job_id, exc)
         return outcome_of(None)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from uploader._errors import ApiError, ConfirmError, TransferError
+from uploader._errors import ApiError, ConfirmError, TransferError, UnreachableError
 from uploader._files import FileKind
 from uploader._journal import Journal
 from uploader._log import logger
@@ -80,7 +80,7 @@ async def _command(client: MetaStudioClient, job_id: str, command: str,
     """Send `command`; a lost answer is settled by `took_effect` (the client retries)."""
     try:
         result = await client.command(job_id, command, settle=took_effect)
-    except ApiError as exc:
+    except (ApiError, UnreachableError) as exc:
         if not answer_lost(exc):
             raise
         raise TransferError(f"{command} did not get through: {exc}", job_id=job_id) from exc
@@ -102,8 +102,8 @@ async def follow_review(client: MetaStudioClient, job_id: str, *, wait: bool,
         pause = min(pause * 2, 10.0)
         try:
             job = await client.show_job(job_id)
-        except ApiError as exc:
-            log.warning("stopped following the review (%s); see: uploader status %s",
-                        exc, job_id)
+        except (ApiError, UnreachableError) as exc:
+            log.warning("stopped following the review of job %s (%s); ask for its state "
+                        "later", job_id, exc)
             break
     return job

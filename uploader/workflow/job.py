@@ -24,6 +24,8 @@ from uploader._errors import (
     JobStateError,
     JournalError,
     MissingFilesError,
+    Remedy,
+    UnreachableError,
     UsageError,
 )
 from uploader._files import TRAINING_VIDEO
@@ -32,6 +34,7 @@ from uploader._journal import FileIdentity, Journal
 from uploader._log import logger
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import JobDetail
+from uploader.api.options import create_fields, update_fields
 from uploader.api.states import ACCEPTS_VIDEO, REVIEW_FAILED, explain_state
 from uploader.workflow.finish import SUBMIT_STEP
 from uploader.workflow.links import Links
@@ -89,7 +92,7 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
         if detail is not None:
             files = _check_journal(journal, files, job.explicit_plan)
             job_id = detail.job_id
-    fields = _fields(files) | job.options.update_fields()
+    fields = _fields(files) | update_fields(job.options)
 
     def links_for(job_id: str) -> Links:
         return Links(client=client, session=session, journal=journal, job_id=job_id,
@@ -187,7 +190,7 @@ async def _create(job: Job, tag: str, files: list[LocalFile], fields: dict[str, 
     labels = job.labels
     labels["tags"] = [tag, *labels.get("tags", ())]
     answer = await client.create_job(job.name, **labels,
-                                     **(fields | job.options.create_fields()))
+                                     **(fields | create_fields(job.options)))
     winner = answer.job_id if alone else await _winner(tag, answer.job_id, client)
     if winner != answer.job_id:
         await _give_up_job(answer.job_id, winner, client)
@@ -279,7 +282,7 @@ def _check_journal(journal: Journal, files: list[LocalFile],
                     f"an upload of this file to job {journal.job_id} is under way in "
                     f"{len(sizes)} parts: resume it with the plan it began with (no number of "
                     "parts or part size), or start it over with the new plan",
-                    job_id=journal.job_id, remedy="restart")
+                    job_id=journal.job_id, remedy=Remedy.RESTART)
             file = replace(file, plan=type(file.plan)(file.plan.file_size, sizes))
         checked.append(file)
     return checked
@@ -314,9 +317,9 @@ async def _give_up_job(ours: str, winner: str, client: MetaStudioClient) -> None
                 "job %s is deleted, and the upload goes on with %s", winner, ours, winner)
     try:
         await client.delete_job(ours)
-    except ApiError as exc:
-        log.warning("job %s could not be deleted (%s); it is empty: delete it with: "
-                    "uploader delete %s --yes", ours, exc, ours)
+    except (ApiError, UnreachableError) as exc:
+        log.warning("job %s could not be deleted (%s); it is empty and may be deleted",
+                    ours, exc)
 
 
 async def _job_tagged(tag: str, client: MetaStudioClient) -> str | None:

@@ -61,7 +61,7 @@ class Sender:
     """Sends the files' missing pieces and keeps the tally and the progress."""
 
     def __init__(self, *, files: list[LocalFile], links: Links, journal: Journal,
-                 session: aiohttp.ClientSession, config: TransferConfig,
+                 session: aiohttp.ClientSession, config: TransferConfig, pieces: int,
                  progress: Progress, new_job: bool = False,
                  budget: TransferBudget | None = None) -> None:
         self.files, self.links, self.journal = files, links, journal
@@ -70,6 +70,7 @@ class Sender:
         self._said_not_md5 = False
         self.budget = budget
         self.session, self.config, self.progress = session, config, progress
+        self.pieces = pieces  # the most pieces this upload sends at once
         self.total = sum(f.size for f in files)
         self.done_bytes = 0
         self.tally = Tally()
@@ -93,8 +94,8 @@ class Sender:
             generation = self.links.generation
             self.tally.wire_bytes += await send_pieces(
                 missing, session=self.session, urls=self.links, config=self.config,
-                on_bytes=self._advance, on_done=self._piece_done, job_id=self.links.job_id,
-                budget=self.budget, most_at_risk=self._most_at_risk)
+                concurrency=self.pieces, on_bytes=self._advance, on_done=self._piece_done,
+                job_id=self.links.job_id, budget=self.budget, most_at_risk=self._most_at_risk)
             if generation == self.links.generation and all(
                     p.key in self._verified for p in missing):
                 # Every piece was taken with its MD5 as ETag, and no update (which may drop
@@ -129,19 +130,23 @@ class Sender:
         stored = await self._stored(pending)
         pieces = [piece for f in pending for piece in f.pieces]
         await self._forget_lost(pieces, stored)
-        # Pieces this run sent were hashed as they went out and checked against their ETag:
-        # only those an earlier run sent are hashed again.
-        local = await pieces_md5(
-            [p for p in pieces if p.key in stored and p.key not in self._sent],
-            chunk_size=self.config.chunk_size, concurrency=min(HASHED_AT_ONCE,
-                                                               self.config.concurrency))
-        local |= {key: md5 for key, md5 in self._sent.items() if key in stored}
+        local = await self._local_md5s(pieces, stored)
         verdict = judge_stored(pieces, stored=stored, journal=self.journal.parts, local=local,
                                job_id=self.links.job_id, etags_are_md5=self.etags_are_md5)
         for key, md5 in verdict.learned.items():
             await self.journal.record_part(key, md5)
         self.tally.unverified.update(kind for kind, _ in verdict.unproved)
         return verdict.missing
+
+    async def _local_md5s(self, pieces: list[Piece], stored: dict[tuple[str, int], str]
+                          ) -> dict[tuple[str, int], str]:
+        """The MD5 of every stored piece in the file now. Pieces this run sent were hashed
+        as they went out and checked against their ETag: only those an earlier run sent are
+        hashed again."""
+        local = await pieces_md5(
+            [p for p in pieces if p.key in stored and p.key not in self._sent],
+            chunk_size=self.config.chunk_size, concurrency=min(HASHED_AT_ONCE, self.pieces))
+        return local | {key: md5 for key, md5 in self._sent.items() if key in stored}
 
     @property
     def etags_are_md5(self) -> bool:
@@ -194,8 +199,8 @@ class Sender:
         await self.links.refresh(self.links.generation)
         self.tally.wire_bytes += await send_pieces(
             file.pieces, session=self.session, urls=self.links, config=self.config,
-            on_bytes=lambda delta: None, on_done=self._piece_done, job_id=self.links.job_id,
-            budget=self.budget)
+            concurrency=self.pieces, on_bytes=lambda delta: None, on_done=self._piece_done,
+            job_id=self.links.job_id, budget=self.budget)
 
     async def confirmed_before(self, file: LocalFile, detail: JobDetail) -> bool:
         """Whether the job holds this very file, confirmed (by an earlier run whose confirm
@@ -216,7 +221,7 @@ class Sender:
         for plan in _plans_to_try(file, held):
             pieces = replace(file, plan=plan).pieces
             md5s = await pieces_md5(pieces, chunk_size=self.config.chunk_size,
-                                    concurrency=min(HASHED_AT_ONCE, self.config.concurrency))
+                                    concurrency=min(HASHED_AT_ONCE, self.pieces))
             if multipart_etag([md5s[p.key] for p in pieces]) == held:
                 break
         else:

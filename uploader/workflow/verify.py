@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from yarl import URL
 
-from uploader._errors import TransferError
+from uploader._errors import Remedy, TransferError
 from uploader._http import http_errors
 from uploader._log import logger
 from uploader.workflow.links import Links
@@ -54,7 +54,7 @@ async def verify_by_download(files: list[LocalFile], *, links: Links,
             if file.kind.multipart:
                 raise TransferError(f"{what}: its bytes were changed on the way; nothing was "
                                     "submitted; start the upload over to send it again",
-                                    job_id=links.job_id, remedy="restart")
+                                    job_id=links.job_id, remedy=Remedy.RESTART)
             if attempt + 1 == _TRIES:
                 raise TransferError(f"{what}, even after sending it again", job_id=links.job_id)
             log.warning("%s: sending it again", what)
