@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import threading
 from types import TracebackType
+
+from tests.servers import LoopThread
 
 
 class Proxy:
@@ -21,8 +22,7 @@ class Proxy:
         self.refused = 0  #: requests answered 407
         self._auth = (None if user is None else
                       "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._servers = LoopThread()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -32,26 +32,23 @@ class Proxy:
         return f"http://{login}127.0.0.1:{self.port}"
 
     def __enter__(self) -> Proxy:
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._client, "127.0.0.1", 0), self._loop).result(10)
+        self._servers.__enter__()
+        self._server = self._servers.run(asyncio.start_server(self._client, "127.0.0.1", 0))
         self.port = self._server.sockets[0].getsockname()[1]
+        self._servers.on_close(self._stop)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        async def stop() -> None:
-            assert self._server is not None
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
+        self._servers.__exit__(kind, error, trace)
 
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -3,9 +3,7 @@ and nothing sent that should not be."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, SAMPLES
+from tests.servers import LoopThread
 from tests.uploads import cli_env, new_job, run_cli, video_of
 from uploader.emulator import RunningEmulator
 
@@ -168,42 +167,24 @@ def test_endpoint_refusing_connections(emulator_thread, tmp_path):
 class _Fake:
     """A loopback server answering every request with one fixed status and body."""
 
-    def __init__(self, status: int, body: bytes, content_type: str) -> None:
+    def __init__(self, servers: LoopThread, status: int, body: bytes,
+                 content_type: str) -> None:
         self.requests = 0
 
         async def answer(request: web.Request) -> web.Response:
             self.requests += 1
             return web.Response(status=status, body=body, content_type=content_type)
 
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", answer)
-        self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        self.url = servers.serve(answer)
 
 
 @pytest.fixture
 def fake() -> Iterator[Any]:
-    servers: list[_Fake] = []
+    with LoopThread() as servers:
+        def make(status: int, body: bytes, content_type: str = "text/html") -> _Fake:
+            return _Fake(servers, status, body, content_type)
 
-    def make(status: int, body: bytes, content_type: str = "text/html") -> _Fake:
-        servers.append(_Fake(status, body, content_type))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
+        yield make
 
 
 @pytest.mark.parametrize(("status", "body", "text"), [

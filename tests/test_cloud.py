@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, emulator_config
 from tests.proxy import Proxy
+from tests.servers import LoopThread
 from tests.uploads import REQUIRED_FLAGS, assembled, cli_env, run_cli, video_of
 from uploader import Settings, SettingsError
 from uploader.emulator import EmulatorThread, RunningEmulator
@@ -132,6 +134,7 @@ def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
     assert "temporary keys from the metadata service" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_token_file_rotated_mid_batch(emulator_thread: RunningEmulator, tmp_path: Path):
     token = tmp_path / "token"
     token.write_text(emulator_thread.config.token + "\n")
@@ -231,26 +234,13 @@ class _Redirector:
     def __init__(self) -> None:
         self.redirected: list[str] = []
         self.reached: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runners: list[web.AppRunner] = []
+        self._servers = LoopThread()
 
     def __enter__(self) -> _Redirector:
-        self._thread.start()
-        self.target = self._serve(self._count)
-        self.url = self._serve(self._redirect)
+        self._servers.__enter__()
+        self.target = self._servers.serve(self._count)
+        self.url = self._servers.serve(self._redirect)
         return self
-
-    def _serve(self, handler: object) -> str:
-        async def start() -> str:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", handler)  # type: ignore[arg-type]
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            self._runners.append(runner)
-            return f"http://127.0.0.1:{runner.addresses[0][1]}"
-        return asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
 
     async def _redirect(self, request: web.Request) -> web.Response:
         self.redirected.append(f"{request.method} {request.path}")
@@ -260,14 +250,8 @@ class _Redirector:
         self.reached.append(f"{request.method} {request.path} {dict(request.headers)}")
         return web.json_response({"count": 0, "jobs": []})
 
-    def __exit__(self, *exc_info: object) -> None:
-        async def stop() -> None:
-            for runner in self._runners:
-                await runner.cleanup()
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def __exit__(self, *exc_info: Any) -> None:
+        self._servers.__exit__(*exc_info)
 
 
 def test_redirects_are_never_followed(emulator_thread: RunningEmulator, tmp_path: Path):

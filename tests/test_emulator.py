@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import SAMPLES, emulator_config
+from tests.uploads import until
 from uploader import MetaStudioClient, Settings
 from uploader.emulator import RunningEmulator, start_emulator
 
@@ -109,11 +110,11 @@ async def test_cut_body_leaves_no_part(emulator: RunningEmulator, client: MetaSt
         + PART[:50_000]
     )
     await writer.drain()
-    await asyncio.sleep(0.2)
+    received = emulator.emulator.faults
+    await until(lambda: received.received_bytes >= 50_000)  # the server has the half body
     writer.close()
-    await asyncio.sleep(0.3)
+    await until(lambda: not list((Path(emulator.config.data_dir) / "tmp").iterdir()))
     assert await _parts(client, job.job_id) == {}
-    assert list((Path(emulator.config.data_dir) / "tmp").iterdir()) == []
     assert (await _put(job.training_video_upload_url[0], PART))[0] == 200  # URL not spent
 
 

@@ -366,14 +366,14 @@ async def test_file_cut_short_mid_upload_stops_at_once(emulator: RunningEmulator
 async def test_a_file_written_mid_upload_is_never_confirmed(emulator: RunningEmulator,
                                                             settings: Settings, tmp_path: Path,
                                                             where: str):
-    video = video_of(tmp_path, 3 * 1024 * 1024)
-    emulator.emulator.faults.link_rate = 2 * 1024 * 1024  # each part takes half a second
-    offset = {"sent": 4096, "not yet sent": 3 * 1024 * 1024 - 4096, "grown": None}[where]
+    video = video_of(tmp_path, 3 * 256 * 1024)
+    emulator.emulator.faults.link_rate = 1024 * 1024  # each part takes a quarter second
+    offset = {"sent": 4096, "not yet sent": 3 * 256 * 1024 - 4096, "grown": None}[where]
     written = False
 
     def write(done: int, total: int) -> None:
         nonlocal written
-        if done >= 1536 * 1024 and not written:  # the first part is sent, the third is not
+        if done >= 384 * 1024 and not written:  # the first part is sent, the third is not
             written = True
             with video.open("r+b") as out:
                 if offset is None:

@@ -381,3 +381,56 @@ def test_a_stored_piece_that_is_not_the_file_is_a_changed_file_or_a_replaced_one
     verdict = judge_stored([cover], stored={cover.key: f'"{MD5[2]}"'}, journal={},
                            local={cover.key: MD5[1]}, job_id="j")
     assert verdict.missing == [cover]  # another file stands where the cover goes: replaced
+
+
+# ---- the import graph ------------------------------------------------------------------
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Each module of the package and the package's modules it imports, anywhere in it (a
+    lazy import is an arrow too; an import only for type checking is not)."""
+    modules = {}
+    for path in (ROOT / "uploader").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(block.test)
+                       for n in ast.walk(block)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            else:
+                continue
+            # Importing a module imports its package (its __init__) first.
+            found += [m.rsplit(".", depth)[0] for m in found for depth in (1, 2)]
+            graph[name] |= {m for m in found if m in modules and m != "uploader"
+                            and not name.startswith(m + ".") and m != name}
+    return graph
+
+
+def test_the_import_graph_has_no_circle_and_api_never_looks_up():
+    graph = _import_graph()
+    front = ("uploader._client", "uploader._job", "uploader._limits", "uploader.workflow",
+             "uploader.batch", "uploader.celery", "uploader.cli")
+    upward = {f"{a} -> {b}" for a, deps in graph.items() if a.startswith("uploader.api")
+              for b in deps if b.startswith(front)}
+    assert upward == set()
+    circles = []
+    for start in graph:  # a path from a module back to itself
+        seen, stack = set(), [(start, [start])]
+        while stack:
+            module, path = stack.pop()
+            for nxt in graph[module]:
+                if nxt == start:
+                    circles.append(" -> ".join([*path, start]))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert circles == []

@@ -148,20 +148,19 @@ async def test_create_is_retried_when_it_cannot_have_reached_the_service(tmp_pat
     port = _free_port()
     later: list[RunningEmulator] = []
 
-    async def start_late() -> None:
-        await asyncio.sleep(0.4)
-        later.append(await start_emulator(emulator_config(tmp_path / "e"), port=port))
+    async def start_late(seconds: float) -> None:
+        """The client waits to try again: the service comes up meanwhile (after a refusal)."""
+        if not later:
+            later.append(await start_emulator(emulator_config(tmp_path / "e"), port=port))
 
-    starting = asyncio.create_task(start_late())
     env = {"METASTUDIO_ENDPOINT": f"http://127.0.0.1:{port}",
            "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
            "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
            "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"}
     try:
-        async with MetaStudioClient(Settings.from_env(env),
+        async with MetaStudioClient(Settings.from_env(env), sleep=start_late,
                                     backoff=Backoff(attempts=20, base=0.2, cap=0.4)) as client:
             await client.create_job("patient")
-        await starting
         assert len(later[0].emulator.store.jobs) == 1
     finally:
         for running in later:

@@ -407,6 +407,7 @@ def test_the_same_video_under_one_name_twice_at_once_is_refused(tmp_path: Path):
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runs", [2, 3])
 async def test_machines_whose_lookups_race_end_with_one_job(emulator, settings, tmp_path,
                                                            runs: int):

@@ -3,13 +3,11 @@ refuses unauthenticated or replayed requests."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
 import ssl
 import subprocess
-import threading
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, SAMPLES, emulator_config
+from tests.servers import LoopThread
 from tests.uploads import cli_env, run_cli, video_of
 from uploader.emulator import EmulatorThread, RunningEmulator
 
@@ -92,27 +91,14 @@ def test_tls_certificates_are_verified(emulator_thread: RunningEmulator, tmp_pat
         seen.append(request.path)
         return web.json_response({"count": 0, "jobs": []})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    with LoopThread() as servers:
+        url = servers.serve(answer, ssl_context=context)
         env = cli_env(emulator_thread.client_env() | {"METASTUDIO_ENDPOINT": url},
                       tmp_path / "state")
         result = run_cli("jobs", env=env)
-        assert result.returncode == 4
-        assert "certificate" in result.stderr.lower() and "Traceback" not in result.stderr
-        assert seen == []  # the request never reached the impostor
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    assert result.returncode == 4
+    assert "certificate" in result.stderr.lower() and "Traceback" not in result.stderr
+    assert seen == []  # the request never reached the impostor
 
 
 async def test_emulator_refuses_requests_without_credentials(emulator: RunningEmulator):

@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, emulator_config
+from tests.servers import LoopThread
 from tests.uploads import REQUIRED, REQUIRED_FLAGS, assembled, cli_env, run_cli, start_cli
 from uploader import Settings
 from uploader.emulator import EmulatorThread, RunningEmulator
@@ -91,6 +91,7 @@ async def _links(running: RunningEmulator, job_id: str) -> dict[str, Any]:
         return (await client.update_job(job_id, video_multipart_count=1)).raw
 
 
+@pytest.mark.slow
 def test_links_that_die_early_are_replaced(tmp_path: Path):
     config = emulator_config(tmp_path / "emulator", link_early_expiry=1.0,
                              link_rate=1 * MiB)
@@ -200,8 +201,7 @@ class _Hostile:
     def __init__(self, size: int) -> None:
         self.size = size
         self.answered: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._servers = LoopThread()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.answered.append(request.method)
@@ -219,22 +219,11 @@ class _Hostile:
         return response
 
     def __enter__(self) -> str:
-        self._thread.start()
+        self._servers.__enter__()
+        return self._servers.serve(self._answer).removeprefix("http://")
 
-        async def start() -> str:
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._answer)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-            return f"127.0.0.1:{self._runner.addresses[0][1]}"
-        return asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
-
-    def __exit__(self, *exc_info: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def __exit__(self, *exc_info: Any) -> None:
+        self._servers.__exit__(*exc_info)
 
 
 _MEASURE = """

@@ -37,6 +37,16 @@ FAST = TransferConfig(backoff=Backoff(attempts=8, base=0.01, cap=0.05))
 FOUR = Limits(concurrency=4)
 
 
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds (checked every few milliseconds): what a test waits
+    for, rather than a guess of how long it takes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        await asyncio.sleep(0.005)
+
+
 def video_of(tmp_path: Path, size: int, name: str = "video.mp4") -> Path:
     """A valid 1080p video of exactly `size` bytes."""
     target = tmp_path / name

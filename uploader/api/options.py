@@ -1,15 +1,36 @@
-"""A job's options on the wire: the create and update fields of `JobOptions` (API.md §2)."""
+"""A job's model options on the wire: the create and update fields (API.md §2)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from uploader._job import JobOptions
-
-__all__ = ["create_fields", "update_fields"]
+__all__ = ["ModelOptions", "create_fields", "update_fields"]
 
 
-def create_fields(options: JobOptions) -> dict[str, Any]:
+class ModelOptions(Protocol):
+    """The options of the model a job trains, as `uploader.JobOptions` holds them (checked
+    there): what the wire mapping reads. A protocol, so that `api` needs nothing of the
+    front."""
+
+    @property
+    def background_replacement(self) -> bool | None: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def edition(self) -> str | None: ...
+    @property
+    def services(self) -> tuple[str, ...]: ...
+    @property
+    def human_only(self) -> bool | None: ...
+    @property
+    def voice_tag(self) -> str | None: ...
+    @property
+    def voice_sex(self) -> str | None: ...
+    @property
+    def voice_language(self) -> str | None: ...
+
+
+def create_fields(options: ModelOptions) -> dict[str, Any]:
     """The create request's fields for these options (only those given)."""
     fields = update_fields(options)
     if options.model_version is not None:
@@ -20,7 +41,7 @@ def create_fields(options: JobOptions) -> dict[str, Any]:
     return fields
 
 
-def update_fields(options: JobOptions) -> dict[str, Any]:
+def update_fields(options: ModelOptions) -> dict[str, Any]:
     """The fields an update may change (model version and edition cannot)."""
     fields: dict[str, Any] = {}
     if options.background_replacement is not None:
