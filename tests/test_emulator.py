@@ -238,7 +238,8 @@ async def test_confirm_refuses_a_small_middle_part(client: MetaStudioClient):
     await _put(job.training_video_upload_url[0], b"small")
     await _put(job.training_video_upload_url[1], PART)
     confirm = await client.command(job.job_id, "CONFIRM_MULTIPART_UPLOADED")
-    assert not confirm.succeeded and "smaller than 100 KB" in (confirm.excute_failed_msg or "")
+    said = confirm.excute_failed_msg or ""
+    assert not confirm.succeeded and "EntityTooSmall" in said and "(102400 bytes)" in said
 
 
 async def test_a_failed_assembly_fails_the_confirm(emulator: RunningEmulator, client):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def _stored_once(running: RunningEmulator) -> dict[int, int]:
     return {part: counts["stored"] for (_, part), counts in ledger.items()}
 
 
-@pytest.mark.parametrize(("style", "token"), [("v2", True), ("v4", False), ("v4", True)])
+@pytest.mark.parametrize(("style", "token"), [("v2", True), ("v2-s3", False), ("v2-s3", True),
+                                              ("v4", False), ("v4", True)])
 def test_both_link_forms_with_and_without_a_token(tmp_path: Path, style: str, token: bool):
     config = emulator_config(tmp_path / "emulator", link_style=style,
                              link_security_token=token)
@@ -82,7 +84,9 @@ def test_a_v4_link_refuses_another_content_type_and_a_missing_token(tmp_path: Pa
                 urllib.request.urlopen(request, timeout=10)
             body = refused.value.read().decode()
             assert refused.value.code == 403 and "<RequestId>" in body and "<HostId>" in body
-            assert refused.value.headers["x-obs-request-id"] in body
+            # A V4 link is answered in S3's dialect (API.md §5).
+            assert refused.value.headers["x-amz-request-id"] in body
+            assert "x-obs-request-id" not in refused.value.headers
 
 
 async def _links(running: RunningEmulator, job_id: str) -> dict[str, Any]:
@@ -118,8 +122,11 @@ def test_single_files_that_move_later_are_not_sent_twice(tmp_path: Path):
         assert report["state"] in ("AUTO_VERIFYING", "MANUAL_VERIFYING")
 
 
-def test_an_encrypted_buckets_etags_are_said_not_to_verify(tmp_path: Path):
-    config = emulator_config(tmp_path / "emulator", etag_style="sse")
+@pytest.mark.parametrize("style", ["v2", "v2-s3", "v4"])
+def test_an_encrypted_buckets_etags_are_said_not_to_verify(tmp_path: Path, style: str):
+    """Issue 31, item 2: on S3's dialect (x-amz-server-side-encryption) the ETags that are
+    not MD5s were taken for wrong ones, and every part failed."""
+    config = emulator_config(tmp_path / "emulator", etag_style="sse", link_style=style)
     with EmulatorThread(config) as running:
         code, report, output = _upload(running, tmp_path)
         assert code == 0, output
@@ -129,6 +136,15 @@ def test_an_encrypted_buckets_etags_are_said_not_to_verify(tmp_path: Path):
                                                      "download", name="proved")
         assert proved_code == 0, proved_output
         assert [f["verified"] for f in proved["files"]] == [True] * 4
+
+
+@pytest.mark.parametrize("style", ["v2", "v4"])
+def test_a_parts_failure_quotes_the_request_id_of_either_dialect(tmp_path: Path, style: str):
+    config = emulator_config(tmp_path / "emulator", link_style=style, fail_rate=1.0)
+    with EmulatorThread(config) as running:
+        code, _, output = _upload(running, tmp_path, "--retries", "0")
+    assert code == 5, output
+    assert re.search(r"storage request id [0-9A-F]{16}", output), output
 
 
 def test_verify_download_sends_a_corrupted_letter_again(tmp_path: Path):
@@ -266,3 +282,25 @@ def test_memory_stays_bounded_whatever_the_storage_answers(tmp_path: Path):
     peak = int(lines["peak"].split()[0])
     print(f"\npeak RSS against a 512 MiB error body and a 512 MiB probe answer: {peak} MiB")
     assert peak < 150
+
+
+def test_parts_smaller_than_the_storage_takes_say_which_plan_to_use(tmp_path: Path):
+    """Issue 31, item 3: a storage of S3's minimum (5 MiB) refuses the confirm of 1 MiB
+    parts; the run says to start over with larger parts, not to run itself again."""
+    from tests.uploads import video_of
+
+    config = emulator_config(tmp_path / "emulator", min_part_size=5 * MiB)
+    video = video_of(tmp_path, 6 * MiB)
+    with EmulatorThread(config) as running:
+        env = cli_env(running.client_env(), tmp_path / "state")
+        refused = run_cli("upload", str(video), "--name", "s3", "--parts", "6", env=env)
+        assert refused.returncode == 5, refused.stderr
+        assert "EntityTooSmall" in refused.stderr and "--restart --part-size 5MiB" in refused.stderr
+        assert "run the same command again to resume" not in refused.stderr
+        again = run_cli("upload", str(video), "--name", "s3", "--restart", "--part-size", "5MiB",
+                        "--json", env=env)
+        assert again.returncode == 0, again.stderr
+        result = json.loads(again.stdout)
+        assert result["parts_total"] == 2
+        assert asyncio.run(assembled(Settings.from_env(running.client_env()),
+                                     result["job_id"])) == video.read_bytes()

@@ -71,6 +71,9 @@ class Remedy(enum.Enum):
     #: Upload the job's corrected files to it, then submit: `upload(Job(job_id=..., ...),
     #: submit=True)`.
     UPLOAD_FILES = "upload_files"
+    #: Start over with larger parts (the storage refused parts this small): `restart=True`
+    #: with a larger `part_size` or fewer `parts`.
+    LARGER_PARTS = "larger_parts"
 
 
 class UploaderError(Exception):
@@ -248,6 +251,8 @@ class ConfirmError(RefusedError):
     """A confirm command (CONFIRM_MULTIPART_UPLOADED, ...) or SUBMITVERIFYING answered
     EXCUTE_FAILED: the service refused it; `command` says which."""
 
-    def __init__(self, message: str, *, job_id: str | None = None, command: str = "") -> None:
+    def __init__(self, message: str, *, job_id: str | None = None, command: str = "",
+                 remedy: Remedy | None = None) -> None:
         super().__init__(message, job_id=job_id)
         self.command = command
+        self.remedy = remedy

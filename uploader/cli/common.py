@@ -101,6 +101,9 @@ _REMEDIES = {
     Remedy.STATE_DIR: "Choose another state folder with --state-dir DIR (or XDG_STATE_HOME).",
     Remedy.UPLOAD_FILES: "Give them with: uploader upload VIDEO --job-id {job_id} "
                          "--id-card-front IMG --id-card-back IMG ... --submit",
+    Remedy.LARGER_PARTS: "Running the same command again would be refused again: start over "
+                         "with larger parts, e.g. the same command with --restart --part-size "
+                         "5MiB (or fewer --parts).",
 }
 
 
@@ -131,7 +134,7 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
     if error.remedy is not None:
         click.echo(_REMEDIES[error.remedy].format(job_id=error.job_id), err=True)
     if (isinstance(error, TransferError | LocalFileError | ConfirmError)
-            and error.remedy is not Remedy.RESTART):
+            and error.remedy not in (Remedy.RESTART, Remedy.LARGER_PARTS)):
         click.echo("What was sent so far is kept: run the same command again to resume.",
                    err=True)
     sys.exit(exit_code(error))

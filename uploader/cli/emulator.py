@@ -55,6 +55,9 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
                                     "which paces each connection).")
 @click.option("--url-ttl", type=click.IntRange(1), default=86400, show_default=True,
               help="Seconds an upload URL stays valid.")
+@click.option("--min-part-size", type=click.IntRange(1), default=100 * 1024, show_default=True,
+              metavar="BYTES", help="The smallest part but the last a confirm assembles "
+                                    "(S3's is 5242880): smaller answers EntityTooSmall.")
 @click.option("--update-resets-parts", is_flag=True, help="Every update drops stored parts.")
 @click.option("--review-delay", type=click.FloatRange(0), default=0.5, show_default=True,
               help="Seconds the automatic review takes.")
@@ -66,8 +69,11 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
               help="Serve https with this certificate (PEM; with --tls-key).")
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="The private key of --tls-cert (PEM).")
-@click.option("--link-style", type=click.Choice(["v2", "v4"]), default="v2", show_default=True,
-              help="The form of the presigned links (OBS V2 query signature, or V4).")
+@click.option("--link-style", type=click.Choice(["v2", "v2-s3", "v4"]), default="v2",
+              show_default=True,
+              help="The form of the presigned links: OBS's own V2, the S3-compatible V2 "
+                   "(AWSAccessKeyId) or V4; the S3-compatible ones are answered with x-amz-* "
+                   "headers, OBS's own with x-obs-*.")
 @click.option("--link-security-token", is_flag=True,
               help="Links carry their signer's security token, and need it.")
 @click.option("--link-early-expiry", type=click.FloatRange(min=0, min_open=True),

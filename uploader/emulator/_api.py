@@ -91,10 +91,12 @@ class Api:
     """The handlers of the six calls, over the store, the storage and the reviewer."""
 
     def __init__(self, *, project_id: str, store: Store, storage: ObjectStorage,
-                 reviewer: Reviewer, faults: Faults, update_resets_parts: bool) -> None:
+                 reviewer: Reviewer, faults: Faults, update_resets_parts: bool,
+                 min_part_size: int = MIN_PART) -> None:
         self.project_id, self.store, self.storage = project_id, store, storage
         self.reviewer, self.faults = reviewer, faults
         self.update_resets_parts = update_resets_parts
+        self.min_part_size = min_part_size
 
     def _job(self, request: web.Request) -> dict[str, Any]:
         job = self.store.jobs.get(request.match_info["job_id"])
@@ -333,9 +335,11 @@ class Api:
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
             return _failed(f"{len(missing)} of {count} parts are missing: {shown}")
-        small = [n for n in range(1, count) if parts[n].size < MIN_PART]
+        small = [n for n in range(1, count) if parts[n].size < self.min_part_size]
         if small:
-            return _failed(f"part {small[0]} is smaller than 100 KB and is not the last part")
+            return _failed(f"EntityTooSmall: part {small[0]} ({parts[small[0]].size} bytes) "
+                           "is smaller than the minimum allowed size "
+                           f"({self.min_part_size} bytes) and is not the last part")
         ordered = [(parts[n].path, parts[n].etag) for n in range(1, count + 1)]
         try:
             await asyncio.to_thread(assemble, self.store, job["job_id"], file.name, ordered)

@@ -18,7 +18,7 @@ from uploader.emulator._api import Api
 from uploader.emulator._auth import AuthFailure, verify_api_request
 from uploader.emulator._faults import Faults
 from uploader.emulator._gateway import API_NAMES, Gateway, TemporaryKeys
-from uploader.emulator._links import LinkSigner
+from uploader.emulator._links import LINK_STYLES, LinkSigner
 from uploader.emulator._review import Reviewer
 from uploader.emulator._storage import BUCKET, ObjectStorage
 from uploader.emulator._store import Store
@@ -49,6 +49,9 @@ class EmulatorConfig:
     total_rate: float | None = None  #: bytes a second over every body at once
     url_ttl: int = 86400
     update_resets_parts: bool = False
+    #: The smallest part but the last the storage assembles: OBS's 100 KB, or S3's 5 MiB
+    #: (a confirm of smaller parts answers EntityTooSmall).
+    min_part_size: int = 100 * 1024
     review_delay: float = 0.5
     seed: int | None = None
     credential_ttl: float | None = None  #: serve temporary keys that live this long
@@ -56,7 +59,9 @@ class EmulatorConfig:
     tls_key: Path | None = None  #: ... and its key
     api_rates: dict[str, float] = field(default_factory=dict)  #: calls a second, by API
     review_outcome: str | None = None  #: "STATE[:ERROR_CODE]" every review ends in
-    link_style: str = "v2"  #: OBS's signed link form: "v2" or "v4"
+    #: OBS's signed link form: "v2" (its own), "v2-s3" (S3-compatible V2) or "v4"; answered
+    #: with `x-obs-*` headers for its own form, `x-amz-*` for the others.
+    link_style: str = "v2"
     link_security_token: bool = False  #: links carry their signer's security token
     link_early_expiry: float | None = None  #: links refused this long after their issue
     move_delay: float = 0.0  #: seconds before a single file reaches its download link
@@ -78,8 +83,9 @@ class EmulatorConfig:
         if self.review_outcome is not None and not re.fullmatch(
                 r"[A-Z_]+(:[A-Za-z0-9.]+)?", self.review_outcome):
             raise ValueError("review_outcome is STATE or STATE:ERROR_CODE")
-        if self.link_style not in ("v2", "v4") or self.etag_style not in ("md5", "sse"):
-            raise ValueError("link_style is v2 or v4; etag_style is md5 or sse")
+        if self.link_style not in LINK_STYLES or self.etag_style not in ("md5", "sse"):
+            raise ValueError(f"link_style is one of {', '.join(LINK_STYLES)}; etag_style is "
+                             "md5 or sse")
         if set(self.api_rates) - set(API_NAMES) or not all(
                 rate > 0 for rate in self.api_rates.values()):
             raise ValueError(f"api_rates are calls a second (> 0) by API: {', '.join(API_NAMES)}")
@@ -103,7 +109,8 @@ class Emulator:
         self.reviewer = Reviewer(self.store, config.review_delay, config.review_outcome)
         self.api = Api(project_id=config.project_id, store=self.store, storage=self.storage,
                        reviewer=self.reviewer, faults=self.faults,
-                       update_resets_parts=config.update_resets_parts)
+                       update_resets_parts=config.update_resets_parts,
+                       min_part_size=config.min_part_size)
         self.keys = TemporaryKeys(config.credential_ttl or 0.0)
         self.token = config.token  #: the IAM token accepted now (a test may rotate it)
         self.gateway = Gateway(config.api_rates)

@@ -38,13 +38,24 @@ class Denied(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+#: The signed forms of a link: OBS's own V2, the S3-compatible V2, V4 (API.md §5).
+LINK_STYLES = ("v2", "v2-s3", "v4")
+
+
+def dialect(query: Mapping[str, str]) -> str:
+    """The header prefix OBS answers a link's request with: `x-amz-` for the S3-compatible
+    forms (V2 with `AWSAccessKeyId`, V4), `x-obs-` for its own (API.md §5)."""
+    return "x-amz-" if "AWSAccessKeyId" in query or "X-Amz-Signature" in query else "x-obs-"
+
+
 class LinkSigner:
-    """Signs and checks the storage's links, in `style` "v2" or "v4"."""
+    """Signs and checks the storage's links, in `style` "v2" (OBS's own form), "v2-s3"
+    (the S3-compatible V2: `AWSAccessKeyId`, `x-amz-security-token`) or "v4"."""
 
     def __init__(self, *, ak: str, sk: str, url_ttl: int, style: str = "v2",
                  security_token: bool = False, early_expiry: float | None = None) -> None:
-        if style not in ("v2", "v4"):
-            raise ValueError("link style is v2 or v4")
+        if style not in LINK_STYLES:
+            raise ValueError(f"link style is one of {', '.join(LINK_STYLES)}")
         self.ak, self._sk, self.url_ttl, self.style = ak, sk, url_ttl, style
         self.token = secrets.token_urlsafe(32) if security_token else None
         self.early_expiry = early_expiry
@@ -55,7 +66,8 @@ class LinkSigner:
         if self.style == "v4":
             query = self._v4_query(method, host, path, sub, content_type, expires)
         else:
-            query = self._v2_query(method, key, sub, content_type, expires)
+            query = self._v2_query(method, key, sub, content_type, expires,
+                                   s3=self.style == "v2-s3")
         return f"{scheme}://{host}{path}?{query}"
 
     def check(self, request: web.Request, key: str) -> str:
@@ -66,7 +78,9 @@ class LinkSigner:
         if "X-Amz-Signature" in q:
             signature, issued, expires = self._check_v4(request)
         elif {"AccessKeyId", "Expires", "Signature"} <= q.keys():
-            signature, issued, expires = self._check_v2(request, key)
+            signature, issued, expires = self._check_v2(request, key, s3=False)
+        elif {"AWSAccessKeyId", "Expires", "Signature"} <= q.keys():
+            signature, issued, expires = self._check_v2(request, key, s3=True)
         else:
             raise Denied(403, "AccessDenied", "Anonymous access is forbidden")
         now = time.time()
@@ -80,28 +94,31 @@ class LinkSigner:
     # ---- V2 -----------------------------------------------------------------------------
 
     def _v2_query(self, method: str, key: str, sub: Mapping[str, str], content_type: str,
-                  expires: int) -> str:
-        obs = {"x-obs-security-token": self.token} if self.token else {}
+                  expires: int, *, s3: bool) -> str:
+        prefix, ak_name = ("x-amz-", "AWSAccessKeyId") if s3 else ("x-obs-", "AccessKeyId")
+        signed = {f"{prefix}security-token": self.token} if self.token else {}
         signature = obs_signature(sk=self._sk, method=method, content_md5="",
                                   content_type=content_type, expires=str(expires),
-                                  obs_headers=obs, resource=_resource(key, sub))
-        pairs = [*sub.items(), ("AccessKeyId", self.ak), ("Expires", str(expires)),
-                 *obs.items(), ("Signature", signature)]
+                                  obs_headers=signed, resource=_resource(key, sub))
+        pairs = [*sub.items(), (ak_name, self.ak), ("Expires", str(expires)),
+                 *signed.items(), ("Signature", signature)]
         return "&".join(f"{k}={quote(v, safe='')}" for k, v in pairs)
 
-    def _check_v2(self, request: web.Request, key: str) -> tuple[str, float, float]:
+    def _check_v2(self, request: web.Request, key: str, *, s3: bool
+                  ) -> tuple[str, float, float]:
         q = request.query
+        prefix, ak_name = ("x-amz-", "AWSAccessKeyId") if s3 else ("x-obs-", "AccessKeyId")
         sub = {k: q[k] for k in ("partNumber", "uploadId") if k in q}
-        obs = {k.lower(): v for k, v in request.headers.items()
-               if k.lower().startswith("x-obs-")}
-        obs |= {k.lower(): v for k, v in q.items() if k.lower().startswith("x-obs-")}
-        self._check_token(obs.get("x-obs-security-token"))
+        signed = {k.lower(): v for k, v in request.headers.items()
+                  if k.lower().startswith(prefix)}
+        signed |= {k.lower(): v for k, v in q.items() if k.lower().startswith(prefix)}
+        self._check_token(signed.get(f"{prefix}security-token"))
         expected = obs_signature(
             sk=self._sk, method=request.method,
             content_md5=request.headers.get("Content-MD5", ""),
             content_type=request.headers.get("Content-Type", ""),
-            expires=q["Expires"], obs_headers=obs, resource=_resource(key, sub))
-        if q["AccessKeyId"] != self.ak or not hmac.compare_digest(expected, q["Signature"]):
+            expires=q["Expires"], obs_headers=signed, resource=_resource(key, sub))
+        if q[ak_name] != self.ak or not hmac.compare_digest(expected, q["Signature"]):
             raise _mismatch()
         if not q["Expires"].isdigit():
             raise Denied(403, "AccessDenied", "Request has expired")

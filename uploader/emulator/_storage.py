@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 from aiohttp import web
 
 from uploader.emulator._faults import Faults, cut
-from uploader.emulator._links import BUCKET, Denied, LinkSigner
+from uploader.emulator._links import BUCKET, Denied, LinkSigner, dialect
 from uploader.emulator._store import Store
 
 __all__ = ["BUCKET", "SSE_HEADER", "ObjectStorage", "obs_error"]
@@ -91,11 +91,19 @@ class ObjectStorage:
 
     @staticmethod
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
-        """Every storage answer carries OBS's request ids (on_response_prepare)."""
-        if request.path.startswith(f"/{BUCKET}/") and "x-obs-request-id" not in response.headers:
+        """Every storage answer carries OBS's request ids, and every `x-obs-*` header of an
+        answer is written in the dialect of the link (on_response_prepare): `x-amz-*` for
+        the S3-compatible forms."""
+        if not request.path.startswith(f"/{BUCKET}/"):
+            return
+        if "x-obs-request-id" not in response.headers:
             request_id, host_id = _ids()
             response.headers["x-obs-request-id"] = request_id
             response.headers["x-obs-id-2"] = host_id
+        prefix = dialect(request.query)
+        if prefix != "x-obs-":
+            for name in [n for n in response.headers if n.lower().startswith("x-obs-")]:
+                response.headers[prefix + name[len("x-obs-"):]] = response.headers.pop(name)
 
     # ---- PUT: a part or a single file -------------------------------------------------
 

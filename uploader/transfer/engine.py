@@ -16,7 +16,7 @@ import contextlib
 import logging
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,7 +40,7 @@ from uploader.transfer.plan import Piece
 from uploader.transfer.reading import PartBody, etag_matches, piece_md5
 
 __all__ = ["SSE_HEADER", "PartFailure", "Sent", "TransferConfig", "UrlSource", "put_part",
-           "send_pieces", "stored_object_etag"]
+           "send_pieces", "storage_header", "stored_object_etag"]
 
 log = logger("uploader.transfer")
 
@@ -93,8 +93,17 @@ class UrlSource(Protocol):
 
 
 #: The header OBS answers for an object stored with server-side encryption: its ETag is then
-#: not the MD5 of the body (API.md §5).
+#: not the MD5 of the body (API.md §5). OBS answers in the dialect of the link: `x-obs-` for
+#: its own form, `x-amz-` for the S3-compatible ones (esdk-obs-python reads both).
 SSE_HEADER = "x-obs-server-side-encryption"
+#: The storage's headers a client reads, each in both dialects (OBS's own first).
+_DIALECTS = ("x-obs-", "x-amz-")
+
+
+def storage_header(headers: Mapping[str, str], name: str) -> str | None:
+    """The storage's header `name` (without its prefix: "request-id"), in whichever dialect
+    the storage answered."""
+    return next((headers[p + name] for p in _DIALECTS if p + name in headers), None)
 #: The most of an error answer's body that is read (its XML says what went wrong).
 ERROR_BODY_LIMIT = 4096
 
@@ -164,8 +173,9 @@ async def put_part(
                     etag = response.headers.get("ETag")
                     status = response.status
                     asked = retry_after(response.headers.get("Retry-After"))
-                    request_id = response.headers.get("x-obs-request-id")
-                    encrypted = SSE_HEADER in response.headers
+                    request_id = storage_header(response.headers, "request-id")
+                    encrypted = storage_header(response.headers,
+                                               "server-side-encryption") is not None
         except UnreachableError as exc:
             if body.failure is not None:
                 raise body.failure from None

@@ -11,7 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from uploader._errors import ApiError, ConfirmError, TransferError, UnreachableError
+from uploader._errors import (
+    ApiError,
+    ConfirmError,
+    Remedy,
+    TransferError,
+    UnreachableError,
+)
 from uploader._files import FileKind
 from uploader._journal import Journal
 from uploader._log import logger
@@ -24,6 +30,10 @@ from uploader.workflow.send import confirm_step
 __all__ = ["SUBMIT_STEP", "confirm_again", "confirm_files", "follow_review", "submit"]
 
 log = logger()
+
+#: The smallest part but the last S3 assembles (OBS takes 100 KB): what a storage that
+#: answers EntityTooSmall is likely to want.
+S3_MIN_PART = 5 * 1024 * 1024
 
 SUBMIT_STEP = "submit"
 
@@ -85,9 +95,15 @@ async def _command(client: MetaStudioClient, job_id: str, command: str,
             raise
         raise TransferError(f"{command} did not get through: {exc}", job_id=job_id) from exc
     if not result.succeeded:
-        raise ConfirmError(f"MetaStudio refused {command}: "
-                           f"{result.excute_failed_msg or 'no reason given'}",
-                           job_id=job_id, command=command)
+        why = result.excute_failed_msg or "no reason given"
+        if "EntityTooSmall" in why:  # the same plan would be refused again, forever
+            raise ConfirmError(f"MetaStudio refused {command}: {why}: the storage takes no "
+                               "part this small; start the upload over with larger parts "
+                               f"(part_size of at least {S3_MIN_PART // 2**20} MiB, S3's "
+                               "minimum, or fewer parts)", job_id=job_id, command=command,
+                               remedy=Remedy.LARGER_PARTS)
+        raise ConfirmError(f"MetaStudio refused {command}: {why}", job_id=job_id,
+                           command=command)
 
 
 async def follow_review(client: MetaStudioClient, job_id: str, *, wait: bool,
