@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
@@ -304,3 +305,36 @@ def test_parts_smaller_than_the_storage_takes_say_which_plan_to_use(tmp_path: Pa
         assert result["parts_total"] == 2
         assert asyncio.run(assembled(Settings.from_env(running.client_env()),
                                      result["job_id"])) == video.read_bytes()
+
+
+async def test_a_refused_link_costs_a_round_trip_not_a_body(tmp_path: Path):
+    """Issue 31, item 5: parts are PUT with `Expect: 100-continue`, and a spent link is
+    refused before its body is sent."""
+    import aiohttp
+
+    from uploader import MetaStudioClient
+    from uploader.emulator import start_emulator
+    from uploader.transfer.engine import PartFailure, TransferConfig, put_part
+    from uploader.transfer.hashing import LaneHasher
+    from uploader.transfer.plan import Piece
+
+    running = await start_emulator(emulator_config(tmp_path / "emulator"))
+    try:
+        async with MetaStudioClient(Settings.from_env(running.client_env())) as client:
+            url = (await client.create_job("once")).training_video_upload_url[0]
+        body = tmp_path / "part"
+        body.write_bytes(os.urandom(2 * MiB))
+        piece = Piece("training_video", 1, body, 0, 2 * MiB, "application/octet-stream",
+                      "part 1")
+        async with aiohttp.ClientSession() as session:
+            await put_part(session, url, piece, config=TransferConfig(), hasher=LaneHasher(),
+                           on_bytes=lambda n: None)
+            with pytest.raises(PartFailure) as spent:
+                await put_part(session, url, piece, config=TransferConfig(),
+                               hasher=LaneHasher(), on_bytes=lambda n: None)
+        faults = running.emulator.faults
+        assert spent.value.url_refused and spent.value.status == 403
+        assert faults.received_bytes == 2 * MiB  # the second body never left
+        assert faults.totals()["refused_early"] == 1
+    finally:
+        await running.stop()

@@ -207,7 +207,8 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_delete(_JOBS + "/{job_id}", api.delete_job)
     app.router.add_post(_JOBS + "/{job_id}/command", api.command)
     app.router.add_get("/v1/{project_id}/voice-training-manage/user/jobs", api.list_voice_jobs)
-    app.router.add_put(f"/{BUCKET}/{{key:.+}}", storage.put_object)
+    app.router.add_put(f"/{BUCKET}/{{key:.+}}", storage.put_object,
+                       expect_handler=storage.expect_continue)
     app.router.add_get(f"/{BUCKET}/{{key:.+}}", storage.get_object)
     app.on_response_prepare.append(storage.stamp)
     app.on_startup.append(emulator.on_startup)

@@ -107,6 +107,31 @@ class ObjectStorage:
 
     # ---- PUT: a part or a single file -------------------------------------------------
 
+    async def expect_continue(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue` answered as OBS does: a link that would be refused
+        (spent, expired, badly signed) is refused at once, before the client sends its
+        body; otherwise `100 Continue`."""
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417, text="Unknown Expect")
+        key = request.match_info["key"]
+        try:
+            signature = self.signer.check(request, key)
+            if signature in self.store.spent or signature in self._storing:
+                raise Denied(403, "AccessDenied", "This URL has already been used")
+            self._target(request, key)
+        except Denied as exc:
+            ledger = self.faults.ledger[(_job_of(key),
+                                         _int_or_zero(request.query.get("partNumber")))]
+            ledger["attempts"] += 1
+            ledger["refused"] += 1
+            ledger["refused_early"] += 1  # before the body: it cost a round trip
+            response = obs_error(exc.status, exc.code, exc.message, f"/{BUCKET}/{key}")
+            response.force_close()  # the body announced is not coming
+            return response
+        assert request.transport is not None  # as aiohttp's documentation writes it
+        request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
     async def put_object(self, request: web.Request) -> web.StreamResponse:
         faults = self.faults
         faults.in_flight += 1
@@ -128,7 +153,7 @@ class ObjectStorage:
             commit = self._target(request, key)
         except Denied as exc:
             ledger["refused"] += 1
-            await _discard(request)
+            await _discard(request, self.faults)
             return obs_error(exc.status, exc.code, exc.message, f"/{BUCKET}/{key}")
         # The first PUT that starts storing holds the link: one at the same time is refused.
         self._storing.add(signature)
@@ -142,7 +167,7 @@ class ObjectStorage:
         faults = self.faults
         if faults.draw(faults.fail_rate):
             ledger["failed"] += 1
-            await _discard(request)
+            await _discard(request, self.faults)
             return obs_error(faults.failure_status(), "ServiceUnavailable",
                              "Please reduce your request rate (injected fault)")
         if faults.draw(faults.reset_rate):
@@ -295,10 +320,11 @@ def _int_or_zero(text: str | None) -> int:
     return int(text) if text and text.isdigit() else 0
 
 
-async def _discard(request: web.Request) -> None:
+async def _discard(request: web.Request, faults: Faults) -> None:
+    """Read a refused request's body to its end (counted: it crossed the wire)."""
     try:
-        async for _ in request.content.iter_chunked(_CHUNK):
-            pass
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            faults.received_bytes += len(chunk)
     except (ConnectionError, OSError):
         pass
 

@@ -165,8 +165,11 @@ async def put_part(
         headers = {"Content-Type": part.content_type, "Content-Length": str(part.size)}
         try:
             with http_errors("the storage"):
+                # Expect: 100-continue: a spent, expired or refused link is answered before
+                # the body is sent (OBS answers the expectation), costing a round trip, not
+                # a part.
                 async with session.put(URL(url, encoded=True), data=body, headers=headers,
-                                       timeout=config.client_timeout,
+                                       timeout=config.client_timeout, expect100=True,
                                        allow_redirects=False) as response:
                     text = "" if response.status == 200 else (await response.content.read(
                         ERROR_BODY_LIMIT)).decode("utf-8", "replace")
