@@ -437,3 +437,48 @@ def test_the_same_command_from_another_machine_finds_the_job(tmp_path: Path):
         second = json_out(run_cli(*args, env=cli_env(emulator.client_env(), tmp_path / "b")))
         assert second["job_id"] == first["job_id"] and second["bytes_uploaded"] == 0
         assert list(emulator.emulator.store.jobs) == [first["job_id"]]
+
+
+# ---- an encrypted bucket, whose ETags are not MD5s (issue 31, item 4) ---------------------
+
+
+async def test_on_an_encrypted_bucket_a_confirmed_video_is_not_sent_again(tmp_path):
+    running = await start_emulator(emulator_config(tmp_path / "emulator", etag_style="sse"))
+    try:
+        settings = Settings.from_env(running.client_env())
+        video = video_of(tmp_path, 8 * PART)
+        first = await upload_video(video, name="sealed", settings=settings,
+                                   state_dir=tmp_path / "a")
+        ledger = running.emulator.faults.ledger
+
+        def video_puts() -> int:
+            return sum(c["attempts"] for (job, part), c in ledger.items()
+                       if job == first.job_id and part > 0)
+
+        sent_first = video_puts()
+        again = await upload_video(video, name="sealed", settings=settings, submit=True,
+                                   state_dir=tmp_path / "b", **REQUIRED)
+        assert again.job_id == first.job_id and again.submitted
+        assert (again.parts_uploaded, again.files[0].outcome) == (0, "skipped")
+        assert again.files[0].verified is False  # recognised, not proved by an MD5
+        assert video_puts() == sent_first, "the video was sent again"
+    finally:
+        await running.stop()
+
+
+@pytest.mark.slow
+async def test_on_an_encrypted_bucket_the_slower_of_two_racing_machines_ends_as_done(
+        tmp_path):
+    running = await start_emulator(emulator_config(tmp_path / "emulator", etag_style="sse"))
+    try:
+        settings = Settings.from_env(running.client_env())
+        video = video_of(tmp_path, 4 * PART)
+        running.emulator.faults.api_delays["list"] = 0.5
+        results = await asyncio.gather(*(
+            upload_video(video, name="raced", parts=4, settings=settings, submit=True,
+                         state_dir=tmp_path / f"machine-{n}", **REQUIRED) for n in range(2)))
+        [job_id] = {result.job_id for result in results}
+        assert all(result.submitted for result in results)
+        assert list(running.emulator.store.jobs) == [job_id]
+    finally:
+        await running.stop()

@@ -10,6 +10,7 @@ update came between), up to MAX_ROUNDS times.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -27,6 +28,7 @@ from uploader.transfer.plan import PartPlan, Piece, at_risk, plans_of_count
 from uploader.transfer.reading import etag_matches, multipart_etag, pieces_md5
 from uploader.workflow.links import Links
 from uploader.workflow.local import LocalFile
+from uploader.workflow.verify import sampled_match
 
 __all__ = ["MAX_ROUNDS", "NOT_MD5_STEP", "Sender", "Verdict", "confirm_step", "judge_stored"]
 
@@ -39,6 +41,8 @@ HASHED_AT_ONCE = 8
 MAX_ROUNDS = 3
 #: The journal's step once the storage answered an ETag that is not an MD5.
 NOT_MD5_STEP = "storage:etags-not-md5"
+#: An object assembled from parts, as its ETag says where ETags are MD5s: `md5-count`.
+_ASSEMBLED_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
 
 
 def confirm_step(kind: str) -> str:
@@ -209,29 +213,43 @@ class Sender:
         parts as they are now, under this run's plan or another of its part count."""
         if detail.state in REVIEW_FAILED:
             return False  # the review deleted it, whatever show job still says
-        if not self.etags_are_md5:
-            log.info("the storage's ETags are not MD5s: a %s confirmed earlier cannot be "
-                     "recognised by its ETag, so its parts are hashed and listed again",
-                     file.kind.title)
-            return False
-        etag = await self.links.file_etag(detail.raw.get(file.kind.download_field))
-        if etag is None:
+        link = detail.raw.get(file.kind.download_field)
+        etag = await self.links.file_etag(link)
+        if etag is None or not isinstance(link, str):
             return False
         held = etag.strip().strip('"').lower()
-        for plan in _plans_to_try(file, held):
-            pieces = replace(file, plan=plan).pieces
-            md5s = await pieces_md5(pieces, chunk_size=self.config.chunk_size,
-                                    concurrency=min(HASHED_AT_ONCE, self.pieces))
-            if multipart_etag([md5s[p.key] for p in pieces]) == held:
-                break
-        else:
-            return False
+        plan = await self._plan_of(file, held) if self.etags_are_md5 else None
+        if plan is None:
+            # No plan's MD5s give the ETag: another file, or an encrypted bucket whose ETags
+            # prove nothing (their form is the same). Ranged reads of the object say which,
+            # never resending it to find out.
+            if not _ASSEMBLED_ETAG.match(held) and self.etags_are_md5:
+                return False
+            if not await sampled_match(file, link, session=self.session):
+                return False
+            log.info("job %s holds this %s, confirmed already (recognised by ranged reads: "
+                     "its ETag is not its parts' MD5s): nothing to send", self.links.job_id,
+                     file.kind.title)
+            await self.journal.record_step(confirm_step(file.kind.name))
+            self.tally.skipped_pieces[file.kind.name] = len(file.pieces)
+            self.tally.unverified.add(file.kind.name)
+            return True
         another = "" if plan.sizes == file.plan.sizes else f" (sent in {plan.count} parts)"
         log.info("job %s holds this %s, confirmed already%s: nothing to send",
                  self.links.job_id, file.kind.title, another)
         await self.journal.record_step(confirm_step(file.kind.name))
         self.tally.skipped_pieces[file.kind.name] = len(file.pieces)
         return True
+
+    async def _plan_of(self, file: LocalFile, etag: str) -> PartPlan | None:
+        """The plan under which the file's parts make the assembled ETag `etag`, if any."""
+        for plan in _plans_to_try(file, etag):
+            pieces = replace(file, plan=plan).pieces
+            md5s = await pieces_md5(pieces, chunk_size=self.config.chunk_size,
+                                    concurrency=min(HASHED_AT_ONCE, self.pieces))
+            if multipart_etag([md5s[p.key] for p in pieces]) == etag:
+                return plan
+        return None
 
     async def _forget_lost(self, pieces: list[Piece], stored: dict[tuple[str, int], str]
                            ) -> None:
@@ -291,9 +309,9 @@ def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
     """Which of `pieces` the server lacks, from each stored piece's ETag (`stored`), the MD5
     the journal recorded when it was sent (`journal`) and its MD5 in the file now (`local`,
     for every stored piece); `etags_are_md5` False on a storage whose ETags prove nothing.
-    Pure. FileChangedError when the file's bytes are not those sent (a multipart file: its
-    parts must all be one file's); another single file standing where this one goes is
-    simply replaced."""
+    Pure. FileChangedError when the file's bytes are not those the journal says were sent
+    (a multipart file: its parts must all be one file's); a stored piece the journal does
+    not know that is not the file's is simply replaced."""
     verdict = Verdict([], {})
     for piece in pieces:
         if piece.key not in stored:
@@ -313,11 +331,14 @@ def judge_stored(pieces: list[Piece], *, stored: dict[tuple[str, int], str],
                 verdict.unproved.add(piece.key)
             continue
         if not match:
-            if kind(piece.kind).multipart:
+            if known is not None and kind(piece.kind).multipart:
                 raise FileChangedError(
                     f"{piece.label} on the server does not match {piece.path}: the file "
                     "changed since it was sent; start the upload over to send it from the "
                     "start", job_id=job_id)
+            # Not this run's to vouch for (another machine's part, an earlier run's whose
+            # record was lost, or an encrypted bucket's ETag, which looks like an MD5):
+            # replaced by this file's, so that every part of the upload is one file's.
             verdict.missing.append(piece)
             continue
         if known is None:
