@@ -5,7 +5,8 @@
     python samples/make_samples.py grow SRC DST SIZE   # copy SRC to DST padded to SIZE bytes
 
 Needs imageio-ffmpeg (a dev-only dependency: its wheel carries an ffmpeg binary). Each
-sample is a still colour at 1 or 2 frames a second, which compresses to a few tens of KB.
+sample is a still colour at 1 or 2 frames a second with a silent sound track, which
+compresses to a few tens of KB.
 Growing appends a top-level mp4 `free` box of random bytes: players and mediainfo skip it,
 so the grown file is still a valid video with the same duration and resolution.
 """
@@ -47,10 +48,14 @@ def ffmpeg() -> str:
 
 def encode(target: Path, width: int, height: int, seconds: float, fps: int,
            options: list[str]) -> None:
-    """A still-colour video of exactly `seconds` at `fps` frames a second."""
+    """A still-colour video of exactly `seconds` at `fps` frames a second, with a silent
+    sound track (the review trains the voice from the video's sound: API.md §4). AAC at
+    32 kHz: 1024 samples a frame, so that 180, 200 and 600 s are whole frames and the sound
+    lasts exactly as long as the picture."""
     run([ffmpeg(), "-f", "lavfi", "-i", f"color=c=0x3060a0:s={width}x{height}:r={fps}",
+         "-f", "lavfi", "-i", "anullsrc=r=32000:cl=mono", "-t", f"{seconds:g}",
          "-frames:v", str(round(seconds * fps)), "-g", "1000", "-pix_fmt", "yuv420p",
-         *options, str(target)])
+         "-c:a", "aac", "-b:a", "8k", *options, str(target)])
 
 
 def run(command: list[str]) -> None:
@@ -92,6 +97,9 @@ def make_all() -> None:
     # Three rules broken at once: Matroska, 1280x720, 100 s.
     run([ffmpeg(), "-i", str(HERE / "wrong_resolution.mp4"), "-t", "100", "-c", "copy",
          "-f", "matroska", str(HERE / "three_problems.mp4")])
+    # A picture and no sound.
+    run([ffmpeg(), "-i", str(HERE / "landscape_1080p.mp4"), "-an", "-c", "copy",
+         str(HERE / "no_audio.mp4")])
     # Sound and no picture.
     run([ffmpeg(), "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "200",
          "-c:a", "aac", "-b:a", "8k", str(HERE / "audio_only.mp4")])

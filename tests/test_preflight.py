@@ -160,7 +160,9 @@ def test_check_json_gives_the_verdicts_the_samples_readme_promises():
         expected = [] if verdict.startswith("passes") else re.findall(r"`(\w+)`", verdict)
         assert [p["code"] for p in entry["problems"]] == expected, entry["path"]
         assert entry["ok"] == (expected == [])
-        assert set(entry) == {"path", "kind", "ok", "problems", "facts"}
+        assert set(entry) == {"path", "kind", "ok", "problems", "warnings", "facts"}
+        if entry["facts"] and entry["facts"].get("frame_rate"):  # 1 or 2 fps, each of them
+            assert "low_frame_rate" in [w["code"] for w in entry["warnings"]], entry["path"]
 
 
 @pytest.mark.slow
@@ -197,3 +199,76 @@ def test_check_json_facts_and_problems_agree_on_a_quicktime_movie(tmp_path: Path
     assert report["facts"]["container"] == "QuickTime"
     assert [p["code"] for p in report["problems"]] == ["not_mp4"]
     assert "the container is QuickTime" in report["problems"][0]["message"]
+
+
+# ---- the review, predicted from the headers (issue 29, items 1-3) ----------------------
+
+
+def test_a_video_without_sound_is_refused_unless_the_job_trains_the_figure_only(tmp_path):
+    from uploader.preflight import ReviewRules, check_video
+
+    silent = SAMPLES / "no_audio.mp4"
+    assert [p.code for p in check_video(silent).problems] == ["no_audio"]
+    assert check_video(silent, ReviewRules(human_only=True, edition="flexus")).ok
+    ignored = check_video(silent, ReviewRules(ignore=frozenset({"no_audio"})))
+    assert ignored.ok and "no_audio" in [w.code for w in ignored.warnings]
+    assert "ignored as asked" in next(w.message for w in ignored.warnings
+                                      if w.code == "no_audio")
+    assert check_video(SAMPLES / "landscape_1080p.mp4").ok  # its silent track is a track
+
+
+class _Track:
+    def __init__(self, track_type: str, **values: object) -> None:
+        self.track_type = track_type
+        self.__dict__.update(values)
+
+
+class _Info:
+    """What pymediainfo's reading of a file offers the rules: its tracks."""
+
+    def __init__(self, *tracks: _Track) -> None:
+        self.tracks = list(tracks)
+
+
+@pytest.mark.parametrize(("fps", "mode", "picture", "sound", "edition", "seconds", "warned"), [
+    (25.0, "CFR", 200_000, 200_000, "standard", 200.0, []),
+    (24.99, "CFR", 200_000, 200_000, "standard", 200.0, ["low_frame_rate"]),
+    (25.0, "VFR", 200_000, 200_000, "standard", 200.0, ["variable_frame_rate"]),
+    (25.0, "CFR", 200_000, 200_500, "standard", 200.0, []),
+    (25.0, "CFR", 200_000, 200_501, "standard", 200.0, ["av_length_differs"]),
+    (25.0, "CFR", 300_000, 300_000, "flexus", 300.0, []),
+    (25.0, "CFR", 300_100, 300_100, "fast-flexus", 300.1, ["flexus_duration"]),
+    (25.0, "CFR", 400_000, 400_000, "standard", 400.0, []),
+])
+def test_the_guides_advice_from_the_headers_on_both_sides_of_each_line(
+        fps, mode, picture, sound, edition, seconds, warned):
+    from uploader.preflight import Facts, ReviewRules
+    from uploader.preflight.video import _sound_and_advice
+
+    info = _Info(_Track("Video", duration=picture, frame_rate_mode=mode),
+                 _Track("Audio", duration=sound))
+    facts = Facts(size_bytes=1, container="MPEG-4", frame_rate=fps, duration_seconds=seconds)
+    problems, warnings = _sound_and_advice(facts, info, ReviewRules(edition=edition))
+    assert problems == [] and [w.code for w in warnings] == warned
+    assert all(w.measured and w.rule and w.todo for w in warnings)
+
+
+def test_upload_refuses_a_silent_video_and_takes_it_with_ignore(emulator_thread, tmp_path):
+    from tests.uploads import cli_env, json_out, run_cli
+
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    video = tmp_path / "silent.mp4"
+    video.write_bytes((SAMPLES / "no_audio.mp4").read_bytes())
+    refused = run_cli("upload", str(video), "--name", "silent", env=env)
+    assert refused.returncode == 3 and "no_audio" in refused.stderr
+    assert not emulator_thread.emulator.store.jobs  # nothing irreversible was done
+    taken = json_out(run_cli("upload", str(video), "--name", "silent", "--ignore", "no_audio",
+                             "--json", env=env))
+    codes = [w["code"] for w in taken["files"][0]["warnings"]]  # type: ignore[index]
+    assert "no_audio" in codes and "low_frame_rate" in codes
+    manifest = tmp_path / "rows.csv"
+    manifest.write_text(f"path,name,ignore\n{video},row,no_audio;low_frame_rate\n")
+    batch = run_cli("batch", str(manifest), "--report", str(tmp_path / "r.jsonl"), env=env)
+    assert batch.returncode == 0, batch.stderr
+    row = json.loads((tmp_path / "r.jsonl").read_text())
+    assert "training_video: no_audio" in row["warnings"]

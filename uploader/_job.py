@@ -14,13 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uploader import _checks as checks
 from uploader import _files
 from uploader._errors import UsageError
 from uploader._files import TRAINING_VIDEO, FileKind
 from uploader.transfer.plan import MAX_PARTS
+
+if TYPE_CHECKING:
+    from uploader.preflight.report import ReviewRules
 
 __all__ = ["EDITIONS", "MODEL_VERSIONS", "SERVICES", "VOICE_LANGUAGES", "VOICE_SEXES",
            "VOICE_TAGS", "Job", "JobOptions"]
@@ -125,6 +128,9 @@ class Job:
     parts: int | None = None
     part_size: int | None = None
     options: JobOptions = field(default_factory=JobOptions)
+    #: Preflight problems (by code) to report as warnings for this run: a heuristic must
+    #: never lock a user out.
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, JobOptions):
@@ -153,6 +159,10 @@ class Job:
             checks.whole(self.parts, "the number of parts", low=1, high=MAX_PARTS)
         if self.part_size is not None:
             checks.whole(self.part_size, "the part size (bytes)", low=1)
+        if isinstance(self.ignore, str) or not all(isinstance(c, str) and c
+                                                   for c in self.ignore):
+            raise UsageError(f"ignore must be a list of problem codes, not {self.ignore!r}")
+        self._set("ignore", tuple(self.ignore))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -176,6 +186,16 @@ class Job:
             k: self.files[k.name] for k in _files.other_kinds() if k.name in self.files}
 
     @property
+    def rules(self) -> ReviewRules:
+        """What the review's rules depend on, for this job: its options and `ignore`."""
+        from uploader.preflight.report import ReviewRules  # `uploader --help` loads no asyncio
+
+        options = self.options
+        return ReviewRules(background_replacement=options.background_replacement is not False,
+                           human_only=bool(options.human_only),
+                           edition=options.edition or "standard", ignore=frozenset(self.ignore))
+
+    @property
     def explicit_plan(self) -> bool:
         """Whether the caller chose how the video is cut."""
         return self.parts is not None or self.part_size is not None
@@ -194,7 +214,7 @@ class Job:
         values: dict[str, Any] = {
             "path": str(self.video.absolute()), "name": self.name, "job_id": self.job_id,
             "parts": self.parts, "part_size": self.part_size, "tags": list(self.tags),
-            "batch_name": self.batch_name, "contact": self.contact,
+            "batch_name": self.batch_name, "contact": self.contact, "ignore": list(self.ignore),
             **{k: str(p.absolute()) for k, p in self.files.items()},
             **{k: v for k, v in dataclasses.asdict(self.options).items()
                if v is not None and v != ()}}

@@ -28,7 +28,7 @@ __all__ = ["Row", "RowError", "manifest_columns", "read_manifest", "row_from_jso
 
 _FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
            "background_replacement", "model_version", "edition", "service", "human_only",
-           "voice_tag", "voice_sex", "voice_language")
+           "voice_tag", "voice_sex", "voice_language", "ignore")
 
 
 def manifest_columns() -> tuple[str, ...]:
@@ -105,8 +105,9 @@ def _csv_rows(handle: io.TextIOBase | Any, base: Path) -> Iterator[Row | RowErro
                            "(a value holding a comma must be quoted)")
         else:
             values: dict[str, Any] = dict(zip(names, cells, strict=True))
-            tags = (values.get("tags") or "").split(";")
-            values["tags"] = [t.strip() for t in tags if t.strip()]
+            for listed in ("tags", "ignore"):  # `;`-separated in CSV
+                items = (values.get(listed) or "").split(";")
+                values[listed] = [t.strip() for t in items if t.strip()]
             yield _row(line, values, base)
 
 
@@ -189,9 +190,18 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
             files={k.name: base / str(given[k.name])
                    for k in _files.other_kinds() if k.name in given},
             tags=tuple(tags), batch_name=_text(given.get("batch_name")),
-            contact=_text(given.get("contact")), options=_options(given)))
+            contact=_text(given.get("contact")), options=_options(given),
+            ignore=_codes(given.get("ignore", []))))
     except UploaderError as exc:
         return RowError(line, path, exc.message)
+
+
+def _codes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [c.strip() for c in value.split(";") if c.strip()]
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise UsageError(f"ignore must be a list of problem codes, not {value!r}")
+    return tuple(value)
 
 
 def _options(given: dict[str, Any]) -> JobOptions:

@@ -41,6 +41,9 @@ class RowResult:
     seconds: float = 0.0
     error: str | None = None
     message: str | None = None
+    #: The preflight's warnings, as `kind: code` (the recording guide's advice, problems
+    #: ignored as asked): they refused nothing.
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,8 +66,10 @@ async def upload_row(client: AsyncClient, row: Row, *, submit: bool = False,
     except UploaderError as exc:
         return _failed(row, "failed", exc, started)
     outcome = "ok" if result.bytes_uploaded else "skipped"
+    warned = tuple(f"{f.kind}: {w['code']}" for f in result.files for w in f.warnings)
     return RowResult(row.line, str(row.job.video), outcome, result.job_id, result.state,
-                     result.bytes_uploaded, round(time.monotonic() - started, 3))
+                     result.bytes_uploaded, round(time.monotonic() - started, 3),
+                     warnings=warned)
 
 
 def _failed(row: Row, outcome: str, exc: Exception, started: float) -> RowResult:
@@ -114,7 +119,7 @@ async def check_rows(rows: Iterable[Row | RowError]) -> Checked:
             checked.invalid[row.line] = RowResult.invalid(row)
             continue
         paths = row.job.paths
-        refused = [r for r in await check_files(paths) if not r.ok]
+        refused = [r for r in await check_files(paths, row.job.rules) if not r.ok]
         if refused:
             message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
                                 for r in refused for p in r.problems)

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
     from uploader.preflight import Report
 
 __all__ = ["EXIT_CODES", "INTERRUPTED", "READ_WINDOW", "TERMINATED", "Terminated", "celery",
-           "concurrency_option", "echo_problems", "escaped", "exit_code", "fail", "flag_of",
-           "interrupted", "limits_of", "option_of", "print_json", "retry_window_option", "run",
-           "settings", "sigterm_raises", "size_value", "transfer_options", "with_client"]
+           "concurrency_option", "echo_problems", "echo_warnings", "escaped", "exit_code",
+           "fail", "flag_of", "interrupted", "limits_of", "option_of", "print_json",
+           "retry_window_option", "run", "settings", "sigterm_raises", "size_value",
+           "transfer_options", "with_client"]
 
 T = TypeVar("T")
 
@@ -287,6 +288,12 @@ def echo_problems(report: Report, *, err: bool) -> None:
     """One line per problem with a file, under its verdict."""
     for problem in report.problems:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
+
+
+def echo_warnings(report: Report, *, err: bool) -> None:
+    """One line per warning (advice; it refuses nothing), under the verdict."""
+    for warning in report.warnings:
+        click.echo(f"  ~ warning {warning.code}: {warning.message}", err=err)
 
 
 

@@ -12,6 +12,7 @@ from uploader.api.states import explain_error_code, explain_state, outcome
 from uploader.cli.common import (
     READ_WINDOW,
     echo_problems,
+    echo_warnings,
     escaped,
     print_json,
     retry_window_option,
@@ -29,11 +30,26 @@ __all__ = ["check", "jobs", "status", "voices"]
                 type=click.Path(path_type=Path, dir_okay=True, exists=False,
                                 readable=False))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object a file.")
-def check(videos: tuple[Path, ...], as_json: bool) -> None:
-    """Check videos against MetaStudio's review rules; exit 3 if any would be refused."""
+@click.option("--background-replacement/--no-background-replacement", default=True,
+              help="The job replaces the background (the service's default) or keeps the "
+                   "real scene (--no-...).")
+@click.option("--human-only", is_flag=True,
+              help="The job trains the figure, not the voice (Flexus editions): no sound "
+                   "track needed.")
+@click.option("--edition", type=click.Choice(["standard", "flexus", "fast-flexus"]),
+              default="standard", show_default=True, help="The job's edition.")
+@click.option("--ignore", "ignored", multiple=True, metavar="CODE",
+              help="Report this problem as a warning for this run (repeat it).")
+def check(videos: tuple[Path, ...], as_json: bool, background_replacement: bool,
+          human_only: bool, edition: str, ignored: tuple[str, ...]) -> None:
+    """Check videos against MetaStudio's review rules for a job of these options; exit 3 if
+    any would be refused. Warnings (the recording guide's advice) do not refuse."""
+    from uploader.preflight.report import ReviewRules
     from uploader.preflight.video import check_video
 
-    reports = [check_video(video) for video in videos]
+    rules = ReviewRules(background_replacement=background_replacement, human_only=human_only,
+                        edition=edition, ignore=frozenset(ignored))
+    reports = [check_video(video, rules) for video in videos]
     if as_json:
         print_json([report.to_json() for report in reports])
     else:
@@ -50,9 +66,10 @@ def _echo_verdict(report: Report) -> None:
     if report.ok and isinstance(facts, Facts):
         click.echo(f"{report.path}: passes ({facts.width}x{facts.height} {facts.orientation}, "
                    f"{facts.duration_seconds:.3f} s, {facts.video_codec})")
-        return
-    click.echo(f"{report.path}: would be refused")
-    echo_problems(report, err=False)
+    else:
+        click.echo(f"{report.path}: would be refused")
+        echo_problems(report, err=False)
+    echo_warnings(report, err=False)
 
 
 

@@ -102,6 +102,9 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--part-size", callback=size_value,
               help="Cut the video into parts of SIZE (32MiB, 8M).")
 @transfer_options(most=64, over="")
+@click.option("--ignore", multiple=True, metavar="CODE",
+              help="Report this preflight problem as a warning for this run (repeat it): "
+                   "a heuristic must never lock you out.")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
 @click.option("--verify", type=click.Choice(["etag", "download"]), default="etag",
               show_default=True,
@@ -356,6 +359,9 @@ def _echo_upload(video: Path, result: UploadResult, *, waited: bool, emulated: b
                f"({_human(rate)}/s)")
     for file in result.files[1:]:
         click.echo(f"  {file.kind}: {file.path}: {file.outcome}")
+    for file in result.files:
+        for warning in file.warnings:
+            click.echo(f"  ~ warning {warning['code']} ({file.kind}): {warning['message']}")
     _echo_outcome(result)
     if emulated:  # the emulator, and the job with it, ended with the command
         tried = "" if result.submitted else "to try the whole flow, add --submit; "

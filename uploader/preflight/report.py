@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import stat
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Facts", "FileFacts", "Problem", "Report", "refuse_as_a_file"]
+__all__ = ["Facts", "FileFacts", "Problem", "Report", "ReviewRules", "refuse_as_a_file"]
 
 
 @dataclass(frozen=True)
 class Problem:
-    """Why review would refuse the file; `code` is part of the interface."""
+    """A finding: why review would refuse the file (a problem), or what Huawei's recording
+    guide advises against (a warning). `code` is part of the interface; `measured` says what
+    was found (a value, where), `rule` the source's rule in English, `todo` what to do."""
 
     code: str
     message: str
+    measured: str | None = None
+    rule: str | None = None
+    todo: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewRules:
+    """What the review's rules depend on: the job's options, and the codes a caller chose to
+    have reported as warnings rather than refusals (`ignore`: a heuristic must never lock a
+    user out). The defaults are the service's: background replacement on, the voice trained
+    from the video, the standard edition."""
+
+    background_replacement: bool = True
+    human_only: bool = False
+    edition: str = "standard"
+    ignore: frozenset[str] = frozenset()
+
+    @property
+    def flexus(self) -> bool:
+        return self.edition in ("flexus", "fast-flexus")
 
 
 @dataclass(frozen=True)
@@ -52,17 +74,33 @@ class Report:
     facts: Facts | FileFacts | None
     problems: tuple[Problem, ...] = field(default=())
     kind: str = "training_video"
+    warnings: tuple[Problem, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def judged(self, rules: ReviewRules) -> Report:
+        """This report with the problems `rules` ignore reported as warnings instead."""
+        ignored = [p for p in self.problems if p.code in rules.ignore]
+        if not ignored:
+            return self
+        said = [replace(p, message=f"{p.message} (ignored as asked: a warning for this run)")
+                for p in ignored]
+        return replace(self, problems=tuple(p for p in self.problems if p not in ignored),
+                       warnings=(*self.warnings, *said))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "kind": self.kind, "ok": self.ok,
-            "problems": [asdict(p) for p in self.problems],
+            "problems": [_finding(p) for p in self.problems],
+            "warnings": [_finding(p) for p in self.warnings],
             "facts": None if self.facts is None else asdict(self.facts),
         }
+
+
+def _finding(problem: Problem) -> dict[str, Any]:
+    return {k: v for k, v in asdict(problem).items() if v is not None}
 
 
 def refuse_as_a_file(path: Path) -> Problem | None:

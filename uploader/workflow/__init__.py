@@ -75,10 +75,13 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
     """Upload `job`'s files, resuming any earlier attempt; confirm them (with `verify`
     "download", read them back and compare) and, with `submit`, submit the job (`wait`:
     until the automatic review has its outcome)."""
-    reports = await check_files(job.paths)
+    reports = await check_files(job.paths, job.rules)
     refused = [report for report in reports if not report.ok]
     if refused:
         raise PreflightError(*refused)
+    for report in reports:
+        for warning in report.warnings:
+            log.warning("%s: %s: %s", report.path, warning.code, warning.message)
     files = [await _local_file(k, p, job.parts, job.part_size) for k, p in job.paths.items()]
     progress.on_total(sum(f.size for f in files))
     key = f"job:{job.job_id}" if job.job_id is not None else f"name:{job.name}"
@@ -104,7 +107,8 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
         outcome = await _outcome(run.api, opened.job_id, wait=wait and submitted,
                                  timeout=run.wait_timeout)
         await journal.remove()  # the last thing: until now, a re-run must know the job
-    return _upload_result(opened.job_id, files, sender, seconds, outcome, submitted)
+    warned = {r.kind: tuple(w for w in r.to_json()["warnings"]) for r in reports}
+    return _upload_result(opened.job_id, files, sender, seconds, outcome, submitted, warned)
 
 
 async def _send_and_confirm(links: Links, files: list[LocalFile], sender: Sender,
@@ -232,13 +236,15 @@ async def _outcome(client: MetaStudioClient, job_id: str, *, wait: bool,
 
 
 def _upload_result(job_id: str, files: list[LocalFile], sender: Sender, seconds: float,
-                   outcome: JobOutcome, submitted: bool) -> UploadResult:
+                   outcome: JobOutcome, submitted: bool,
+                   warned: dict[str, tuple[dict[str, str], ...]]) -> UploadResult:
     tally = sender.tally
     video = TRAINING_VIDEO.name
     results = [FileResult(kind=f.kind.name, path=str(f.path),
                           outcome="sent" if tally.sent_pieces.get(f.kind.name) else "skipped",
                           size_bytes=f.size, bytes_uploaded=tally.sent_bytes.get(f.kind.name, 0),
-                          verified=f.kind.name not in tally.unverified)
+                          verified=f.kind.name not in tally.unverified,
+                          warnings=warned.get(f.kind.name, ()))
                for f in files]
     return UploadResult(
         job_id=job_id, parts_total=files[0].plan.count,

@@ -27,6 +27,9 @@ class FileResult:
     size_bytes: int
     bytes_uploaded: int
     verified: bool = True
+    #: The preflight's warnings on the file ({code, message, ...}): the recording guide's
+    #: advice, and problems a caller chose to have ignored. They refused nothing.
+    warnings: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
