@@ -177,10 +177,9 @@ class MetaStudioClient:
         pace = Pace.of(self.settings, api)
 
         async def attempt() -> dict[str, Any]:
-            if pace is not None:
-                await pace.turn()
+            await pace.turn()
             try:
-                answer = await self._signed(method, path, pairs, payload, job_id)
+                answer = await _told(pace, self._signed(method, path, pairs, payload, job_id))
             except (ApiError, UnreachableError) as exc:
                 self._answered = self._answered or exc.status is not None
                 if settle is not None and answer_lost(exc) and await settle():
@@ -270,6 +269,24 @@ def _redirect(response: aiohttp.ClientResponse, job_id: str | None) -> RefusedEr
                         "not followed (the API does not redirect): check METASTUDIO_ENDPOINT "
                         "and any proxy", status=response.status,
                         request_id=response.headers.get("X-Request-Id"), job_id=job_id)
+
+
+async def _told(pace: Pace, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """`call`'s answer, the pace told how it went: answered, refused (429), or gone with no
+    answer (whatever ended it: no answer, keys that could not be had, a cancellation)."""
+    try:
+        answer = await call
+    except ApiError as exc:
+        if isinstance(exc, RefusedError) and exc.status == 429:
+            pace.refused(exc.error_msg, exc.retry_after)
+        else:
+            pace.answered()
+        raise
+    except BaseException:
+        pace.gone()
+        raise
+    pace.answered()
+    return answer
 
 
 def answer_lost(exc: Exception) -> bool:
