@@ -24,6 +24,7 @@ from uploader._errors import (
     JobStateError,
     JournalError,
     MissingFilesError,
+    RefusedError,
     Remedy,
     UnreachableError,
     UsageError,
@@ -113,6 +114,9 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
             job_id, adopted = created, True  # another run's job, made at the same moment
 
     await journal.lock_job(job_id)
+    if detail is None and adopted and job.name is not None:
+        job_id, detail = await _still_there(job_id, content_tag(job.name, files[0].identity),
+                                            client, journal)
     detail = detail or await client.show_job(job_id)
     refuse_unchangeable(job, detail)
     links = links_for(job_id)
@@ -322,14 +326,39 @@ async def _give_up_job(ours: str, winner: str, client: MetaStudioClient) -> None
                     ours, exc)
 
 
-async def _job_tagged(tag: str, client: MetaStudioClient) -> str | None:
-    """The newest job carrying `tag` (exactly), if any: made by an earlier run of this
-    command, which may have stopped before it could record it."""
-    page = await client.list_jobs(tag=tag, limit=10)
-    found = [job for job in page.jobs if tag in (job.raw.get("tags") or [])]
+async def _still_there(job_id: str, tag: str, client: MetaStudioClient,
+                       journal: Journal) -> tuple[str, JobDetail]:
+    """The job found by its tag, as it stands; if it is gone (a run that lost a race to
+    create deleted its own job between our lookup and now), the job the tag names now."""
+    for _ in range(3):
+        try:
+            return job_id, await client.show_job(job_id)
+        except RefusedError as exc:
+            if exc.status != 404:
+                raise
+        log.info("job %s, found by its tag, was deleted by the run that made it (it lost a "
+                 "race to another); looking again", job_id)
+        found = await _job_tagged(tag, client, besides={job_id})
+        if found is None:
+            break
+        job_id = found
+        await journal.lock_job(job_id)
+    return job_id, await client.show_job(job_id)
+
+
+async def _job_tagged(tag: str, client: MetaStudioClient,
+                      besides: set[str] | None = None) -> str | None:
+    """The job carrying `tag` (exactly), if any (and none of `besides`): made by an earlier
+    run of this command, which may have stopped before it could record it. The oldest, by
+    the service's own order of creation: the one runs that raced to create one agree on
+    (`_winner`), so that a run looking after they created and before the losers deleted
+    theirs takes the winner's, not a job about to go."""
+    page = await client.list_jobs(tag=tag, limit=100, sort_key="create_time", sort_dir="asc")
+    found = [job for job in page.jobs if tag in (job.raw.get("tags") or [])
+             and job.job_id not in (besides or set())]
     if not found:
         return None
-    job = max(found, key=lambda j: j.create_time or "")
+    job = found[0]
     log.info("continuing with job %s, which an earlier run of this command created for "
                 "this video", job.job_id)
     return job.job_id
