@@ -41,7 +41,8 @@ def one_batch(folder: Path, broker: RabbitMQ, videos: list[Path], workers: int,
     config = EmulatorConfig(data_dir=data, review_delay=0.0, api_rates=RATES)
     with EmulatorThread(config) as running:
         env = os.environ | running.client_env() | {"UPLOADER_BROKER_URL": broker.url,
-                                                   "UPLOADER_QUEUE": f"tenant-{tag}"}
+                                                   "UPLOADER_QUEUE": f"tenant-{tag}",
+                                                   "UPLOADER_WORKER_ROOTS": str(folder)}
         if hint:
             env["METASTUDIO_API_RATES"] = "command=3,show=3"
         started = [Worker(f"{tag}{n}", env, folder / "workers", concurrency=2,
