@@ -29,6 +29,7 @@ from tests.uploads import (
     assembled,
     cli_env,
     emulator_process,
+    emulator_process_env,
     json_out,
     run_cli,
     start_cli,
@@ -263,11 +264,7 @@ def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[s
     data = tmp_path / "emulator"
     server, url = emulator_process(data, 0, "--link-rate", str(400 * 1024))
     port = int(url.rsplit(":", 1)[1])
-    env = cli_env({"METASTUDIO_ENDPOINT": url,
-                   "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
-                   "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
-                   "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"},
-                  tmp_path / "state")
+    env = emulator_process_env(url, tmp_path / "state")
     video = video_of(tmp_path, PARTS * PART)
     args = ("upload", str(video), "--name", "restart", "--parts", str(PARTS),
             "--concurrency", "2", "--json")
@@ -298,11 +295,7 @@ def test_a_service_away_when_the_run_starts_is_waited_for(tmp_path: Path):
     with socket.socket() as probe:  # a free port, for the service that comes up late
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = cli_env({"METASTUDIO_ENDPOINT": f"http://127.0.0.1:{port}",
-                   "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
-                   "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
-                   "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"},
-                  tmp_path / "state")
+    env = emulator_process_env(f"http://127.0.0.1:{port}", tmp_path / "state")
     video = video_of(tmp_path, 2 * PART)
     with start_cli("upload", str(video), "--name", "late", "--json", env=env) as client:
         time.sleep(2.5)  # 4 API tries took at most 1.75 s before: this run would have ended

@@ -26,6 +26,7 @@ from tests.uploads import (
     REQUIRED_FLAGS,
     assembled,
     cli_env,
+    emulator_process_env,
     start_cli,
     video_of,
     wait_for_parts,
@@ -236,11 +237,7 @@ def test_the_emulator_stops_at_once_with_uploads_in_flight(tmp_path: Path, sig: 
     server = _emulator("--port", "0", "--link-rate", "65536")
     assert server.stdout is not None
     url = server.stdout.readline().split()[4]
-    env = cli_env({"METASTUDIO_ENDPOINT": url,
-                   "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
-                   "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
-                   "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"},
-                  tmp_path / "state")
+    env = emulator_process_env(url, tmp_path / "state")
     video = video_of(tmp_path, 8 * PART)
     with start_cli("upload", str(video), "--name", "cut", "--parts", "8", env=env) as run:
         time.sleep(1.0)  # parts in flight, crawling

@@ -20,9 +20,17 @@ from aiohttp import web
 
 from tests.conftest import GOOD_VIDEO, emulator_config
 from tests.servers import LoopThread
-from tests.uploads import REQUIRED, REQUIRED_FLAGS, assembled, cli_env, run_cli, start_cli
-from uploader import Settings
-from uploader.emulator import EmulatorThread, RunningEmulator
+from tests.uploads import (
+    REQUIRED,
+    REQUIRED_FLAGS,
+    assembled,
+    cli_env,
+    run_cli,
+    start_cli,
+    video_of,
+)
+from uploader import Settings, upload_video
+from uploader.emulator import EmulatorThread, RunningEmulator, start_emulator
 
 MiB = 1024 * 1024
 SECRETS = ("Signature=", "X-Amz-Signature", "x-obs-security-token=", "X-Amz-Security-Token")
@@ -100,7 +108,6 @@ async def _links(running: RunningEmulator, job_id: str) -> dict[str, Any]:
 def test_links_that_die_early_are_replaced(tmp_path: Path):
     config = emulator_config(tmp_path / "emulator", link_early_expiry=1.0,
                              link_rate=1 * MiB)
-    from tests.uploads import video_of
     video = video_of(tmp_path, 6 * MiB)
     with EmulatorThread(config) as running:
         env = cli_env(running.client_env(), tmp_path / "state")
@@ -137,6 +144,48 @@ def test_an_encrypted_buckets_etags_are_said_not_to_verify(tmp_path: Path, style
                                                      "download", name="proved")
         assert proved_code == 0, proved_output
         assert [f["verified"] for f in proved["files"]] == [True] * 4
+
+
+async def test_on_an_encrypted_bucket_a_confirmed_video_is_not_sent_again(tmp_path):
+    running = await start_emulator(emulator_config(tmp_path / "emulator", etag_style="sse"))
+    try:
+        settings = Settings.from_env(running.client_env())
+        video = video_of(tmp_path, 2 * MiB)
+        first = await upload_video(video, name="sealed", settings=settings,
+                                   state_dir=tmp_path / "a")
+        ledger = running.emulator.faults.ledger
+
+        def video_puts() -> int:
+            return sum(c["attempts"] for (job, part), c in ledger.items()
+                       if job == first.job_id and part > 0)
+
+        sent_first = video_puts()
+        again = await upload_video(video, name="sealed", settings=settings, submit=True,
+                                   state_dir=tmp_path / "b", **REQUIRED)
+        assert again.job_id == first.job_id and again.submitted
+        assert (again.parts_uploaded, again.files[0].outcome) == (0, "skipped")
+        assert again.files[0].verified is False  # recognised, not proved by an MD5
+        assert video_puts() == sent_first, "the video was sent again"
+    finally:
+        await running.stop()
+
+
+@pytest.mark.slow
+async def test_on_an_encrypted_bucket_the_slower_of_two_racing_machines_ends_as_done(
+        tmp_path):
+    running = await start_emulator(emulator_config(tmp_path / "emulator", etag_style="sse"))
+    try:
+        settings = Settings.from_env(running.client_env())
+        video = video_of(tmp_path, MiB)
+        running.emulator.faults.api_delays["list"] = 0.5
+        results = await asyncio.gather(*(
+            upload_video(video, name="raced", parts=4, settings=settings, submit=True,
+                         state_dir=tmp_path / f"machine-{n}", **REQUIRED) for n in range(2)))
+        [job_id] = {result.job_id for result in results}
+        assert all(result.submitted for result in results)
+        assert list(running.emulator.store.jobs) == [job_id]
+    finally:
+        await running.stop()
 
 
 @pytest.mark.parametrize("style", ["v2", "v4"])
@@ -288,8 +337,6 @@ def test_memory_stays_bounded_whatever_the_storage_answers(tmp_path: Path):
 def test_parts_smaller_than_the_storage_takes_say_which_plan_to_use(tmp_path: Path):
     """Issue 31, item 3: a storage of S3's minimum (5 MiB) refuses the confirm of 1 MiB
     parts; the run says to start over with larger parts, not to run itself again."""
-    from tests.uploads import video_of
-
     config = emulator_config(tmp_path / "emulator", min_part_size=5 * MiB)
     video = video_of(tmp_path, 6 * MiB)
     with EmulatorThread(config) as running:
@@ -313,7 +360,6 @@ async def test_a_refused_link_costs_a_round_trip_not_a_body(tmp_path: Path):
     import aiohttp
 
     from uploader import MetaStudioClient
-    from uploader.emulator import start_emulator
     from uploader.transfer.engine import PartFailure, TransferConfig, put_part
     from uploader.transfer.hashing import LaneHasher
     from uploader.transfer.plan import Piece

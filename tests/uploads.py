@@ -78,6 +78,15 @@ def emulator_process(data: Path, port: int, *flags: str) -> tuple[subprocess.Pop
     return process, url
 
 
+def emulator_process_env(url: str, state_dir: Path) -> dict[str, str]:
+    """The environment of a CLI run against an `uploader emulator` process at `url` (its
+    default project and keys), with its state in `state_dir`."""
+    return cli_env({"METASTUDIO_ENDPOINT": url,
+                    "METASTUDIO_PROJECT_ID": "0a1b2c3d4e5f40718293a4b5c6d7e8f9",
+                    "CLOUD_SDK_AK": "EMULATORAKEXAMPLE0001",
+                    "CLOUD_SDK_SK": "emulator-sk-not-a-secret-0000000000000000"}, state_dir)
+
+
 async def assembled(settings: Settings, job_id: str) -> bytes:
     """The video the service assembled for the job (assembly runs after confirm)."""
     async with MetaStudioClient(settings) as client:

@@ -157,10 +157,11 @@ _COMMON_MIB = (5, 8, 10, 15, 16, 20, 25, 32, 50, 64, 100, 128, 256, 512, 1024)
 
 
 def plans_of_count(file_size: int, count: int) -> list[PartPlan]:
-    """The plans that could have cut `file_size` bytes into `count` parts: `--parts count`,
-    the default's way (parts of ceil(size / count)), and common part sizes. An object
-    assembled from parts carries only their count in its ETag; plans are deterministic, so
-    these are the ones to try when recognising a file sent under another plan."""
+    """The plans that could have cut `file_size` bytes into `count` parts: `count` equal
+    parts (`parts=count`), the default's way (parts of ceil(size / count)), and common part
+    sizes. An object assembled from parts carries only their count in its ETag; plans are
+    deterministic, so these are the ones to try when recognising a file sent under another
+    plan."""
     found: dict[tuple[int, ...], PartPlan] = {}
     sizes = [math.ceil(file_size / count), *(mib * MIB for mib in _COMMON_MIB)]
     for make, value in [(_equal_parts, count), *((_fixed_size, size) for size in sizes)]:

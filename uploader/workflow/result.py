@@ -59,7 +59,7 @@ def outcome_of(job: JobDetail | None) -> JobOutcome:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What an upload did; `to_json()` is what `uploader upload --json` prints. The `parts_*`
+    """What an upload did; `to_json()` is its JSON (the command line prints it). The `parts_*`
     counts are the training video's; `bytes_uploaded` counts every file; `seconds` is the
     time the transfer took (not the confirms, the submit or the review wait)."""
 
@@ -84,7 +84,7 @@ class UploadResult:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """What `submit_job` did; `to_json()` is what `uploader submit --json` prints."""
+    """What `submit_job` did; `to_json()` is its JSON (the command line prints it)."""
 
     job_id: str
     submitted: bool

@@ -279,7 +279,7 @@ class Sender:
 
 def _plans_to_try(file: LocalFile, etag: str) -> list[PartPlan]:
     """This run's plan, then those of the part count an assembled object's ETag (`MD5-N`)
-    names: a video confirmed under `--parts 3` is recognised by a run with the default."""
+    names: a video confirmed under `parts=3` is recognised by a run with the default."""
     count = etag.rpartition("-")[2]
     if not count.isdigit():
         return [file.plan]
