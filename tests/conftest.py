@@ -50,6 +50,17 @@ async def client(settings: Settings) -> AsyncIterator[MetaStudioClient]:
         yield api
 
 
+@pytest.fixture(autouse=True)
+def content_checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The content rules (seconds of decoding per video) run only in the tests whose subject
+    they are (marked `content_checks`); the others set UPLOADER_CONTENT_CHECKS=0, as a
+    pipeline whose videos are checked elsewhere would."""
+    if request.node.get_closest_marker("content_checks") is None:
+        monkeypatch.setenv("UPLOADER_CONTENT_CHECKS", "0")
+    else:
+        monkeypatch.delenv("UPLOADER_CONTENT_CHECKS", raising=False)
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No MetaStudio or SDK variable from the developer's shell leaks into a test."""

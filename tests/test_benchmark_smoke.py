@@ -23,6 +23,8 @@ SCRIPTS = {
                "(f) preflight"),
     "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 8 videos",
                  "(h) batch peak RSS, 24 videos", "(i) --bwlimit 32M", "(i) API calls"),
+    "review.py": ("r1 check, 1080p H.264", "r2 check, 4K HEVC 100 Mb/s",
+                  "r3 upload --submit, a slow link"),
     "tuning.py": ("slow connections: 2 MiB/s each", "narrow link: 16 MiB/s each",
                   "loopback, no cap", "auto / best (medians)"),
 }
@@ -31,7 +33,7 @@ SCRIPTS = {
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the baseline needs curl")
 @pytest.mark.timeout(240)
 def test_every_benchmark_smoke_prints_every_figure(tmp_path: Path):
-    """The three scripts at once (their figures mean nothing at this size and load: they
+    """The scripts at once (their figures mean nothing at this size and load: they
     only must run, print every row and clean up)."""
     runs = {}
     for script in SCRIPTS:

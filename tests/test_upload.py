@@ -178,7 +178,7 @@ async def test_library_errors(settings: Settings, tmp_path: Path):
                            state_dir=tmp_path)
     assert refused.value.report.problems[0].code == "bad_resolution"
     with pytest.raises(PlanError):
-        await upload_video(GOOD_VIDEO, name="x", parts=2, settings=settings, state_dir=tmp_path)
+        await upload_video(GOOD_VIDEO, name="x", parts=4, settings=settings, state_dir=tmp_path)
     async with MetaStudioClient(settings) as client:
         job_id = (await client.create_job("done")).job_id
     await upload_video(GOOD_VIDEO, job_id=job_id, settings=settings, state_dir=tmp_path,

@@ -110,15 +110,21 @@ class MissingFilesError(UsageError):
 
 
 class PreflightError(UploaderError):
-    """A file would be refused by review; nothing was sent. `reports` holds the verdict on
-    each file refused (`report` is the first)."""
+    """A file would be refused by review. `reports` holds the verdict on each file refused
+    (`report` is the first). Found by the header rules, before any job exists: nothing was
+    sent (`job_id` None). Found by the content rules, which run beside the transfer: nothing
+    was confirmed, and the job `job_id` keeps what was stored, for a re-run with the option
+    fixed or the finding ignored."""
 
 
-    def __init__(self, report: Report, *more: Report) -> None:
+    def __init__(self, report: Report, *more: Report, job_id: str | None = None) -> None:
         self.reports = (report, *more)
-        super().__init__("; ".join(
-            f"{r.path}: " + "; ".join(problem.message for problem in r.problems)
-            for r in self.reports))
+        said = "; ".join(f"{r.path}: " + "; ".join(problem.message for problem in r.problems)
+                         for r in self.reports)
+        if job_id is not None:
+            said += (f" (nothing was confirmed; job {job_id} keeps the parts stored: a re-run "
+                     "sends only what is missing)")
+        super().__init__(said, job_id=job_id)
         self.report = report
 
 

@@ -131,6 +131,9 @@ class Job:
     #: Preflight problems (by code) to report as warnings for this run: a heuristic must
     #: never lock a user out.
     ignore: tuple[str, ...] = ()
+    #: Whether the content rules (face, green screen, sound: seconds of decoding beside the
+    #: transfer) gate the confirm; None follows the UPLOADER_CONTENT_CHECKS setting (on).
+    content_checks: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, JobOptions):
@@ -163,6 +166,9 @@ class Job:
                                                    for c in self.ignore):
             raise UsageError(f"ignore must be a list of problem codes, not {self.ignore!r}")
         self._set("ignore", tuple(self.ignore))
+        if self.content_checks not in (None, True, False):
+            raise UsageError(f"content_checks must be true or false, not "
+                             f"{self.content_checks!r}")
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
@@ -215,6 +221,7 @@ class Job:
             "path": str(self.video.absolute()), "name": self.name, "job_id": self.job_id,
             "parts": self.parts, "part_size": self.part_size, "tags": list(self.tags),
             "batch_name": self.batch_name, "contact": self.contact, "ignore": list(self.ignore),
+            "content_checks": self.content_checks,
             **{k: str(p.absolute()) for k, p in self.files.items()},
             **{k: v for k, v in dataclasses.asdict(self.options).items()
                if v is not None and v != ()}}

@@ -28,7 +28,7 @@ __all__ = ["Row", "RowError", "manifest_columns", "read_manifest", "row_from_jso
 
 _FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
            "background_replacement", "model_version", "edition", "service", "human_only",
-           "voice_tag", "voice_sex", "voice_language", "ignore")
+           "voice_tag", "voice_sex", "voice_language", "ignore", "content_checks")
 
 
 def manifest_columns() -> tuple[str, ...]:
@@ -191,7 +191,8 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
                    for k in _files.other_kinds() if k.name in given},
             tags=tuple(tags), batch_name=_text(given.get("batch_name")),
             contact=_text(given.get("contact")), options=_options(given),
-            ignore=_codes(given.get("ignore", []))))
+            ignore=_codes(given.get("ignore", [])),
+            content_checks=_flag(given.get("content_checks"), "content_checks")))
     except UploaderError as exc:
         return RowError(line, path, exc.message)
 

@@ -115,10 +115,13 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
         print_json({"error": type(error).__name__, "message": redact(str(error)),
                     "exit_code": exit_code(error), "job_id": error.job_id})
     if isinstance(error, PreflightError):
+        done = "nothing was sent" if error.job_id is None else "nothing was confirmed"
         for report in error.reports:
             click.echo(f"error: {report.path} ({kind(report.kind).title}) would be refused "
-                       "by review; nothing was sent", err=True)
+                       f"by review; {done}", err=True)
             echo_problems(report, err=True)
+        if error.job_id is not None:
+            click.echo(_kept(error), err=True)
     elif isinstance(error, MissingFilesError):
         flags = ", ".join(flag_of(name) for name in error.kinds)
         click.echo(redact(f"error: {error}"), err=True)
@@ -285,9 +288,27 @@ def escaped(text: str) -> str:
 
 
 def echo_problems(report: Report, *, err: bool) -> None:
-    """One line per problem with a file, under its verdict."""
+    """One line per problem with a file, under its verdict, and what to do where known."""
     for problem in report.problems:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
+        if problem.todo:
+            click.echo(f"    to do: {problem.todo}", err=err)
+
+
+#: Problems no option or re-run mends: the recording itself must change.
+_NEW_RECORDING = frozenset({"no_face", "sideways"})
+
+
+def _kept(error: PreflightError) -> str:
+    """What a run stopped by the content rules kept, and how to go on."""
+    codes = [p.code for r in error.reports for p in r.problems]
+    ignore = " ".join(f"--ignore {code}" for code in codes)
+    said = (f"Job {error.job_id} keeps the parts stored: the same command with the option "
+            f"fixed, or with {ignore} to upload anyway, sends only what is missing.")
+    if set(codes) & _NEW_RECORDING:
+        said += (" A new or rotated recording is a new file: upload it with --restart (a new "
+                 "job for the name) or --job-id " + str(error.job_id) + " --restart.")
+    return said
 
 
 def echo_warnings(report: Report, *, err: bool) -> None:

@@ -40,16 +40,29 @@ __all__ = ["check", "jobs", "status", "voices"]
               default="standard", show_default=True, help="The job's edition.")
 @click.option("--ignore", "ignored", multiple=True, metavar="CODE",
               help="Report this problem as a warning for this run (repeat it).")
+@click.option("--id-card-front", type=click.Path(path_type=Path, dir_okay=True,
+                                                 readable=False),
+              help="Check this ID card image (portrait side) too: a face, no glare.")
+@click.option("--content-checks/--no-content-checks", default=None,
+              help="Judge what the video shows and sounds like (face, green screen, "
+                   "orientation, light, sound), or its headers only. Default: on, unless "
+                   "UPLOADER_CONTENT_CHECKS=0.")
 def check(videos: tuple[Path, ...], as_json: bool, background_replacement: bool,
-          human_only: bool, edition: str, ignored: tuple[str, ...]) -> None:
+          human_only: bool, edition: str, ignored: tuple[str, ...],
+          id_card_front: Path | None, content_checks: bool | None) -> None:
     """Check videos against MetaStudio's review rules for a job of these options; exit 3 if
     any would be refused. Warnings (the recording guide's advice) do not refuse."""
+    from uploader._files import TRAINING_VIDEO, kind
+    from uploader.preflight import check_file, content_wanted
     from uploader.preflight.report import ReviewRules
-    from uploader.preflight.video import check_video
 
     rules = ReviewRules(background_replacement=background_replacement, human_only=human_only,
                         edition=edition, ignore=frozenset(ignored))
-    reports = [check_video(video, rules) for video in videos]
+    content = content_wanted(content_checks)
+    reports = [check_file(TRAINING_VIDEO, video, rules, content=content) for video in videos]
+    if id_card_front is not None:
+        reports.append(check_file(kind("id_card_front"), id_card_front, rules,
+                                  content=content))
     if as_json:
         print_json([report.to_json() for report in reports])
     else:
@@ -66,6 +79,8 @@ def _echo_verdict(report: Report) -> None:
     if report.ok and isinstance(facts, Facts):
         click.echo(f"{report.path}: passes ({facts.width}x{facts.height} {facts.orientation}, "
                    f"{facts.duration_seconds:.3f} s, {facts.video_codec})")
+    elif report.ok:
+        click.echo(f"{report.path}: passes")
     else:
         click.echo(f"{report.path}: would be refused")
         echo_problems(report, err=False)

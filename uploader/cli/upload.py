@@ -105,6 +105,10 @@ def _model_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--ignore", multiple=True, metavar="CODE",
               help="Report this preflight problem as a warning for this run (repeat it): "
                    "a heuristic must never lock you out.")
+@click.option("--content-checks/--no-content-checks", default=None,
+              help="Judge what the video shows and sounds like (face, green screen, "
+                   "orientation, sound) beside the transfer, before the confirm; or its "
+                   "headers only. Default: on, unless UPLOADER_CONTENT_CHECKS=0.")
 @click.option("--restart", is_flag=True, help="Forget any earlier attempt; send every file.")
 @click.option("--verify", type=click.Choice(["etag", "download"]), default="etag",
               show_default=True,

@@ -33,7 +33,7 @@ from uploader._log import logger
 from uploader._progress import Progress, Step
 from uploader.api.client import MetaStudioClient
 from uploader.api.states import ACCEPTS_VIDEO, DELETABLE, REVIEW_FAILED, explain_state
-from uploader.preflight import check_files
+from uploader.preflight import check_files, content_wanted
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
 from uploader.transfer.plan import PartPlan, plan_parts
@@ -49,7 +49,8 @@ from uploader.workflow.result import (
     UploadResult,
     outcome_of,
 )
-from uploader.workflow.send import Sender
+from uploader.workflow.review import Review
+from uploader.workflow.send import Sender, confirm_step
 from uploader.workflow.verify import verify_by_download
 
 __all__ = ["FileResult", "Run", "SubmitResult", "UploadResult", "delete", "submit", "upload"]
@@ -79,9 +80,20 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
     refused = [report for report in reports if not report.ok]
     if refused:
         raise PreflightError(*refused)
-    for report in reports:
-        for warning in report.warnings:
-            log.warning("%s: %s: %s", report.path, warning.code, warning.message)
+    # The content rules take seconds of decoding: they run beside the transfer, in a
+    # worker thread, and gate the confirm (`_send_and_confirm`).
+    review = Review(reports, job.rules, content_wanted(job.content_checks))
+    if not review.pending:
+        await review.reports()  # the warnings, said now
+    try:
+        return await _upload(job, run, review, submit=submit, wait=wait, restart=restart,
+                             progress=progress, verify=verify)
+    finally:
+        await review.close()
+
+
+async def _upload(job: Job, run: Run, review: Review, *, submit: bool, wait: bool,
+                  restart: bool, progress: Progress, verify: str) -> UploadResult:
     files = [await _local_file(k, p, job.parts, job.part_size) for k, p in job.paths.items()]
     progress.on_total(sum(f.size for f in files))
     key = f"job:{job.job_id}" if job.job_id is not None else f"name:{job.name}"
@@ -97,8 +109,8 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
         seconds = 0.0
         if SUBMIT_STEP not in journal.steps:
             seconds = await _send_and_confirm(opened.links, files, sender, journal, run,
-                                              submit=submit, restart=restart, verify=verify,
-                                              progress=progress)
+                                              review, submit=submit, restart=restart,
+                                              verify=verify, progress=progress)
         submitted = SUBMIT_STEP in journal.steps
         if submitted:
             progress.on_step(Step.SUBMITTED, opened.job_id)
@@ -107,16 +119,18 @@ async def upload(job: Job, run: Run, *, submit: bool, wait: bool, restart: bool,
         outcome = await _outcome(run.api, opened.job_id, wait=wait and submitted,
                                  timeout=run.wait_timeout)
         await journal.remove()  # the last thing: until now, a re-run must know the job
-    warned = {r.kind: tuple(w for w in r.to_json()["warnings"]) for r in reports}
+    warned = {r.kind: tuple(w for w in r.to_json()["warnings"])
+              for r in await review.reports()}
     return _upload_result(opened.job_id, files, sender, seconds, outcome, submitted, warned)
 
 
 async def _send_and_confirm(links: Links, files: list[LocalFile], sender: Sender,
-                            journal: Journal, run: Run, *, submit: bool, restart: bool,
-                            verify: str, progress: Progress) -> float:
+                            journal: Journal, run: Run, review: Review, *, submit: bool,
+                            restart: bool, verify: str, progress: Progress) -> float:
     """Send what the job lacks, confirm every file (with `verify` "download", read them back
-    first) and, with `submit`, submit it; the seconds the transfer took. A run that fails
-    because another run finished the job meanwhile ends as if it had done so itself."""
+    first; the content rules' verdict first, where no file is confirmed yet) and, with
+    `submit`, submit it; the seconds the transfer took. A run that fails because another
+    run finished the job meanwhile ends as if it had done so itself."""
     job_id = links.job_id
     started = time.monotonic()
     try:
@@ -124,6 +138,8 @@ async def _send_and_confirm(links: Links, files: list[LocalFile], sender: Sender
         # Every byte sent was read by now: a file written meanwhile is not confirmed.
         await asyncio.to_thread(refuse_changed, files, job_id=job_id)
         seconds = round(time.monotonic() - started, 3)
+        if confirm_step(TRAINING_VIDEO.name) not in journal.steps:
+            await review.refuse_if_refused(job_id)
         progress.on_step(Step.CONFIRMING, job_id)
         await confirm_files([f.kind for f in files], links=links, journal=journal,
                             client=run.api)

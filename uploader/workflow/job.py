@@ -122,11 +122,25 @@ async def open_job(job: Job, files: list[LocalFile], *, restart: bool, submit: b
     links = links_for(job_id)
     step = _next_for(detail, journal, files, adopted=adopted, links=links)
     await _take(step, detail, journal, files, submit=submit)
+    if step is Next.REUSE_LINKS and _options_changed(job, detail):
+        # An option the update may change (background replacement, after the content rules
+        # refused a real-scene video): sent with fresh links; the stored parts stay.
+        log.info("updating job %s's options", job_id)
+        step = Next.NEW_LINKS
     if step is Next.NEW_LINKS:
         await links.adopt(await client.update_job(job_id, **fields))
     elif step is Next.REUSE_LINKS:
         log.info("reusing the links issued earlier")
     return OpenJob(job_id, links), files
+
+
+def _options_changed(job: Job, detail: JobDetail) -> bool:
+    """Whether `job` asks the existing job for a flag the update can change, and the job
+    holds another value."""
+    asked = update_fields(job.options)
+    flags = ("is_background_replacement", "is_only_human_model")
+    return any(key in asked and detail.raw.get(key) is not None
+               and asked[key] != detail.raw.get(key) for key in flags)
 
 
 def refuse_unchangeable(job: Job, detail: JobDetail) -> None:
