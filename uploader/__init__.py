@@ -52,6 +52,7 @@ if typing.TYPE_CHECKING:
     from uploader._limits import Limits
     from uploader._progress import Progress, Step
     from uploader._retry import Backoff
+    from uploader._voice_job import VoiceJob
     from uploader.api.client import MetaStudioClient
     from uploader.api.models import (
         CommandResult,
@@ -61,14 +62,16 @@ if typing.TYPE_CHECKING:
         JobUrls,
         OperationLog,
         UploadedPart,
-        VoiceJob,
+        VoiceJobInfo,
         VoiceJobList,
     )
     from uploader.api.settings import Settings
+    from uploader.api.voice import ShortJob, VoiceDetail
     from uploader.preflight import Facts, FileFacts, Problem, Report, check_video, check_video_async
     from uploader.transfer.budget import TransferBudget
     from uploader.transfer.engine import TransferConfig
     from uploader.workflow.result import FileResult, SubmitResult, UploadResult
+    from uploader.workflow.voice import VoiceResult
 
 #: Where each public name lives.
 _WHERE = {
@@ -119,8 +122,12 @@ _WHERE = {
     "UploadedPart": "uploader.api.models",
     "UploaderError": "uploader._errors",
     "UsageError": "uploader._errors",
-    "VoiceJob": "uploader.api.models",
+    "VoiceJob": "uploader._voice_job",
+    "VoiceJobInfo": "uploader.api.models",
     "VoiceJobList": "uploader.api.models",
+    "VoiceDetail": "uploader.api.voice",
+    "VoiceResult": "uploader.workflow.voice",
+    "ShortJob": "uploader.api.voice",
     "check_video": "uploader.preflight",
     "check_video_async": "uploader.preflight",
     "submit_job": "uploader._client",
@@ -167,6 +174,7 @@ __all__ = [
     "Report",
     "Settings",
     "SettingsError",
+    "ShortJob",
     "Step",
     "SubmitResult",
     "TransferBudget",
@@ -177,8 +185,11 @@ __all__ = [
     "UploadedPart",
     "UploaderError",
     "UsageError",
+    "VoiceDetail",
     "VoiceJob",
+    "VoiceJobInfo",
     "VoiceJobList",
+    "VoiceResult",
     "check_video",
     "check_video_async",
     "submit_job",

@@ -28,13 +28,16 @@ from uploader._job import Job
 from uploader._journal import default_state_dir
 from uploader._limits import Limits, connections_for
 from uploader._progress import Progress
+from uploader._voice_job import VoiceJob
 from uploader.api.client import DEFAULT_BACKOFF, MetaStudioClient
 from uploader.api.models import JobDetail, JobList, VoiceJobList
 from uploader.api.settings import Settings
+from uploader.api.voice import ShortJob, VoiceDetail
 from uploader.transfer.budget import TransferBudget
 from uploader.transfer.engine import TransferConfig
 from uploader.workflow import Run, SubmitResult, UploadResult, delete, submit, upload
 from uploader.workflow.verify import VERIFY_MODES
+from uploader.workflow.voice import VoiceResult
 
 __all__ = ["AsyncClient", "Client", "submit_job", "submit_job_sync", "upload_video",
            "upload_video_sync"]
@@ -156,6 +159,42 @@ class AsyncClient:
         """One page of voice training jobs."""
         return await (await self._opened()).api.list_voice_jobs(limit=limit, offset=offset, **query)
 
+    async def voice_upload(self, job: VoiceJob, *, commit: bool = False, wait: bool = False,
+                           restart: bool = False, progress: Progress | None = None
+                           ) -> VoiceResult:
+        """Upload a voice job's recordings and letter, resuming any earlier attempt (the
+        server's confirmed sentences and stored files are not sent again); with `commit`,
+        commit it (the review starts; `wait`: until the review has its outcome)."""
+        from uploader.workflow.voice import voice_upload
+
+        if not isinstance(job, VoiceJob):
+            raise UsageError(f"voice_upload takes a VoiceJob, not {job!r}")
+        return await voice_upload(job, await self._opened(), commit=bool(commit),
+                                  wait=bool(wait), restart=bool(restart),
+                                  progress=progress or Progress())
+
+    async def voice_status(self, job_id: str) -> VoiceDetail:
+        """One voice job: its state, type, asset and failure."""
+        return await (await self._opened()).api.show_voice_job(checks.job_id(job_id))
+
+    async def voice_audit(self, job_id: str) -> dict[str, Any]:
+        """A voice job's audit result: the system audit's errors per file, the admin's."""
+        return await (await self._opened()).api.voice_audit_result(checks.job_id(job_id))
+
+    async def voice_delete(self, job_id: str) -> None:
+        """Delete a voice job (refused while it is reviewed or trained)."""
+        await (await self._opened()).api.delete_voice_job(checks.job_id(job_id))
+
+    async def voice_assess(self, recordings: str | os.PathLike[str], *, language: str
+                           ) -> ShortJob:
+        """Huawei's quality pre-check (VOICE_ASSESS) of a folder or zip of recordings."""
+        from uploader.workflow.voice import assess
+
+        if language not in ("CN", "EN"):
+            raise UsageError(f"language must be CN or EN, not {language!r}")
+        return await assess(checks.path(recordings, "the recordings' path"), language,
+                            await self._opened())
+
 
 class Client:
     """`AsyncClient` for synchronous callers, with the same arguments and methods.
@@ -225,6 +264,28 @@ class Client:
                **query: Any) -> VoiceJobList:
         """`AsyncClient.voices`."""
         return self._call(self._async.voices(limit=limit, offset=offset, **query))
+
+    def voice_upload(self, job: VoiceJob, *, commit: bool = False, wait: bool = False,
+                     restart: bool = False, progress: Progress | None = None) -> VoiceResult:
+        """`AsyncClient.voice_upload`."""
+        return self._call(self._async.voice_upload(job, commit=commit, wait=wait,
+                                                   restart=restart, progress=progress))
+
+    def voice_status(self, job_id: str) -> VoiceDetail:
+        """`AsyncClient.voice_status`."""
+        return self._call(self._async.voice_status(job_id))
+
+    def voice_audit(self, job_id: str) -> dict[str, Any]:
+        """`AsyncClient.voice_audit`."""
+        return self._call(self._async.voice_audit(job_id))
+
+    def voice_delete(self, job_id: str) -> None:
+        """`AsyncClient.voice_delete`."""
+        self._call(self._async.voice_delete(job_id))
+
+    def voice_assess(self, recordings: str | os.PathLike[str], *, language: str) -> ShortJob:
+        """`AsyncClient.voice_assess`."""
+        return self._call(self._async.voice_assess(recordings, language=language))
 
     def _call(self, call: Coroutine[Any, Any, T]) -> T:
         loop = self._running_loop()

@@ -22,6 +22,7 @@ from uploader.api.models import CommandResult, JobDetail, JobList, JobUrls, Voic
 from uploader.api.pace import Pace
 from uploader.api.settings import Settings
 from uploader.api.signing import DATE_FORMAT, authorization, canonical_query
+from uploader.api.voice import VoiceCalls
 
 __all__ = ["DEFAULT_BACKOFF", "MetaStudioClient", "Settle", "answer_lost"]
 
@@ -39,7 +40,7 @@ Settle = Callable[[], Awaitable[bool]]
 
 
 
-class MetaStudioClient:
+class MetaStudioClient(VoiceCalls):
     """Async client of the MetaStudio training-job API.
 
     Give it a `session` to share connections, `clock` and `sleep` to control time in tests.
@@ -306,8 +307,8 @@ def _present(values: dict[str, Any]) -> dict[str, Any]:
 
 def _decode(response: aiohttp.ClientResponse, raw: bytes, job_id: str | None) -> dict[str, Any]:
     request_id = response.headers.get("X-Request-Id")
-    if response.status == 204:  # delete's answer: no content
-        return {}
+    if response.status == 204 or (response.status == 200 and not raw):
+        return {}  # delete's answer (no content); a voice commit's (200, an empty body)
     try:
         data = json.loads(raw) if raw else None
     except ValueError:

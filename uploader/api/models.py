@@ -15,7 +15,7 @@ __all__ = [
     "JobUrls",
     "OperationLog",
     "UploadedPart",
-    "VoiceJob",
+    "VoiceJobInfo",
     "VoiceJobList",
 ]
 
@@ -188,8 +188,8 @@ def _part(item: Any) -> UploadedPart:
 
 
 @dataclass(frozen=True)
-class VoiceJob:
-    """One voice training job."""
+class VoiceJobInfo:
+    """One voice training job, as the list answers it."""
 
     job_id: str
     voice_name: str | None
@@ -198,7 +198,7 @@ class VoiceJob:
     raw: Json = field(repr=False)
 
     @classmethod
-    def from_json(cls, data: Json) -> VoiceJob:
+    def from_json(cls, data: Json) -> VoiceJobInfo:
         if not isinstance(data, dict):
             raise _malformed("a voice job is not an object")
         created = data.get("create_time")
@@ -216,9 +216,9 @@ class VoiceJobList:
     """A page of voice training jobs and the total count."""
 
     count: int
-    jobs: list[VoiceJob]
+    jobs: list[VoiceJobInfo]
 
     @classmethod
     def from_json(cls, data: Json) -> VoiceJobList:
-        jobs = [VoiceJob.from_json(job) for job in _list(data, "jobs")]
+        jobs = [VoiceJobInfo.from_json(job) for job in _list(data, "jobs")]
         return cls(count=int(data.get("count") or 0), jobs=jobs)

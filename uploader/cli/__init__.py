@@ -29,14 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("read", "Check files against the review's rules, sending nothing."),
     "jobs": ("read", "List training jobs."),
     "status": ("read", "Show a job's state, what it means, and its latest log entry."),
-    "voices": ("read", "List voice training jobs."),
+    "voices": ("read", "List voice training jobs (as `voice list`)."),
+    "voice": ("voice", "A voice training job: upload recordings (resuming), status, assess."),
     "emulator": ("emulator", "Run a local MetaStudio emulator until interrupted."),
     "state": ("state", "List or clean the resume journals of the state folder."),
     "worker": ("worker", "Upload the rows of batch --broker: a Celery worker."),
 }
 #: Commands that log through the library's handler, and take -v/--debug after their name.
 _VERBOSE = ("upload", "batch", "submit", "delete", "check", "jobs", "status", "voices",
-            "emulator")
+            "voice", "emulator")
 
 
 class _LazyGroup(click.Group):

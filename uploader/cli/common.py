@@ -117,7 +117,7 @@ def fail(error: UploaderError, *, as_json: bool = False) -> NoReturn:
     if isinstance(error, PreflightError):
         done = "nothing was sent" if error.job_id is None else "nothing was confirmed"
         for report in error.reports:
-            click.echo(f"error: {report.path} ({kind(report.kind).title}) would be refused "
+            click.echo(f"error: {report.path} ({_title(report.kind)}) would be refused "
                        f"by review; {done}", err=True)
             echo_problems(report, err=True)
         if error.job_id is not None:
@@ -293,6 +293,14 @@ def echo_problems(report: Report, *, err: bool) -> None:
         click.echo(f"  - {problem.code}: {problem.message}", err=err)
         if problem.todo:
             click.echo(f"    to do: {problem.todo}", err=err)
+
+
+def _title(name: str) -> str:
+    """How a report's kind is said: a job file's title, else the kind itself ("sentence 3")."""
+    try:
+        return kind(name).title
+    except (KeyError, ValueError, UsageError):
+        return name
 
 
 #: Problems no option or re-run mends: the recording itself must change.

@@ -85,6 +85,11 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None
               show_default=True, help="sse: ETags of an encrypted bucket (not the MD5).")
 @click.option("--review-outcome", metavar="STATE[:ERROR_CODE]",
               help="End every review in STATE (with ERROR_CODE in its log), whatever the files.")
+@click.option("--voice-review-outcome", metavar="STATE[:ERROR_CODE]",
+              help="End every voice job's review in STATE (AUDIT_FAILED:MSS.20020016, "
+                   "FAILED...) unless its audit finds an error first. Durations allowed "
+                   "(tenant-duration-cfg): basic 60-600 s, middle 300-3000 s, advance "
+                   "600-7200 s.")
 @click.option("--api-rate", "api_rates", callback=_rates, metavar="NAME=N[,NAME=N...]",
               help="Answer 429 APIGW.0308 over N calls a second of an API (create, list, "
                    "show, update, command, delete), per tenant, as the gateway does.")

@@ -1,4 +1,4 @@
-"""The emulator's MetaStudio API: create, list, show, update, commands, voice jobs.
+"""The emulator's MetaStudio API: create, list, show, update, commands (voice jobs: `_voice`).
 
 The job's files are the table `FILES`, kept apart from the client's own table on purpose:
 were both sides to share one, a wrong field name would match on both and no test would see
@@ -362,20 +362,6 @@ class Api:
         self.store.save()
         self.reviewer.schedule(job)
         return web.json_response(_SUCCEEDED)
-
-    # ---- voice jobs -------------------------------------------------------------------
-
-    async def list_voice_jobs(self, request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            offset = _int_in(q.get("offset", "0"), "offset", 0, 10**9)
-            limit = _int_in(q.get("limit", "10"), "limit", 1, 100)
-        except _BadRequest as exc:
-            return _mss(400, f"Invalid parameter: {exc}")
-        jobs = self.store.voice_jobs
-        if "state" in q:
-            jobs = [j for j in jobs if j["state"] in q["state"].split(",")]
-        return web.json_response({"count": len(jobs), "jobs": jobs[offset:offset + limit]})
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

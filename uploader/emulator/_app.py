@@ -22,6 +22,7 @@ from uploader.emulator._links import LINK_STYLES, LinkSigner
 from uploader.emulator._review import Reviewer
 from uploader.emulator._storage import BUCKET, ObjectStorage
 from uploader.emulator._store import Store
+from uploader.emulator._voice import VoiceApi
 
 __all__ = ["EMULATOR", "Emulator", "EmulatorConfig", "build_app", "build_metadata_app"]
 
@@ -59,6 +60,9 @@ class EmulatorConfig:
     tls_key: Path | None = None  #: ... and its key
     api_rates: dict[str, float] = field(default_factory=dict)  #: calls a second, by API
     review_outcome: str | None = None  #: "STATE[:ERROR_CODE]" every review ends in
+    #: "STATE[:ERROR_CODE]" every voice job's review ends in (default: SUCCEED, unless the
+    #: audit finds an error in the files)
+    voice_review_outcome: str | None = None
     #: OBS's signed link form: "v2" (its own), "v2-s3" (S3-compatible V2) or "v4"; answered
     #: with `x-obs-*` headers for its own form, `x-amz-*` for the others.
     link_style: str = "v2"
@@ -80,9 +84,10 @@ class EmulatorConfig:
                              "must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if self.review_outcome is not None and not re.fullmatch(
-                r"[A-Z_]+(:[A-Za-z0-9.]+)?", self.review_outcome):
-            raise ValueError("review_outcome is STATE or STATE:ERROR_CODE")
+        for name in ("review_outcome", "voice_review_outcome"):
+            value = getattr(self, name)
+            if value is not None and not re.fullmatch(r"[A-Z_]+(:[A-Za-z0-9.]+)?", value):
+                raise ValueError(f"{name} is STATE or STATE:ERROR_CODE")
         if self.link_style not in LINK_STYLES or self.etag_style not in ("md5", "sse"):
             raise ValueError(f"link_style is one of {', '.join(LINK_STYLES)}; etag_style is "
                              "md5 or sse")
@@ -111,6 +116,8 @@ class Emulator:
                        reviewer=self.reviewer, faults=self.faults,
                        update_resets_parts=config.update_resets_parts,
                        min_part_size=config.min_part_size)
+        self.voice = VoiceApi(self.store, self.storage, delay=config.review_delay,
+                              outcome=config.voice_review_outcome)
         self.keys = TemporaryKeys(config.credential_ttl or 0.0)
         self.token = config.token  #: the IAM token accepted now (a test may rotate it)
         self.gateway = Gateway(config.api_rates)
@@ -128,8 +135,8 @@ class Emulator:
 
     @web.middleware
     async def authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/v1/"):
-            return await handler(request)
+        if not request.path.startswith("/v1/") or request.match_info.http_exception is not None:
+            return await handler(request)  # no such path: 404 (or 405), as the gateway answers
         body = await request.read()
         try:
             self._check_auth(request, body)
@@ -184,6 +191,7 @@ class Emulator:
 
     async def on_cleanup(self, app: web.Application) -> None:
         await self.reviewer.stop()
+        await self.voice.stop()
         self.store.close()
 
 
@@ -206,7 +214,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     app.router.add_put(_JOBS + "/{job_id}", api.update_job)
     app.router.add_delete(_JOBS + "/{job_id}", api.delete_job)
     app.router.add_post(_JOBS + "/{job_id}/command", api.command)
-    app.router.add_get("/v1/{project_id}/voice-training-manage/user/jobs", api.list_voice_jobs)
+    emulator.voice.routes(app)
     app.router.add_put(f"/{BUCKET}/{{key:.+}}", storage.put_object,
                        expect_handler=storage.expect_continue)
     app.router.add_get(f"/{BUCKET}/{{key:.+}}", storage.get_object)

@@ -22,7 +22,9 @@ __all__ = ["API_NAMES", "Gateway", "TemporaryKeys", "api_of"]
 API_NAMES = ("create", "list", "show", "update", "command", "delete")
 _SIGNED = re.compile(r"SignedHeaders=([^,\s]+)")
 _JOBS = re.compile(r"^/v1/[^/]+/digital-human-training-manage/user/jobs(/[^/]+)?(/command)?/?$")
-_VOICES = re.compile(r"^/v1/[^/]+/voice-training-manage/user/jobs/?$")
+_VOICES = re.compile(r"^/v1/[^/]+/voice-training-manage/user/(.+?)/?$")
+#: The voice paths by flow-control table: creates, reads, and the rest (confirms, commits).
+_VOICE_CREATE = re.compile(r"^(basic|middle|advance|third-party|short)-jobs$")
 
 
 class TemporaryKeys:
@@ -73,8 +75,9 @@ class TemporaryKeys:
 def api_of(request: web.Request) -> str | None:
     """Which API of the flow-control table a request calls (None: not an API call)."""
     path = request.path
-    if _VOICES.match(path):
-        return "list"
+    voice = _VOICES.match(path)
+    if voice is not None:
+        return _voice_api(voice[1], request.method)
     match = _JOBS.match(path)
     if match is None:
         return None
@@ -83,6 +86,14 @@ def api_of(request: web.Request) -> str | None:
     if match[1] is None:
         return {"POST": "create", "GET": "list"}.get(request.method)
     return {"GET": "show", "PUT": "update", "DELETE": "delete"}.get(request.method)
+
+
+def _voice_api(rest: str, method: str) -> str:
+    if method == "POST" and _VOICE_CREATE.match(rest):
+        return "create"
+    if method == "GET":
+        return "list" if rest in ("jobs", "short-jobs") else "show"
+    return "delete" if method == "DELETE" else "command"
 
 
 class Gateway:

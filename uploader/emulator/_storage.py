@@ -32,7 +32,7 @@ __all__ = ["BUCKET", "SSE_HEADER", "ObjectStorage", "obs_error"]
 _CHUNK = 1024 * 1024
 _BATCH = 4 * 1024 * 1024
 _PART_KEY = re.compile(r"training/([0-9a-f]{32})/([a-z0-9_]+)\.mp4")
-_FILE_KEY = re.compile(r"(assets|files)/([0-9a-f]{32})/([a-z0-9_]+)")
+_FILE_KEY = re.compile(r"(assets|files|voice)/([0-9a-f]{32})/([a-z0-9_]+)")
 #: The header OBS answers for an object stored with server-side encryption (SSE-KMS).
 SSE_HEADER = "x-obs-server-side-encryption"
 
@@ -205,6 +205,14 @@ class ObjectStorage:
                 raise Denied(404, "NoSuchBucket", "The job of this link does not exist")
             return lambda etag, tmp: self.store.commit_file(
                 job_id, kind, etag, tmp, visible_after=self.move_delay)
+        if single is not None and single[1] == "voice" and "uploadId" not in q:
+            job_id, kind = single[2], single[3]
+            voice = next((j for j in self.store.voice_jobs if j["job_id"] == job_id), None)
+            if voice is None and job_id not in self.store.short_jobs:
+                raise Denied(404, "NoSuchBucket", "The job of this link does not exist")
+            if voice is not None and voice["state"] not in ("UPLOADING", "AUDIT_FAILED"):
+                raise Denied(403, "AccessDenied", "The job takes no files in its state")
+            return lambda etag, tmp: self.store.commit_file(job_id, kind, etag, tmp)
         job = self.store.jobs.get(part[1]) if part else None
         upload = (job.get("uploads") or {}).get(part[2]) if job and part else None
         if (upload is None or upload["upload_id"] != q.get("uploadId")

@@ -65,6 +65,8 @@ class Store:
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         self.jobs: dict[str, dict[str, Any]] = state.get("jobs", {})
         self.voice_jobs: list[dict[str, Any]] = state.get("voice_jobs", _demo_voice_jobs())
+        #: The quality checks (VOICE_ASSESS short jobs), by id.
+        self.short_jobs: dict[str, dict[str, Any]] = state.get("short_jobs", {})
         spent = root / "spent.log"
         self.spent: set[str] = set(spent.read_text().split()) if spent.exists() else set()
         self._spent_log = spent.open("a")
@@ -75,7 +77,8 @@ class Store:
     def save(self) -> None:
         """Write the jobs atomically: a crash leaves the old file or the new, never half."""
         tmp = self.root / "tmp" / f"state-{uuid.uuid4().hex}.json"
-        tmp.write_text(json.dumps({"jobs": self.jobs, "voice_jobs": self.voice_jobs}))
+        tmp.write_text(json.dumps({"jobs": self.jobs, "voice_jobs": self.voice_jobs,
+                                   "short_jobs": self.short_jobs}))
         os.replace(tmp, self.root / "state.json")
 
     def spend(self, signature: str) -> None:
@@ -180,7 +183,8 @@ def _demo_voice_jobs() -> list[dict[str, Any]]:
     return [{
         "job_type": "BASIC", "job_id": "0f3e7c9a5d2b4e6f8a1c3b5d7e9f0a2b",
         "voice_name": "emulator-demo-voice", "sex": "FEMALE", "language": "CN",
-        "state": "JOB_SUCCESS", "asset_id": "5b1d9c7e3a8f4b2d6e0c1a9f7b3d5e8c",
+        "state": "SUCCEED", "asset_id": "5b1d9c7e3a8f4b2d6e0c1a9f7b3d5e8c",
         "create_time": 1700000000000, "lastupdate_time": 1700000600000,
-        "create_type": "API", "tag": "demo", "batch_name": None,
+        "create_type": "PACKAGE", "tag": "ECOMMERCE", "batch_name": None, "reject_times": 0,
+        "confirmed": [], "op_logs": [],
     }]
