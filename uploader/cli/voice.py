@@ -181,7 +181,8 @@ def assess(recordings: Path, language: str, as_json: bool) -> None:
     click.echo(f"quality check {result.job_id}: {result.state}")
     for name, measure in result.assess_result.items():
         if isinstance(measure, dict):
-            line = (f"  {name:<12} {measure.get('status', ''):<5} {measure.get('actual')} "
+            verdict = "advice" if measure.get("suggestion") else "ok"
+            line = (f"  {name:<12} {verdict:<6} {measure.get('actual')} "
                     f"(expected {measure.get('expected')})")
             if measure.get("suggestion"):
                 line += f": {measure['suggestion']}"

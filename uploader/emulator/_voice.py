@@ -55,6 +55,7 @@ class VoiceApi:
                  outcome: str | None = None) -> None:
         self.store, self.storage, self.delay, self.outcome = store, storage, delay, outcome
         self._reviews: set[asyncio.Task[None]] = set()
+        self._expiry: dict[str, int] = {}  #: the latest expiry issued, by object key
 
     def routes(self, app: web.Application) -> None:
         for edition in EDITIONS:
@@ -111,8 +112,13 @@ class VoiceApi:
         job_id = job["job_id"]
 
         def link(kind: str, content_type: str) -> str:
-            return self.storage.presign(request, "PUT", f"voice/{job_id}/{kind}",
-                                        content_type=content_type)
+            # A link is signed over its expiry: two issued in the same second would be one
+            # (spent together). Each issue of a key expires a second after the last.
+            key = f"voice/{job_id}/{kind}"
+            expires = max(int(time.time()) + self.storage.url_ttl, self._expiry.get(key, 0) + 1)
+            self._expiry[key] = expires
+            return self.storage.presign(request, "PUT", key, content_type=content_type,
+                                        expires=expires)
 
         letter = link("letter", OCTET)
         if job["create_type"] == "PACKAGE":
@@ -296,11 +302,10 @@ class VoiceApi:
         job = self._job(request)
         if job is None:
             return _mss(404, "The job does not exist", "MSS.00000004")
-        return web.json_response({"count": len(job["op_logs"]),
-                                  "operation_logs": job["op_logs"]})
+        return web.json_response({"count": len(job["op_logs"]), "operations": job["op_logs"]})
 
     async def durations(self, request: web.Request) -> web.Response:
-        return web.json_response(DURATIONS)
+        return web.json_response({"tenant_id": request.match_info["project_id"], **DURATIONS})
 
     # ---- the quality check (VOICE_ASSESS) -----------------------------------------------
 
@@ -357,8 +362,10 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in job.items() if k not in hidden}
 
 
-def _log(operation: str, code: str | None = None) -> dict[str, Any]:
-    return {"operate_type": operation, "operate_time": _ms(), "error_code": code}
+def _log(action: str, code: str | None = None) -> dict[str, Any]:
+    """An op-logs entry in the SDK's OperationLogItem shape."""
+    return {"time": _ms(), "action": action, "operator": "SYSTEM" if code else "USER",
+            "external_info": {"error_code": code} if code else None}
 
 
 def _error(audio: str | None, text: str | None, code: str, message: str) -> dict[str, Any]:
@@ -418,8 +425,10 @@ def assess(path: Path) -> dict[str, Any]:
     snr = loudest - quietest
 
     def measure(actual: float, expected: str, ok: bool, advice: str) -> dict[str, Any]:
+        # status: 1 meets the expectation, 0 does not (the SDK's AssessProperty is an int).
         return {"expected": expected, "actual": f"{actual:.1f}",
-                "suggestion": "" if ok else advice, "status": "PASS" if ok else "FAIL"}
+                "suggestion": "" if ok else advice, "suggestion_en": "" if ok else advice,
+                "status": 1 if ok else 0}
 
     return {
         "speed": measure(4.0, "3.0-5.0 words/s", True, "speak at an even pace"),

@@ -77,9 +77,7 @@ async def voice_upload(job: VoiceJob, run: Run, *, commit: bool, wait: bool, res
     if refused:
         raise PreflightError(*refused)
     warned = tuple({"file": r.kind, **w} for r in reports for w in r.to_json()["warnings"])
-    for report in reports:
-        for warning in report.warnings:
-            log.warning("%s: %s: %s", report.kind, warning.code, warning.message)
+    _log_warnings(reports)
     started = time.monotonic()
     service = (run.api.settings.endpoint, run.api.settings.project_id)
     async with Journal(run.state_dir, service=service, job_key=f"voice:{job.name}",
@@ -109,6 +107,20 @@ async def voice_upload(job: VoiceJob, run: Run, *, commit: bool, wait: bool, res
     return VoiceResult(job_id, final.state, committed, tuple(sender.sentences),
                        tuple(sender.files), sender.sent, seconds, final.asset_id, errors,
                        warned)
+
+
+def _log_warnings(reports: list[Report]) -> None:
+    """Each warning once, with the files it concerns (not twenty lines for one advice)."""
+    by_code: dict[str, list[str]] = {}
+    said: dict[str, str] = {}
+    for report in reports:
+        for warning in report.warnings:
+            by_code.setdefault(warning.code, []).append(report.kind)
+            said.setdefault(warning.code, warning.message)
+    for code, kinds in by_code.items():
+        where = kinds[0] if len(kinds) == 1 else f"{len(kinds)} files ({', '.join(kinds[:3])}" \
+            + (", ..." if len(kinds) > 3 else "") + ")"
+        log.warning("%s: %s: %s", where, code, said[code])
 
 
 def _preflight(job: VoiceJob, rules: ReviewRules) -> list[Report]:
