@@ -3,6 +3,7 @@
     python samples/make_samples.py                 # rewrite every sample in samples/
     python samples/make_samples.py documents       # only the ID images and the letter
     python samples/make_samples.py grow SRC DST SIZE   # copy SRC to DST padded to SIZE bytes
+    python samples/make_samples.py voice DIR       # 20 sentences (0.wav, 0.txt, ...) in DIR
 
 Needs imageio-ffmpeg (its wheel carries an ffmpeg binary) and scikit-image (its public-domain
 `astronaut` photo is the face), both in the dev extra. Each valid sample is a still picture
@@ -155,6 +156,28 @@ def make_all() -> None:
          "-c:a", "aac", "-b:a", "8k", str(HERE / "audio_only.mp4")])
 
 
+def make_voice(folder: Path, count: int = 20, seconds: float = 6.0) -> None:
+    """Stand-in recordings for a basic voice job: `count` sentences of a tone,
+    48 kHz mono 16-bit WAV (the guide's format), each with a Chinese text. Standard library
+    only; the emulator cannot hear that the tone says nothing."""
+    import math
+    import wave
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rate = 48_000
+    cycle = b"".join(int(8000 * math.sin(2 * math.pi * t / 200)).to_bytes(2, "little", signed=True)
+                     for t in range(200))  # 240 Hz at 48 kHz
+    samples = round(seconds * rate)
+    one = (cycle * (samples // 200 + 1))[:samples * 2]
+    for index in range(count):
+        with wave.open(str(folder / f"{index}.wav"), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(one)
+        (folder / f"{index}.txt").write_text(f"这是第{index + 1}句示例录音的文本", encoding="utf-8")
+
+
 def grow(source: Path, target: Path, size: int) -> None:
     """Copy `source` to `target` and pad it with a `free` box up to `size` bytes."""
     base = source.stat().st_size
@@ -175,6 +198,8 @@ def grow(source: Path, target: Path, size: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["grow"] and len(sys.argv) == 5:
         grow(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1:2] == ["voice"] and len(sys.argv) == 3:
+        make_voice(Path(sys.argv[2]))
     elif sys.argv[1:] == ["documents"]:
         make_documents()
     elif len(sys.argv) == 1:

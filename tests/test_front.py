@@ -43,9 +43,10 @@ def test_public_names_are_pinned():
         "JobUrls", "JournalError", "Limits", "LocalFileError", "MalformedAnswerError",
         "MetaStudioClient", "MissingFilesError", "OperationLog", "PlanError",
         "PreflightError", "Problem", "Progress", "RefusedError", "Remedy", "Report", "Settings",
-        "SettingsError", "Step", "SubmitResult", "TransferBudget", "TransferConfig",
+        "SettingsError", "ShortJob", "Step", "SubmitResult", "TransferBudget", "TransferConfig",
         "TransferError", "UnreachableError", "UploadResult", "UploadedPart", "UploaderError",
-        "UsageError", "VoiceJob", "VoiceJobList", "check_video", "check_video_async",
+        "UsageError", "VoiceDetail", "VoiceJob", "VoiceJobInfo", "VoiceJobList", "VoiceResult",
+        "check_video", "check_video_async",
         "submit_job", "submit_job_sync", "upload_video", "upload_video_sync",
     }
     # What the package really exports is what __all__ says: nothing more, nothing less
@@ -99,7 +100,19 @@ def _examples(page: str) -> list[str]:
 def test_every_page_with_library_examples_is_run():
     pages = [str(p.relative_to(ROOT)) for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
              if "```python" in p.read_text()]
-    assert sorted(pages) == ["README.md", "docs/library.md"]
+    assert sorted(pages) == ["README.md", "docs/library.md", "docs/voice.md"]
+
+
+def test_the_voice_example_runs_as_written(tmp_path: Path):
+    from samples.make_samples import make_voice
+
+    (code,) = _examples("docs/voice.md")
+    make_voice(tmp_path / "voice", seconds=4.0)
+    shutil.copyfile(REQUIRED["grant_file"], tmp_path / "letter.pdf")
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state")
+        job_id, state, sentences = _run_example(code, tmp_path, env).split(maxsplit=2)
+    assert state == "SUCCEED" and sentences.strip() == str(tuple(range(20)))
 
 
 @pytest.mark.slow
