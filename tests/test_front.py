@@ -112,6 +112,7 @@ def test_the_voice_example_runs_as_written(tmp_path: Path):
     with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
         env = cli_env(emulator.client_env(), tmp_path / "state")
         job_id, state, sentences = _run_example(code, tmp_path, env).split(maxsplit=2)
+        assert emulator.emulator.store.voice_jobs[-1]["job_id"] == job_id
     assert state == "SUCCEED" and sentences.strip() == str(tuple(range(20)))
 
 
