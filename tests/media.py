@@ -9,6 +9,7 @@ or "clipped" (a tone driven past full scale).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -66,9 +67,10 @@ def real_room(width: int, height: int) -> Image:
     return wall
 
 
-def write_video(path: Path, picture: Image, seconds: float, *, fps: int = 1,
+def write_video(path: Path, picture: Image, seconds: float, *, fps: int | Fraction = 1,
                 sound: list[tuple[float, str]] | None = None, codec: str = "libx264") -> Path:
-    """An mp4 of `picture` held for `seconds`, with `sound` (None: no audio track)."""
+    """An mp4 of `picture` held for `seconds`, with `sound` (None: no audio track); `fps`
+    may be a fraction (a frame every 10 s: a 3-minute video in 18 frames)."""
     height, width = picture.shape[:2]
     with av.open(str(path), "w") as out:
         video = out.add_stream(codec, rate=fps)

@@ -94,6 +94,7 @@ def test_a_basic_job_from_a_folder_to_succeed_in_one_command(
     assert json.loads(status.stdout)["state"] == "SUCCEED"
 
 
+@pytest.mark.slow
 def test_kill_9_after_sentence_7_then_resume_sends_only_the_rest(tmp_path, basic):
     data = tmp_path / "emulator"
     # Slow links: each sentence takes a moment, so the kill lands where it is aimed.
