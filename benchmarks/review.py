@@ -2,7 +2,7 @@
 
     python benchmarks/review.py           # 10-minute videos, 1080p H.264 and 4K HEVC at
                                           # 100 Mb/s (7.5 GB on disk), several minutes
-    python benchmarks/review.py --smoke   # 12-second videos, small: the steps only
+    python benchmarks/review.py --smoke   # 6-second videos, small: the steps only
 
 (r1) `uploader check` of a 10-minute 1080p H.264 video at 25 fps (target: 4 s wall) and
 (r2) of a 10-minute 4K HEVC video at 100 Mb/s (target: 12 s), min-median-max of 3, with the
@@ -106,9 +106,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="1-minute videos, for CI")
     parser.add_argument("--workdir", type=Path, default=None)
     given = parser.parse_args()
-    seconds = 12.0 if given.smoke else 600.0
+    seconds = 6.0 if given.smoke else 600.0
     # The smoke run only proves the steps work: small pictures, a short video.
-    sizes = (((1280, 720), 2_000_000), ((1920, 1080), 8_000_000)) if given.smoke else \
+    sizes = (((640, 360), 1_000_000), ((1280, 720), 4_000_000)) if given.smoke else \
         (((1920, 1080), 8_000_000), ((3840, 2160), 100_000_000))
     table = Table()
     with tempfile.TemporaryDirectory(dir=given.workdir) as work:
@@ -133,7 +133,7 @@ def main() -> None:
 def bench_overlap(table: Table, folder: Path, *, smoke: bool) -> None:
     """(r3) An upload whose transfer outlasts the analysis, with and without the rules."""
     video = SAMPLES / ("landscape_1080p.mp4" if smoke else "landscape_4k.mp4")
-    rate = str(96 * 1024 if smoke else 48 * 1024)  # bytes a second: 3 s / 11 s for the sample
+    rate = str(256 * 1024 if smoke else 48 * 1024)  # bytes a second: 1 s / 11 s for the sample
     times = {}
     for label, flags in (("with", ()), ("without", ("--no-content-checks",))):
         walls = []

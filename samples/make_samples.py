@@ -8,7 +8,7 @@
 Needs imageio-ffmpeg (its wheel carries an ffmpeg binary) and scikit-image (its public-domain
 `astronaut` photo is the face), both in the dev extra. Each valid sample is a still picture
 at 1 frame a second, a face on a green screen, with a sound track that keeps the recording
-guide: 16 s of silence, bursts of a tone at speaking level, 4 s of silence; so the review's content
+guide: 16 s of silence, a 2-second burst of a tone every minute, 4 s of silence; so the review's content
 rules pass it, and it compresses to tens of KB. The invalid ones are a still colour.
 Growing appends a top-level mp4 `free` box of random bytes: players and mediainfo skip it,
 so the grown file is still a valid video with the same duration and resolution.
@@ -25,8 +25,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
-_H264 = ["-c:v", "libx264", "-preset", "veryslow", "-tune", "stillimage", "-crf", "30"]
-_HEVC = ["-c:v", "libx265", "-tag:v", "hvc1", "-crf", "32", "-x265-params", "log-level=error"]
+_H264 = ["-c:v", "libx264", "-preset", "veryslow", "-tune", "stillimage", "-crf", "40"]
+_HEVC = ["-c:v", "libx265", "-tag:v", "hvc1", "-crf", "38", "-x265-params", "log-level=error"]
 _FASTSTART = ["-movflags", "+faststart"]
 
 # name: (width, height, seconds, frames a second, codec and muxer options, a face on green?)
@@ -43,9 +43,10 @@ SAMPLES: dict[str, tuple[int, int, float, int, list[str], bool]] = {
     "wrong_resolution.mp4": (1280, 720, 200, 1, _H264 + _FASTSTART, False),
 }
 GREEN = (40, 177, 64)
-#: Speech-like: a 220 Hz tone at about -12 dBFS, wavering, for 2 s of every 20 from 16 s on,
-#: until 4 s before the end (bursts, not a constant tone: the sound track stays small).
-_VOICE = ("if(between(t\\,16\\,{end})*lt(mod(t-16\\,20)\\,2)\\,"
+#: Speech-like: a 220 Hz tone at about -12 dBFS, wavering, for 2 s of every 60 from 16 s on,
+#: until 4 s before the end (bursts, not a constant tone: the sound track stays small, and
+#: the tests that pace links to a crawl stay quick).
+_VOICE = ("if(between(t\\,16\\,{end})*lt(mod(t-16\\,60)\\,2)\\,"
           "0.35*sin(2*PI*220*t)*(0.6+0.4*sin(3*t))\\,0)")
 
 

@@ -114,11 +114,11 @@ def test_the_metadata_service_is_asked_only_when_told():
 
 @pytest.mark.slow
 def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
-    """Keys that live 4 s, an upload paced to last over 12 s whose links expire on the way
+    """Keys that live 2 s, an upload paced to last over 6 s whose links expire on the way
     (so that the API is called throughout): exit 0, the bytes intact, keys refreshed."""
-    config = emulator_config(tmp_path / "emulator", credential_ttl=4, url_ttl=3,
+    config = emulator_config(tmp_path / "emulator", credential_ttl=2, url_ttl=2,
                              link_rate=256 * 1024)
-    video = video_of(tmp_path, 3_100 * 1024)  # 12.1 s at least, at 256 KiB/s
+    video = video_of(tmp_path, 1_560 * 1024)  # 6.1 s at least, at 256 KiB/s
     with EmulatorThread(config) as running:
         env = cli_env(running.ecs_env(), tmp_path / "state")
         started = time.monotonic()
@@ -130,7 +130,7 @@ def test_ecs_keys_are_refreshed_in_the_middle_of_an_upload(tmp_path: Path):
         settings = Settings.from_env(running.client_env())
         assert asyncio.run(assembled(settings, job_id)) == video.read_bytes()
         issued = running.emulator.keys.issued
-    assert took > 12 and issued >= 3, (took, issued)  # the first keys, then refreshed twice+
+    assert took > 6 and issued >= 3, (took, issued)  # the first keys, then refreshed twice+
     assert "temporary keys from the metadata service" in result.stderr
 
 

@@ -309,3 +309,61 @@ def _put(url: str, body: bytes, content_type: str) -> int:
     with urllib.request.urlopen(request) as response:
         return int(response.status)
 
+
+
+def test_a_rerun_sends_no_stored_zip_letter_or_sentence_again(emulator_thread, tmp_path,
+                                                              basic):
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    for mode in ("--package", "--segments"):
+        first = run_cli(*voice_args(basic, f"again {mode}", mode), env=env)  # no commit
+        assert first.returncode == 0, first.stderr
+        sent = json.loads(first.stdout)
+        assert not sent["committed"] and sent["bytes_uploaded"] > 0
+        second = run_cli(*voice_args(basic, f"again {mode}", mode, "--commit"), env=env)
+        assert second.returncode == 0, second.stderr
+        again = json.loads(second.stdout)
+        assert again["job_id"] == sent["job_id"] and again["committed"]
+        assert (again["files_sent"], again["sentences_sent"], again["bytes_uploaded"]) == (
+            [], [], 0)
+    deleted = run_cli("voice", "delete", again["job_id"], "--yes", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    assert all(j["job_id"] != again["job_id"] for j in emulator_thread.emulator.store.voice_jobs)
+
+
+def test_links_that_expire_on_the_way_are_renewed(tmp_path, basic):
+    """Links of 1 s and a slow link: the sentences' links expire before their turn; fresh
+    ones are asked from uploading-address-url."""
+    config = EmulatorConfig(data_dir=tmp_path / "emulator", review_delay=0.0, url_ttl=1,
+                            link_rate=500_000.0)
+    with EmulatorThread(config) as running:
+        env = cli_env(running.client_env(), tmp_path / "state")
+        ran = run_cli(*voice_args(basic, "expiring", "--commit", "--wait"), env=env)
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout)["state"] == "SUCCEED"
+        refused = sum(c["refused"] for c in running.emulator.faults.ledger.values())
+        assert refused >= 1  # links expired on the way, and fresh ones took the files
+
+
+def test_a_batch_carries_video_and_voice_rows(emulator_thread, tmp_path, basic):
+    from tests.conftest import GOOD_VIDEO
+    from tests.uploads import REQUIRED
+
+    env = cli_env(emulator_thread.client_env(), tmp_path / "state")
+    manifest = tmp_path / "rows.csv"
+    files = ",".join(str(REQUIRED[k]) for k in ("id_card_front", "id_card_back", "grant_file"))
+    manifest.write_text(
+        "kind,path,name,edition,voice_sex,voice_language,id_card_front,id_card_back,"
+        "grant_file\n"
+        f"video,{GOOD_VIDEO},face,,,,{files}\n"
+        f"voice,{basic},voice row,basic,FEMALE,CN,,,{LETTER}\n"
+        f"voice,{basic},bad row,basic,FEMALE,XX,,,{LETTER}\n")
+    ran = run_cli("batch", str(manifest), "--submit", "--wait", "--report",
+                  str(tmp_path / "report.jsonl"), env=env)
+    results = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
+    by_name = {Path(r["path"]).name: r for r in results}
+    assert ran.returncode == 6, ran.stderr  # one row invalid
+    assert by_name[GOOD_VIDEO.name]["outcome"] == "ok"
+    voiced = [r for r in results if r["path"] == str(basic)]
+    assert sorted(r["outcome"] for r in voiced) == ["invalid", "ok"]
+    ok = next(r for r in voiced if r["outcome"] == "ok")
+    assert ok["state"] == "SUCCEED"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from uploader import _checks as checks
 from uploader._errors import UsageError
@@ -81,6 +82,15 @@ class VoiceJob:
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as a manifest's JSON line (`kind` voice), its paths made absolute."""
+        values: dict[str, Any] = {
+            "kind": "voice", "path": str(self.recordings.absolute()), "name": self.name,
+            "edition": self.edition, "voice_sex": self.sex, "voice_language": self.language,
+            "voice_tag": self.tag, "grant_file": str(self.grant_file.absolute()),
+            "batch_name": self.batch_name, "ignore": list(self.ignore)}
+        return {k: v for k, v in values.items() if v not in (None, [])}
 
     @property
     def sentences(self) -> int | None:

@@ -22,13 +22,14 @@ from typing import Any
 from uploader import _files
 from uploader._errors import UploaderError, UsageError
 from uploader._job import Job, JobOptions
+from uploader._voice_job import VoiceJob
 from uploader.transfer.plan import parse_size
 
 __all__ = ["Row", "RowError", "manifest_columns", "read_manifest", "row_from_json"]
 
 _FIELDS = ("path", "name", "job_id", "parts", "part_size", "tags", "batch_name", "contact",
            "background_replacement", "model_version", "edition", "service", "human_only",
-           "voice_tag", "voice_sex", "voice_language", "ignore", "content_checks")
+           "voice_tag", "voice_sex", "voice_language", "ignore", "content_checks", "kind")
 
 
 def manifest_columns() -> tuple[str, ...]:
@@ -38,10 +39,16 @@ def manifest_columns() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Row:
-    """One video of the batch: its job, with its line in the manifest."""
+    """One job of the batch, with its line in the manifest: a training video's (`Job`), or,
+    in a row of `kind` voice, a voice training job's (`VoiceJob`)."""
 
     line: int
-    job: Job
+    job: Job | VoiceJob
+
+    @property
+    def path(self) -> Path:
+        """The row's `path`: the video, or the voice job's recordings."""
+        return self.job.video if isinstance(self.job, Job) else self.job.recordings
 
     def to_json(self) -> dict[str, Any]:
         """The row as a manifest's JSON line, its paths made absolute (see `row_from_json`)."""
@@ -178,6 +185,11 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
     try:
         if not path:
             raise UsageError("no path")
+        kind = given.get("kind", "video")
+        if kind not in ("video", "voice"):
+            raise UsageError(f"kind is video or voice, not {kind!r}")
+        if kind == "voice":
+            return Row(line, _voice_job(given, base / path, base))
         if ("name" in given) == ("job_id" in given):
             raise UsageError("give exactly one of name and job_id")
         tags = given.get("tags", [])
@@ -195,6 +207,28 @@ def _row(line: int, values: dict[str, Any], base: Path) -> Row | RowError:
             content_checks=_flag(given.get("content_checks"), "content_checks")))
     except UploaderError as exc:
         return RowError(line, path, exc.message)
+
+
+def _voice_job(given: dict[str, Any], recordings: Path, base: Path) -> VoiceJob:
+    """A voice row's job: `path` the recordings (a folder or a zip), `name` the voice's,
+    `edition` basic|middle|advance|third-party, the voice_* columns its sex, language and
+    tag, `grant_file` the letter."""
+    needed = [k for k in ("name", "edition", "voice_sex", "voice_language", "grant_file")
+              if k not in given]
+    if needed:
+        raise UsageError(f"a voice row needs {', '.join(needed)}")
+    video_only = sorted(set(given) & {"job_id", "parts", "part_size", "tags", "contact",
+                                      "background_replacement", "model_version", "service",
+                                      "human_only", "content_checks"})
+    if video_only:
+        raise UsageError(f"a voice row takes no {', '.join(video_only)}")
+    return VoiceJob(recordings=recordings, name=str(given["name"]),
+                    edition=str(given["edition"]), sex=str(given["voice_sex"]),
+                    language=str(given["voice_language"]),
+                    tag=str(given.get("voice_tag", "ECOMMERCE")),
+                    grant_file=base / str(given["grant_file"]),
+                    batch_name=_text(given.get("batch_name")),
+                    ignore=_codes(given.get("ignore", [])))
 
 
 def _codes(value: Any) -> tuple[str, ...]:

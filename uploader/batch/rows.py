@@ -13,10 +13,13 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uploader._errors import LocalFileError, PreflightError, UploaderError, UsageError
+from uploader._job import Job
 from uploader._progress import Progress, Step
+from uploader._voice_job import VoiceJob
 from uploader.batch.manifest import Row, RowError
 
 if TYPE_CHECKING:
@@ -59,21 +62,27 @@ async def upload_row(client: AsyncClient, row: Row, *, submit: bool = False,
     """Upload one row through `client`; its failure is its result, not an error."""
     progress = progress or Progress()
     started = time.monotonic()
+    job = row.job
     try:
-        result = await client.upload(row.job, submit=submit, wait=wait, progress=progress)
+        if isinstance(job, VoiceJob):  # a voice row: `submit` commits it
+            voiced = await client.voice_upload(job, commit=submit, wait=wait,
+                                               progress=progress)
+            sent, job_id, state = voiced.bytes_uploaded, voiced.job_id, voiced.state
+            warned = tuple(f"{w['file']}: {w['code']}" for w in voiced.warnings)
+        else:
+            result = await client.upload(job, submit=submit, wait=wait, progress=progress)
+            sent, job_id, state = result.bytes_uploaded, result.job_id, result.state
+            warned = tuple(f"{f.kind}: {w['code']}" for f in result.files for w in f.warnings)
     except (PreflightError, UsageError, LocalFileError) as exc:
         return _failed(row, "invalid", exc, started)
     except UploaderError as exc:
         return _failed(row, "failed", exc, started)
-    outcome = "ok" if result.bytes_uploaded else "skipped"
-    warned = tuple(f"{f.kind}: {w['code']}" for f in result.files for w in f.warnings)
-    return RowResult(row.line, str(row.job.video), outcome, result.job_id, result.state,
-                     result.bytes_uploaded, round(time.monotonic() - started, 3),
-                     warnings=warned)
+    return RowResult(row.line, str(row.path), "ok" if sent else "skipped", job_id, state,
+                     sent, round(time.monotonic() - started, 3), warnings=warned)
 
 
 def _failed(row: Row, outcome: str, exc: Exception, started: float) -> RowResult:
-    return RowResult(row.line, str(row.job.video), outcome, getattr(exc, "job_id", None),
+    return RowResult(row.line, str(row.path), outcome, getattr(exc, "job_id", None),
                      seconds=round(time.monotonic() - started, 3), error=type(exc).__name__,
                      message=str(exc))
 
@@ -118,25 +127,52 @@ async def check_rows(rows: Iterable[Row | RowError]) -> Checked:
         if isinstance(row, RowError):
             checked.invalid[row.line] = RowResult.invalid(row)
             continue
-        paths = row.job.paths
-        refused = [r for r in await check_files(paths, row.job.rules) if not r.ok]
+        job = row.job
+        if isinstance(job, VoiceJob):
+            refused = [r for r in await asyncio.to_thread(_voice_reports, job) if not r.ok]
+        else:
+            refused = [r for r in await check_files(job.paths, job.rules) if not r.ok]
         if refused:
-            message = "; ".join((f"{r.path}: " if r.path != row.job.video else "") + p.message
+            message = "; ".join((f"{r.path}: " if r.path != row.path else "") + p.message
                                 for r in refused for p in r.problems)
-            checked.invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
+            checked.invalid[row.line] = RowResult(row.line, str(row.path), "invalid",
                                                   error="PreflightError", message=message)
             continue
         try:
-            plan_parts(row.job.video.stat().st_size, parts=row.job.parts,
-                       part_size=row.job.part_size)
+            if isinstance(job, Job):
+                plan_parts(job.video.stat().st_size, parts=job.parts, part_size=job.part_size)
         except UploaderError as error:
-            checked.invalid[row.line] = RowResult(row.line, str(row.job.video), "invalid",
+            checked.invalid[row.line] = RowResult(row.line, str(row.path), "invalid",
                                                   error=type(error).__name__,
                                                   message=error.message)
             continue
         checked.valid += 1
-        checked.total_bytes += sum(p.stat().st_size for p in paths.values())
+        checked.total_bytes += sum(_size(p) for p in _paths(job))
     return checked
+
+
+def _voice_reports(job: VoiceJob) -> list[Any]:
+    """A voice row's preflight (the recordings and the letter; the tenant's durations are
+    asked by the upload itself)."""
+    from uploader.preflight.documents import check_letter
+    from uploader.preflight.recordings import check_recordings
+    from uploader.preflight.report import ReviewRules
+
+    rules = ReviewRules(ignore=frozenset(job.ignore))
+    return [*check_recordings(job.recordings, edition=job.edition, language=job.language,
+                              rules=rules), check_letter(job.grant_file).judged(rules)]
+
+
+def _paths(job: Job | VoiceJob) -> list[Path]:
+    if isinstance(job, VoiceJob):
+        return [job.recordings, job.grant_file]
+    return list(job.paths.values())
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return path.stat().st_size
 
 
 async def upload_rows(client: AsyncClient, rows: Iterable[Row | RowError], *, files: int = 4,

@@ -185,11 +185,11 @@ class _Batch:
 def _given_up(row: Row, reason: str) -> RowResult:
     """The result of a row RabbitMQ dead-lettered, for `reason` (x-first-death-reason)."""
     if reason == "delivery_limit":
-        return RowResult(row.line, str(row.job.video), "failed", error="DeliveryLimitReached",
+        return RowResult(row.line, str(row.path), "failed", error="DeliveryLimitReached",
                          message="its worker ended while running it, on every delivery the "
                                  "queue's delivery limit allows: see the workers' logs, then "
                                  "run again")
-    return RowResult(row.line, str(row.job.video), "failed", error="DeadLettered",
+    return RowResult(row.line, str(row.path), "failed", error="DeadLettered",
                      message=f"the broker dropped its task ({reason}); run again")
 
 

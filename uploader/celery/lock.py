@@ -24,6 +24,7 @@ from uploader._errors import BrokerError
 from uploader._journal import FileIdentity
 from uploader._log import logger
 from uploader._retry import Backoff
+from uploader._voice_job import VoiceJob
 from uploader.api.settings import Settings
 from uploader.batch import Row
 from uploader.workflow.job import content_tag
@@ -40,8 +41,13 @@ _WAITS = Backoff(base=0.5, cap=2.0)
 def row_key(settings: Settings, row: Row) -> str:
     """What makes two rows the same upload: the service, and the job (its id, or the
     content tag that finds the job made for this name and video on any machine)."""
-    job = f"job:{row.job.job_id}" if row.job.job_id is not None else content_tag(
-        row.job.name or "", FileIdentity.of(row.job.video))
+    given = row.job
+    if isinstance(given, VoiceJob):  # a voice job is found again by its name
+        job = f"voice:{given.name}"
+    elif given.job_id is not None:
+        job = f"job:{given.job_id}"
+    else:
+        job = content_tag(given.name or "", FileIdentity.of(given.video))
     text = "\0".join((settings.endpoint, settings.project_id, job))
     return hashlib.sha256(text.encode(), usedforsecurity=False).hexdigest()[:32]
 

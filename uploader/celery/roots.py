@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from uploader._errors import SettingsError
+from uploader._job import Job
 from uploader.batch import Row
 
 __all__ = ["ROOTS", "outside_roots", "worker_roots"]
@@ -42,7 +43,10 @@ def worker_roots() -> list[Path]:
 def outside_roots(row: Row, roots: list[Path]) -> str | None:
     """Why `row` may not be uploaded by this worker (a file of it outside every root), or
     None when every file is under one."""
-    for path in (row.job.video, *row.job.files.values()):
+    job = row.job
+    paths = (job.video, *job.files.values()) if isinstance(job, Job) else (
+        job.recordings, job.grant_file)
+    for path in paths:
         resolved = Path(path).resolve()
         if not any(resolved.is_relative_to(root) for root in roots):
             shown = ":".join(map(str, roots))

@@ -44,12 +44,12 @@ def _upload(row: Row | RowError, *, submit: bool, reporter: Reporter) -> RowResu
         settings = Settings.from_env()
         roots = worker_roots()
     except UploaderError as exc:
-        return RowResult(row.line, str(row.job.video), "failed", error=type(exc).__name__,
+        return RowResult(row.line, str(row.path), "failed", error=type(exc).__name__,
                          message=str(exc))
     refused = outside_roots(row, roots)
     if refused is not None:
         log.warning("line %s refused: %s", row.line, refused)
-        return RowResult.invalid(RowError(row.line, str(row.job.video), refused))
+        return RowResult.invalid(RowError(row.line, str(row.path), refused))
     try:
         key = row_key(settings, row)
     except LocalFileError:  # the video cannot be read: the upload says so in the row's words
@@ -70,10 +70,10 @@ def _run(row: Row, *, submit: bool, reporter: Reporter, settings: Settings) -> R
         if _holds(exc, SoftTimeLimitExceeded):
             message = ("the upload took longer than the task's time limit; it resumes "
                        "where it stopped when the row is sent again")
-            return RowResult(row.line, str(row.job.video), "failed", error="TimeLimitExceeded",
+            return RowResult(row.line, str(row.path), "failed", error="TimeLimitExceeded",
                              message=message)
-        log.exception("line %s: %s", row.line, row.job.video)
-        return RowResult(row.line, str(row.job.video), "failed", error=type(exc).__name__,
+        log.exception("line %s: %s", row.line, row.path)
+        return RowResult(row.line, str(row.path), "failed", error=type(exc).__name__,
                          message=f"unexpected error in the worker: {exc}")
     return result
 
