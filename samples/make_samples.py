@@ -8,10 +8,11 @@
 Needs imageio-ffmpeg (its wheel carries an ffmpeg binary) and scikit-image (its public-domain
 `astronaut` photo is the face), both in the dev extra. Each valid sample is a still picture
 at 1 frame a second, a face on a green screen, with a sound track that keeps the recording
-guide: 16 s of silence, a 2-second burst of a tone every minute, 4 s of silence; so the review's content
-rules pass it, and it compresses to tens of KB. The invalid ones are a still colour.
-Growing appends a top-level mp4 `free` box of random bytes: players and mediainfo skip it,
-so the grown file is still a valid video with the same duration and resolution.
+guide (16 s of silence, a 2-second burst of a tone every minute, 4 s of silence): the
+review's content rules pass it, and it compresses to about 120 KB. The invalid ones are a
+still colour. Growing appends a top-level mp4 `free` box of random bytes: players and
+mediainfo skip it, so the grown file is still a valid video with the same duration and
+resolution.
 """
 
 from __future__ import annotations
