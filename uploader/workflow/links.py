@@ -14,6 +14,7 @@ from uploader._journal import Journal
 from uploader._log import logger
 from uploader.api.client import MetaStudioClient
 from uploader.api.models import JobDetail, JobUrls
+from uploader.api.states import ACCEPTS_VIDEO
 from uploader.transfer.engine import stored_object_etag
 from uploader.transfer.plan import Piece
 
@@ -109,12 +110,19 @@ class Links:
         link = detail.raw.get(file.download_field)
         waited = 0.0
         while not link and wait and not file.multipart and waited < MOVE_WAIT:
+            if detail.state not in ACCEPTS_VIDEO:
+                # Another run submitted the job meanwhile: its review may delete this file
+                # (the ID card images), and no move will come.
+                log.info("job %s is %s: the %s is not waited for", self.job_id, detail.state,
+                         file.title)
+                break
             if waited == 0.0:
                 log.info("the %s is stored but not yet at its download link: waiting for "
                          "the service to move it", file.title)
             await asyncio.sleep(MOVE_POLL)
             waited += MOVE_POLL
-            link = (await self.job_detail()).raw.get(file.download_field)
+            detail = await self.job_detail()
+            link = detail.raw.get(file.download_field)
         return link if isinstance(link, str) and link else None
 
     async def stored_etag(self, piece: Piece) -> str | None:
