@@ -5,7 +5,10 @@ redirects refused, and the service's flow control."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -364,3 +367,29 @@ def test_a_pace_learns_the_limit_and_is_shared_by_every_loop_of_the_process():
     for thread in threads:
         thread.join()
     assert time.monotonic() - started >= 5 / 3.0 - 0.05  # six calls at 3 a second, in all
+
+
+def test_processes_sharing_a_state_folder_share_one_pace(tmp_path: Path):
+    """Two processes pacing the same API through one state folder take turns from one
+    schedule: their calls, merged, are spaced as one process's would be (Issue 31, item 1:
+    workers on one machine do not each take the tenant's whole limit)."""
+    script = (
+        "import asyncio, json, sys, time\n"
+        "from pathlib import Path\n"
+        "from uploader.api.pace import Pace\n"
+        "pace = Pace('show', 10.0, shared=Path(sys.argv[1]))\n"
+        "async def main():\n"
+        "    times = []\n"
+        "    for _ in range(6):\n"
+        "        await pace.turn()\n"
+        "        times.append(time.time())\n"
+        "        pace.answered()\n"
+        "    print(json.dumps(times))\n"
+        "asyncio.run(main())\n")
+    shared = tmp_path / "pace" / "show.json"
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(shared)],
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    times = sorted(t for run in runs for t in json.loads(run.communicate(timeout=30)[0]))
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 12 and min(gaps) >= 0.1 - 0.01, gaps  # 10 calls a second, in all
+    assert shared.stat().st_mode & 0o777 == 0o600

@@ -102,7 +102,8 @@ class AsyncClient:
             session = await stack.enter_async_context(
                 new_session(self.settings, limit=self.connections))
         api = await stack.enter_async_context(MetaStudioClient(
-            self.settings, session=session, backoff=self.api_backoff))
+            self.settings, session=session, backoff=self.api_backoff,
+            pace_dir=self.state_dir / "pace"))
         self._stack, self._run = stack, Run(
             api=api, session=session, state_dir=self.state_dir, config=self.transfer,
             pieces=self.limits.pieces, budget=self.budget, wait_timeout=self.wait_timeout)

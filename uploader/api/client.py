@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -63,8 +64,12 @@ class MetaStudioClient(VoiceCalls):
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         credentials: Credentials | None = None,
+        pace_dir: Path | None = None,
     ) -> None:
         self.settings = settings
+        #: Where the paces are shared with the other processes of this user (None: in this
+        #: process only); `uploader.AsyncClient` gives its state folder's.
+        self.pace_dir = pace_dir
         self._credentials = credentials or credentials_for(settings)
         self._session = session
         self._owns_session = session is None
@@ -175,7 +180,7 @@ class MetaStudioClient(VoiceCalls):
         payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
         what = what or f"{method} {path}"
 
-        pace = Pace.of(self.settings, api)
+        pace = Pace.of(self.settings, api, self.pace_dir)
 
         async def attempt() -> dict[str, Any]:
             await pace.turn()

@@ -14,17 +14,32 @@ climbs back additively while calls are answered, never above the table or the li
 Calls are spaced 1/rate apart (evenly spaced calls never exceed a gateway's token bucket of
 the same rate, however it counts). aiolimiter's bucket, used before, belongs to one event
 loop; the pace must outlive loops (a Celery task runs each row in a loop of its own), so it
-is a timestamp behind a lock, and each caller sleeps in its own loop.
+is a timestamp behind a lock, and each caller sleeps in its own loop. Processes of one user
+that share a state folder share that timestamp and the rate learned (a small file, locked
+while read and written: a call a few milliseconds), so that workers on one machine do not
+each take the tenant's whole limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
+import os
 import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+try:  # where there is no flock, a pace is the process's own
+    import fcntl
+
+    _CAN_SHARE = True
+except ImportError:  # pragma: no cover - Windows
+    _CAN_SHARE = False
 
 from uploader._log import logger
 from uploader.api.settings import Settings
@@ -48,6 +63,8 @@ FLOOR = 0.1
 #: Calls of an API in flight at once while its rate is not known (no table, no refusal yet):
 #: a burst of rows does not spend the tenant's limit many times over before it is learned.
 UNKNOWN_AT_ONCE = 2
+#: A shared pace not used for this long (seconds) starts again from the table.
+STALE = 600.0
 #: How often a call waiting for its place (rate not known) looks again, in seconds.
 _LOOK_AGAIN = 0.005
 #: The gateway's 429 names the policy's limit: "...over ratelimit,limit:3,time:1 second".
@@ -75,19 +92,47 @@ def limit_named(message: str | None) -> float | None:
 
 
 class Pace:
-    """Waits for the turn of one call of one API, and learns the rate from the answers."""
+    """Waits for the turn of one call of one API, and learns the rate from the answers.
+
+    With `shared` (a file in the state folder), the rate, the ceiling and the next call's
+    time are kept in that file, under a lock, for every process of this user that paces the
+    same (service, project, API): three workers on one machine then share one schedule, as
+    they share the tenant's limit. Without it, in this process only.
+    """
 
     def __init__(self, name: str, ceiling: float | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None, shared: Path | None = None) -> None:
         self.name = name
-        self._clock = clock
-        self.ceiling = ceiling  #: the most it climbs to (None: not known yet)
-        self.rate = ceiling  #: calls a second now (None: not paced)
+        self._shared = shared if _CAN_SHARE else None
+        # Wall-clock time where processes compare times; monotonic time within one.
+        self._clock = clock or (time.time if self._shared is not None else time.monotonic)
+        self._initial: dict[str, Any] = {"rate": ceiling, "ceiling": ceiling, "next": 0.0,
+                                         "settled": 0.0, "recent": []}
+        self._memory = dict(self._initial)
         self._lock = threading.Lock()
-        self._next = 0.0  # when the next call may go (time.monotonic)
-        self._recent: deque[float] = deque()  # when the calls of the last second went
-        self._settled = 0.0  # a refusal before this is of a call sent before the fall
         self._in_flight = 0  # calls between `turn` and their answer, while not paced
+
+    @property
+    def rate(self) -> float | None:
+        """Calls a second now (None: not paced yet)."""
+        with self._state() as state:
+            return state["rate"]  # type: ignore[no-any-return]
+
+    @property
+    def ceiling(self) -> float | None:
+        """The most the rate climbs to (None: not known yet)."""
+        with self._state() as state:
+            return state["ceiling"]  # type: ignore[no-any-return]
+
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        """The pace's state, held: this process's lock, and the shared file's."""
+        with self._lock:
+            if self._shared is None:
+                yield self._memory
+                return
+            with _locked_state(self._shared, self._initial) as state:
+                yield state
 
     async def turn(self) -> None:
         """Wait until a call may go; `answered` or `refused` (or `gone`) ends it."""
@@ -95,24 +140,20 @@ class Pace:
             await asyncio.sleep(_LOOK_AGAIN)  # its loop's own sleep: any loop, any thread
 
     def _take_turn(self) -> bool:
-        with self._lock:
+        with self._state() as state:
             now = self._clock()
-            if self.rate is None:
+            rate = state["rate"]
+            if rate is None:
                 if self._in_flight >= UNKNOWN_AT_ONCE:
                     return False
                 self._in_flight += 1
-                self._note(now)
+                _note(state, now)
                 return True
-            if self._next > now + _LOOK_AGAIN:
+            if state["next"] > now + _LOOK_AGAIN:
                 return False
-            self._next = max(now, self._next) + 1.0 / self.rate
-            self._note(now)
+            state["next"] = max(now, state["next"]) + 1.0 / rate
+            _note(state, now)
             return True
-
-    def _note(self, now: float) -> None:
-        self._recent.append(now)
-        while self._recent and self._recent[0] < now - 1.0:
-            self._recent.popleft()
 
     def gone(self) -> None:
         """A call ended with no answer (the service could not be reached)."""
@@ -122,50 +163,107 @@ class Pace:
     def answered(self) -> None:
         """A call was answered (not 429): the rate climbs, CLIMB calls a second for each
         second of calls answered, never above the ceiling."""
-        with self._lock:
+        with self._state() as state:
             self._in_flight = max(0, self._in_flight - 1)
-            if self.rate is None or self.ceiling is None or self.rate >= self.ceiling:
+            rate, ceiling = state["rate"], state["ceiling"]
+            if rate is None or ceiling is None or rate >= ceiling:
                 return
-            was, self.rate = self.rate, min(self.ceiling, self.rate + CLIMB / self.rate)
-            if int(was) == int(self.rate) and self.rate < self.ceiling:
+            state["rate"] = min(ceiling, rate + CLIMB / rate)
+            if int(rate) == int(state["rate"]) and state["rate"] < ceiling:
                 return  # said at each whole call a second, and at the ceiling
-        log.debug("%s: calls answered; pace %.2f -> %.2f calls a second", self.name, was,
-                  self.rate)
+            now_rate = state["rate"]
+        log.debug("%s: calls answered; pace %.2f -> %.2f calls a second", self.name, rate,
+                  now_rate)
 
     def refused(self, message: str | None, retry_after: float | None) -> None:
         """A call was answered 429: the rate falls (once for a burst: refusals of calls sent
         before the fall do not count again), and no call goes before `retry_after`."""
-        with self._lock:
+        with self._state() as state:
             self._in_flight = max(0, self._in_flight - 1)
             now = self._clock()
             if retry_after:
-                self._next = max(self._next, now + retry_after)
-            if now < self._settled:
+                state["next"] = max(state["next"], now + retry_after)
+            if now < state["settled"]:
                 return
             named = limit_named(message)
             if named is not None:
-                self.ceiling = named if self.ceiling is None else min(self.ceiling, named)
-            was = self.rate
+                state["ceiling"] = named if state["ceiling"] is None else min(
+                    state["ceiling"], named)
+            was = state["rate"]
             if was is None or (named is not None and was > named):
                 # Not paced yet, or faster than the limit named: start at the limit (or at
                 # half of what went in the last second, if none is named).
-                fallen = named if named is not None else len(self._recent) / 2
+                fallen = named if named is not None else len(state["recent"]) / 2
             else:
                 fallen = was / 2
-            self.rate = max(FLOOR, fallen)
-            if self.ceiling is None:
-                self.ceiling = max(self.rate, len(self._recent))
-            self._settled = now + 1.0
+            state["rate"] = max(FLOOR, fallen)
+            if state["ceiling"] is None:
+                state["ceiling"] = max(state["rate"], len(state["recent"]))
+            state["settled"] = now + 1.0
+            rate = state["rate"]
         log.debug("%s: answered 429; pace %s -> %.2f calls a second", self.name,
-                  "none" if was is None else f"{was:.2f}", self.rate)
+                  "none" if was is None else f"{was:.2f}", rate)
 
     @classmethod
-    def of(cls, settings: Settings, api: str) -> Pace:
-        """The process's pace for `api` of this service and project."""
+    def of(cls, settings: Settings, api: str, folder: Path | None = None) -> Pace:
+        """The process's pace for `api` of this service and project; with `folder` (the
+        state folder's), shared with the other processes that use it."""
         table = rates_for(settings).get(api)
-        key = (settings.endpoint, settings.project_id, api, str(table))
+        key = (settings.endpoint, settings.project_id, api, str(table), str(folder))
         with _PACES_LOCK:
             pace = _PACES.get(key)
             if pace is None:
-                pace = _PACES[key] = cls(api, table)
+                shared = None
+                if folder is not None:
+                    digest = hashlib.sha256("\0".join(key[:4]).encode()).hexdigest()[:24]
+                    shared = folder / f"pace-{digest}.json"
+                pace = _PACES[key] = cls(api, table, shared=shared)
             return pace
+
+
+def _note(state: dict[str, Any], now: float) -> None:
+    """Keep when the calls of the last second went."""
+    recent = [t for t in state["recent"] if t >= now - 1.0]
+    recent.append(now)
+    state["recent"] = recent
+
+
+@contextlib.contextmanager
+def _locked_state(path: Path, initial: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The shared state in `path` (created private, never through a symlink), under an
+    exclusive lock for as long as it is held; written back after. A file that does not read
+    as a pace (damaged, or planted) starts again from `initial`."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = b""
+        while chunk := os.read(fd, 65536):
+            raw += chunk
+        state = _valid(raw, initial)
+        if time.time() - max(state["next"], state["settled"]) > STALE:
+            state = dict(initial)  # learned long ago: the tenant's limits may have changed
+        before = dict(state)
+        yield state
+        if state != before:
+            data = json.dumps(state).encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _valid(raw: bytes, initial: dict[str, Any]) -> dict[str, Any]:
+    try:
+        state = json.loads(raw) if raw else None
+    except ValueError:
+        state = None
+    numbers = ("next", "settled")
+    if (not isinstance(state, dict) or set(state) != set(initial)
+            or not all(isinstance(state[k], int | float) for k in numbers)
+            or not isinstance(state["recent"], list)
+            or any(state[k] is not None and not (isinstance(state[k], int | float)
+                                                 and state[k] >= FLOOR)
+                   for k in ("rate", "ceiling"))):
+        return dict(initial)
+    return state
