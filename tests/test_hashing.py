@@ -46,7 +46,8 @@ def test_the_lanes_extension_is_built_where_a_compiler_is():
     assert _md5lanes.KERNEL in ("avx2x8", "scalar")
 
 
-@pytest.mark.parametrize(("name", "new", "kernel"), kernels(), ids=lambda k: str(k))
+@pytest.mark.parametrize(("name", "new", "kernel"), kernels(),
+                         ids=[name for name, _, _ in kernels()])
 def test_every_stream_gets_its_own_md5(name, new, kernel):
     rnd = random.Random(6)
     for _ in range(60):

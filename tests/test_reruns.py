@@ -315,7 +315,9 @@ async def test_no_lock_file_or_empty_journal_is_left_behind(emulator, settings,
     emulator.emulator.faults.api_statuses = [400]  # refused: no job
     with pytest.raises(RefusedError):
         await upload_video(video, name="refused", settings=settings, state_dir=state)
-    assert list(state.iterdir()) == []
+    # What stays is the APIs' paces, shared with the other processes (a file an API).
+    assert [p.name for p in state.iterdir()] == ["pace"]
+    assert all(p.name.startswith("pace-") for p in (state / "pace").iterdir())
 
 
 # ---- 4. state files cannot be subverted ----------------------------------------------------

@@ -350,7 +350,9 @@ def test_named_state_dir_keeps_its_mode(tmp_path: Path):
     shared.chmod(0o755)
     asyncio.run(_journal_left_behind(tmp_path, video, shared))
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
-    assert {stat.S_IMODE(f.stat().st_mode) for f in shared.iterdir()} == {0o600}
+    files = [f for f in shared.rglob("*") if f.is_file()]
+    assert files and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+    assert stat.S_IMODE((shared / "pace").stat().st_mode) == 0o700  # the shared paces
 
 
 async def _journal_left_behind(tmp_path: Path, video: Path, state: Path) -> None:
