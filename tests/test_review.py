@@ -8,6 +8,7 @@ re-run that sends nothing again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -296,10 +297,13 @@ def test_upload_takes_an_ignored_problem_and_no_content_checks(
 async def test_the_analysis_runs_beside_the_transfer_and_gates_the_confirm(
         tmp_path, real_scene_video, caplog):
     """Events in order: the parts start, the analysis ends while they still go, and only
-    then the confirm; the refusal keeps every part stored."""
+    then the confirm; the refusal keeps every part stored. Ordered by construction, not by
+    timing: the storage takes the parts at a crawl until the verdict is in, then at full
+    speed."""
     import logging
     import time
 
+    from samples.make_samples import grow
     from tests.conftest import emulator_config
     from tests.uploads import Recorder
     from uploader import AsyncClient, Job, Settings
@@ -307,20 +311,20 @@ async def test_the_analysis_runs_beside_the_transfer_and_gates_the_confirm(
     from uploader.emulator import start_emulator
 
     events: list[tuple[float, str]] = []
+    size = 24 * 2**20  # more than the sockets' buffers hold, so that bytes are told as sent
+    video = tmp_path / "room.mp4"
+    grow(real_scene_video, video, size)
+    running = await start_emulator(emulator_config(tmp_path / "emulator",
+                                                   link_rate=64 * 1024.0))
+    loop = asyncio.get_running_loop()
+    faults = running.emulator.faults
 
     class Watching(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             if record.getMessage().startswith("content rules:"):
                 events.append((time.monotonic(), "judged"))
+                loop.call_soon_threadsafe(setattr, faults, "link_rate", None)
 
-    from samples.make_samples import grow
-
-    size = 24 * 2**20  # more than the sockets' buffers hold, so that bytes are told as sent
-    video = tmp_path / "room.mp4"
-    grow(real_scene_video, video, size)
-    # A link slow enough that the transfer outlasts the analysis by far (about 2.5 s).
-    running = await start_emulator(emulator_config(tmp_path / "emulator",
-                                                   total_rate=size / 2.5))
     handler = Watching()
     logging.getLogger("uploader").addHandler(handler)
     caplog.set_level(logging.INFO, logger="uploader")

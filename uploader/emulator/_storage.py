@@ -306,7 +306,7 @@ class ObjectStorage:
             response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         response.content_length = stop - start
         await response.prepare(request)
-        with stored.path.open("rb") as source:
+        with stored.open() as source:
             source.seek(start)
             remaining = stop - start
             while remaining:
