@@ -51,26 +51,8 @@ class VoiceJob:
         self._set("name", checks.text(self.name, "the voice's name", longest=256))
         for key, allowed in (("edition", VOICE_EDITIONS), ("sex", ("FEMALE", "MALE")),
                              ("language", ("CN", "EN")), ("tag", VOICE_TAGS)):
-            value = getattr(self, key)
-            value = value.lower() if key == "edition" and isinstance(value, str) else value
-            value = value.upper() if key != "edition" and isinstance(value, str) else value
-            if value not in allowed:
-                raise UsageError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
-            self._set(key, value)
-        kind = self.create_type
-        if kind is None:
-            folder = self.recordings.suffix.lower() != ".zip"
-            kind = "SEGMENT" if folder and self.edition in SENTENCES else "PACKAGE"
-        kind = kind.upper() if isinstance(kind, str) else kind
-        if kind not in ("SEGMENT", "PACKAGE"):
-            raise UsageError(f"create_type must be SEGMENT or PACKAGE, not {kind!r}")
-        if kind == "SEGMENT" and self.edition not in SENTENCES:
-            raise UsageError(f"the {self.edition} edition takes one long recording in a zip "
-                             "(PACKAGE), not sentences")
-        if kind == "SEGMENT" and self.recordings.suffix.lower() == ".zip":
-            raise UsageError("sentences (SEGMENT) are sent from a folder of 0.wav, 0.txt, ...; "
-                             "a zip goes as a PACKAGE")
-        self._set("create_type", kind)
+            self._set(key, _one_of(getattr(self, key), key, allowed, lower=key == "edition"))
+        self._set("create_type", _create_type(self.create_type, self.recordings, self.edition))
         if self.link_2d is not None:
             self._set("link_2d", checks.job_id(self.link_2d))
         for key in ("batch_name", "description"):
@@ -108,3 +90,30 @@ class VoiceJob:
             if value is not None:
                 fields[key] = value
         return fields
+
+
+def _one_of(value: object, key: str, allowed: tuple[str, ...], *, lower: bool) -> str:
+    """`value` as written in `allowed` (any case), else UsageError naming `key`."""
+    if isinstance(value, str):
+        value = value.lower() if lower else value.upper()
+    if value not in allowed:
+        raise UsageError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return str(value)
+
+
+def _create_type(given: object, recordings: Path, edition: str) -> str:
+    """SEGMENT or PACKAGE: as given, else SEGMENT for a folder of a sentences edition."""
+    zipped = recordings.suffix.lower() == ".zip"
+    kind = given
+    if kind is None:
+        kind = "SEGMENT" if not zipped and edition in SENTENCES else "PACKAGE"
+    kind = kind.upper() if isinstance(kind, str) else kind
+    if kind not in ("SEGMENT", "PACKAGE"):
+        raise UsageError(f"create_type must be SEGMENT or PACKAGE, not {kind!r}")
+    if kind == "SEGMENT" and edition not in SENTENCES:
+        raise UsageError(f"the {edition} edition takes one long recording in a zip "
+                         "(PACKAGE), not sentences")
+    if kind == "SEGMENT" and zipped:
+        raise UsageError("sentences (SEGMENT) are sent from a folder of 0.wav, 0.txt, ...; "
+                         "a zip goes as a PACKAGE")
+    return str(kind)
