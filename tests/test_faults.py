@@ -269,7 +269,11 @@ def test_emulator_killed_and_restarted_mid_upload(tmp_path: Path, flags: tuple[s
     args = ("upload", str(video), "--name", "restart", "--parts", str(PARTS),
             "--concurrency", "2", "--json")
     with start_cli(*args, *flags, env=env) as client:
-        time.sleep(1.0)
+        # Killed mid-upload: once the emulator holds a part (a fixed sleep was too short
+        # for a client starting on a loaded machine, which then never reached the service).
+        deadline = time.monotonic() + 30
+        while not any((data / "parts").glob("*/*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
         server.send_signal(signal.SIGKILL)
         server.wait()
         server.stdout.close()  # type: ignore[union-attr]
