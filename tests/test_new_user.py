@@ -11,6 +11,7 @@ import pkgutil
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -247,7 +248,10 @@ def test_sigterm_stops_submit_wait_and_a_batch(tmp_path: Path):
         job_id = str(json_out(run_cli("upload", str(GOOD_VIDEO), "--name", "waiting",
                                       *REQUIRED_FLAGS, "--json", env=env))["job_id"])
         with start_cli("submit", job_id, "--wait", env=env) as waiting:
-            time.sleep(1.5)
+            # Once it waits for the review (a fixed sleep could land before the command set
+            # its handler, on a loaded machine).
+            _until(lambda: emulator.emulator.store.jobs[job_id]["state"] != "WAIT_FILE_UPLOAD")
+            time.sleep(0.3)
             waiting.send_signal(signal.SIGTERM)
             _, stderr = waiting.communicate(timeout=30)
         assert waiting.returncode == 143 and "uploader status" in stderr, stderr
@@ -256,10 +260,17 @@ def test_sigterm_stops_submit_wait_and_a_batch(tmp_path: Path):
         manifest = tmp_path / "rows.csv"
         manifest.write_text(f"path,name\n{video},slow\n")
         with start_cli("batch", str(manifest), env=env) as batch:
-            time.sleep(1.5)
+            _until(lambda: emulator.emulator.faults.in_flight > 0)  # parts crawling
             batch.send_signal(signal.SIGTERM)
             _, stderr = batch.communicate(timeout=30)
         assert batch.returncode == 143 and "run the same command again" in stderr, stderr
+
+
+def _until(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
 
 
 # ---- item 9: the smaller things -------------------------------------------------------
