@@ -120,6 +120,7 @@ async def check_rows(rows: Iterable[Row | RowError]) -> Checked:
     a row whose files the review would refuse, or whose part plan its video cannot take,
     is an `invalid` result saying why."""
     from uploader.preflight import check_files
+    from uploader.preflight.recordings import size_on_disk
     from uploader.transfer.plan import plan_parts
 
     checked = Checked({})
@@ -147,7 +148,7 @@ async def check_rows(rows: Iterable[Row | RowError]) -> Checked:
                                                   message=error.message)
             continue
         checked.valid += 1
-        checked.total_bytes += sum(_size(p) for p in _paths(job))
+        checked.total_bytes += sum(size_on_disk(p) for p in _paths(job))
     return checked
 
 
@@ -167,12 +168,6 @@ def _paths(job: Job | VoiceJob) -> list[Path]:
     if isinstance(job, VoiceJob):
         return [job.recordings, job.grant_file]
     return list(job.paths.values())
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-    return path.stat().st_size
 
 
 async def upload_rows(client: AsyncClient, rows: Iterable[Row | RowError], *, files: int = 4,

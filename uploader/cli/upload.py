@@ -145,7 +145,7 @@ def upload(video: Path, wait: bool, as_json: bool, quiet: bool, use_emulator: bo
                                        progress=shown, verify=verify)
 
     try:
-        result = _run(call,
+        result = run_call(call,
                       use_emulator=use_emulator, quiet=quiet or as_json, as_json=as_json,
                       interrupted_at=shown.interruption, bar=bar)
     finally:
@@ -179,7 +179,7 @@ def submit(job_id: str, wait: bool, as_json: bool, retry_window: float | None) -
         async with AsyncClient(env, limits=limits) as client:
             return await client.submit(job_id, wait=wait)
 
-    result = _run(call, use_emulator=False, quiet=True, as_json=as_json,
+    result = run_call(call, use_emulator=False, quiet=True, as_json=as_json,
                   interrupted_at=interruption)
     if as_json:
         print_json(result.to_json())
@@ -245,7 +245,7 @@ class _Shown(Progress):
                 f"for its files, submit it with: uploader submit {job})", job)
 
 
-def _run(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool,
+def run_call(call: Callable[[Settings], Awaitable[T]], *, use_emulator: bool, quiet: bool,
          as_json: bool, interrupted_at: Callable[[], tuple[str, str | None]],
          bar: _Bar | None = None) -> T:
     """Run `call` against the configured service, or an emulator of its own; exit as

@@ -79,7 +79,7 @@ def upload(recordings: Path, as_json: bool, use_emulator: bool, commit: bool, wa
     job, resuming any earlier attempt; with --commit, commit it for review."""
     from uploader._errors import UploaderError
     from uploader._voice_job import VoiceJob
-    from uploader.cli.upload import _run
+    from uploader.cli.upload import run_call
 
     try:
         job = VoiceJob(recordings=recordings, name=options["name"],
@@ -102,7 +102,7 @@ def upload(recordings: Path, as_json: bool, use_emulator: bool, commit: bool, wa
         return ("what was sent and confirmed is kept: run the same command again to "
                 "resume"), None
 
-    result = _run(call, use_emulator=use_emulator, quiet=as_json, as_json=as_json,
+    result = run_call(call, use_emulator=use_emulator, quiet=as_json, as_json=as_json,
                   interrupted_at=interrupted)
     if as_json:
         print_json(result.to_json())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from uploader.preflight.report import FileFacts, Problem, Report, ReviewRules
 
-__all__ = ["Sentence", "check_recordings", "sentences_of", "total_seconds"]
+__all__ = ["Sentence", "check_recordings", "sentences_of", "size_on_disk", "total_seconds"]
 
 #: "每句话时长不超过15秒" (a sentence never over 15 s) and about 10 s (advice: 3-15 s).
 LONGEST = 15.0
@@ -101,7 +101,7 @@ def _count(recordings: Path, sentences: dict[int, Sentence], edition: str) -> Re
             "sentence_count", f"the {edition} edition takes one long recording (0.wav with "
             f"0.txt); found {len(sentences)}", rule="advance and third-party: one recording, "
             "pauses of 2-3 s between sentences", todo="join the recording into one WAV"))
-    return Report(recordings, FileFacts(size_bytes=_size(recordings),
+    return Report(recordings, FileFacts(size_bytes=size_on_disk(recordings),
                                         format="ZIP" if recordings.is_file() else "folder",
                                         entries=len(sentences)), tuple(problems), "recordings")
 
@@ -226,7 +226,8 @@ def _read(recordings: Path, name: str) -> bytes:
         return archive.read(name)
 
 
-def _size(path: Path) -> int:
+def size_on_disk(path: Path) -> int:
+    """The bytes of a file, or of the files directly in a folder (a folder of recordings)."""
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file())

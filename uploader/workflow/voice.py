@@ -132,9 +132,6 @@ def _preflight(job: VoiceJob, rules: ReviewRules) -> list[Report]:
 async def _with_durations(job: VoiceJob, reports: list[Report], run: Run,
                           rules: ReviewRules) -> list[Report]:
     """The recordings' total length against the tenant's allowed durations (asked once)."""
-    if job.create_type != "SEGMENT" and job.recordings.suffix.lower() == ".zip" and \
-            not any(r.kind.startswith("sentence") for r in reports):
-        return reports
     allowed = await run.api.voice_durations()
     low, high = allowed.get(f"{job.edition}_min"), allowed.get(f"{job.edition}_max")
     total = total_seconds(reports)
