@@ -391,5 +391,9 @@ def test_processes_sharing_a_state_folder_share_one_pace(tmp_path: Path):
                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
     times = sorted(t for run in runs for t in json.loads(run.communicate(timeout=30)[0]))
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert len(times) == 12 and min(gaps) >= 0.1 - 0.01, gaps  # 10 calls a second, in all
+    # 10 calls a second in all: 12 calls span 1.1 s (each process alone would take 0.5 s).
+    # Each gap is a wake-up time, which a loaded machine delays: a late call shortens the
+    # gap after it, never the span.
+    assert len(times) == 12 and times[-1] - times[0] >= 1.1 - 0.02, gaps
+    assert min(gaps) >= 0.05, gaps
     assert shared.stat().st_mode & 0o777 == 0o600

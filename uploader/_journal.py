@@ -9,9 +9,10 @@ records (a confirm or the submit done).
 A record is whole or ignored: a crash or a full disk can only cut the last line short, and
 that tail is cut off before anything is appended after it; a line that does not read as a
 record is skipped with a warning. A journal of another version is set aside (emptied): what
-the server holds is checked against the file anyway. The file itself is the lock of its
-(job or name, video); a run on a job also holds the job's lock file, so that two videos never
-go to one job at once. State files are private and never followed (`_statefile`).
+the server holds is checked against the file anyway. The journal's lock file (`NAME.lock`)
+is the lock of its (job or name, video); a run on a job also holds the job's lock file, so
+that two videos never go to one job at once. State files are private and never followed
+(`_statefile`).
 Every method that touches the disk runs in a worker thread: a slow disk stalls no transfer.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 
 from uploader._errors import JournalError, LocalFileError, Remedy
 from uploader._log import logger
-from uploader._statefile import StateFile, open_locked
+from uploader._statefile import Lock, StateFile, open_locked, read_all
 
 __all__ = ["FileIdentity", "Journal", "default_state_dir"]
 
@@ -104,7 +105,7 @@ class Journal:
         self._video = str(video.resolve())
         self._forget()
         self._file: StateFile | None = None
-        self._locks: dict[str, StateFile] = {}
+        self._locks: dict[str, Lock] = {}
         self._size = 0
         self._writing = threading.Lock()
 
@@ -126,7 +127,7 @@ class Journal:
             # shared, like /tmp): the files in it are private either way.
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._file = open_locked(self.path, busy=busy)
-            data = b"" if self._restart else _read_all(self._file.fd)
+            data = b"" if self._restart else read_all(self._file.fd)
             whole = data[:data.rfind(b"\n") + 1]
             if whole != data or self._restart:
                 os.ftruncate(self._file.fd, len(whole))
@@ -149,7 +150,7 @@ class Journal:
             self._file.close()
             self._file = None
         for lock in self._locks.values():
-            lock.remove()
+            lock.release()
         self._locks.clear()
 
     async def lock_job(self, job_id: str) -> None:
@@ -159,7 +160,7 @@ class Journal:
                     "finish, then run the command again")
             path = self.folder / f"{_digest(*self._service, 'job', job_id)}.lock"
             self._locks[job_id] = await asyncio.to_thread(
-                open_locked, path, busy=busy, job_id=job_id)
+                Lock.acquire, path, busy=busy, job_id=job_id)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -303,11 +304,3 @@ class Journal:
         self.parts = {}
         self.steps = set()
 
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)

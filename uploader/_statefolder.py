@@ -11,8 +11,6 @@ only checking more.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
@@ -21,11 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from uploader._statefile import same_file
+from uploader._errors import JobLockedError, JournalError
+from uploader._statefile import Lock, is_held, lock_path, open_private, private_problem, same_file
 
 __all__ = ["StateEntry", "clean", "entries"]
 
-_NAME = re.compile(r"^[0-9a-f]{24}\.(jsonl|lock)$")
+_NAME = re.compile(r"^[0-9a-f]{24}\.(jsonl|lock|jsonl\.lock)$")
 
 
 @dataclass(frozen=True)
@@ -49,8 +48,10 @@ def entries(folder: Path) -> list[StateEntry]:
     """The journals and locks in `folder` (oldest first); nothing if it does not exist."""
     found = []
     for path, fd in _opened(folder):
-        with _closing(fd):
-            found.append(_describe(path, fd, held=not _try_lock(fd)))
+        try:
+            found.append(_describe(path, fd, held=is_held(_lock_of(path))))
+        finally:
+            os.close(fd)
     return sorted(found, key=lambda entry: entry.modified)
 
 
@@ -60,58 +61,55 @@ def clean(folder: Path, *, older_than_days: float | None = None) -> list[StateEn
     removed = []
     now = time.time()
     for path, fd in _opened(folder):
-        with _closing(fd):
-            if not _try_lock(fd):
-                continue  # a run holds it
+        try:
             entry = _describe(path, fd, held=False)
             if older_than_days is not None and entry.age_days(now) < older_than_days:
                 continue
-            if not same_file(path, fd):
-                continue  # removed or replaced since it was opened
-            # Removed while locked: a run that opened it meanwhile sees, once it holds the
-            # lock, that the path no longer names its file, and opens it afresh.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            removed.append(entry)
+            try:  # a lock file is its own lock; a journal's is its NAME.lock
+                lock = Lock.acquire(_lock_of(path), busy="held")
+            except (JobLockedError, JournalError):
+                continue  # a run holds it (or its lock file is not ours: left alone)
+            try:
+                if entry.kind == "journal":
+                    if not same_file(path, fd):
+                        continue  # removed or replaced since it was opened
+                    os.close(fd)  # first: Windows deletes no open file
+                    fd = -1
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                removed.append(entry)  # a lock file goes with its release
+            finally:
+                lock.release()
+        finally:
+            if fd >= 0:
+                os.close(fd)
     return removed
 
 
+def _lock_of(path: Path) -> Path:
+    """The file whose lock guards `path`: its own for a lock file."""
+    return path if path.suffix == ".lock" else lock_path(path)
+
+
 def _opened(folder: Path) -> Iterator[tuple[Path, int]]:
+    """The journals and the lock files of `folder`, each opened read-only; a journal's own
+    lock file goes with its journal. Anything else, or unsafe, is never touched."""
     try:
-        names = sorted(os.listdir(folder))
+        names = set(os.listdir(folder))
     except FileNotFoundError:
         return
-    for name in names:
-        if not _NAME.match(name):
-            continue  # not ours: never touched
+    for name in sorted(names):
+        if not _NAME.match(name) or (name.endswith(".jsonl.lock") and name[:-5] in names):
+            continue  # not ours, or a journal's lock (listed with its journal)
         path = folder / name
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.EPERM):
-                continue  # gone, a symlink, or not ours: never touched
-            raise
-        info = os.fstat(fd)
-        if not os.path.isfile(path) or info.st_uid != os.geteuid() or info.st_nlink > 1:
+            fd = open_private(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue  # gone, a symlink, not a regular file or not ours: never touched
+        if private_problem(os.fstat(fd)) is not None:
             os.close(fd)
             continue
         yield path, fd
-
-
-@contextlib.contextmanager
-def _closing(fd: int) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        os.close(fd)  # releases a lock taken on it
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _describe(path: Path, fd: int, *, held: bool) -> StateEntry:
@@ -120,7 +118,7 @@ def _describe(path: Path, fd: int, *, held: bool) -> StateEntry:
     header: dict[str, object] = {}
     if kind == "journal":
         with contextlib.suppress(ValueError, OSError):
-            first = os.pread(fd, 64 * 1024, 0).split(b"\n", 1)[0]
+            first = os.read(fd, 64 * 1024).split(b"\n", 1)[0]
             record = json.loads(first) if first else {}
             header = record if isinstance(record, dict) and record.get("kind") == "header" else {}
 
@@ -130,4 +128,3 @@ def _describe(path: Path, fd: int, *, held: bool) -> StateEntry:
 
     return StateEntry(path, kind, held, info.st_size, info.st_mtime, text("job_id"),
                       text("endpoint"), text("video"))
-

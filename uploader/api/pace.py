@@ -34,14 +34,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-try:  # where there is no flock, a pace is the process's own
-    import fcntl
-
-    _CAN_SHARE = True
-except ImportError:  # pragma: no cover - Windows
-    _CAN_SHARE = False
+from filelock import lock_descriptor
 
 from uploader._log import logger
+from uploader._statefile import close_unlocked, open_private
 from uploader.api.settings import Settings
 
 __all__ = ["CLIMB", "REGION_RATES", "Pace", "limit_named", "rates_for"]
@@ -103,7 +99,7 @@ class Pace:
     def __init__(self, name: str, ceiling: float | None,
                  clock: Callable[[], float] | None = None, shared: Path | None = None) -> None:
         self.name = name
-        self._shared = shared if _CAN_SHARE else None
+        self._shared = shared
         # Wall-clock time where processes compare times; monotonic time within one.
         self._clock = clock or (time.time if self._shared is not None else time.monotonic)
         self._initial: dict[str, Any] = {"rate": ceiling, "ceiling": ceiling, "next": 0.0,
@@ -234,9 +230,10 @@ def _locked_state(path: Path, initial: dict[str, Any]) -> Iterator[dict[str, Any
     exclusive lock for as long as it is held; written back after. A file that does not read
     as a pace (damaged, or planted) starts again from `initial`."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_private(path, os.O_RDWR, create=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Held for a read and a write: waiters poll briefly (filelock: flock, LockFileEx).
+        lock_descriptor(fd, poll_interval=0.002)
         raw = b""
         while chunk := os.read(fd, 65536):
             raw += chunk
@@ -248,9 +245,10 @@ def _locked_state(path: Path, initial: dict[str, Any]) -> Iterator[dict[str, Any
         if state != before:
             data = json.dumps(state).encode()
             os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
     finally:
-        os.close(fd)  # releases the lock
+        close_unlocked(fd)
 
 
 def _valid(raw: bytes, initial: dict[str, Any]) -> dict[str, Any]:

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_CODES", "INTERRUPTED", "READ_WINDOW", "TERMINATED", "Terminated", "celery",
            "concurrency_option", "echo_problems", "echo_warnings", "escaped", "exit_code",
-           "fail", "flag_of", "interrupted", "limits_of", "option_of", "print_json",
-           "retry_window_option", "run", "settings", "sigterm_raises", "size_value",
-           "transfer_options", "with_client"]
+           "fail", "flag_of", "interrupted", "limits_of", "on_signals", "option_of",
+           "print_json", "retry_window_option", "run", "settings", "sigterm_raises",
+           "size_value", "stop_signals", "transfer_options", "with_client"]
 
 T = TypeVar("T")
 
@@ -170,7 +170,7 @@ def run(main: Coroutine[Any, Any, T]) -> T:
             signalled = True
             task.cancel()
 
-        restore = _on_sigterm(loop, stop)
+        restore = on_signals(loop, stop)
         try:
             return await main
         except asyncio.CancelledError:
@@ -183,24 +183,42 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(stoppable())
 
 
-def _on_sigterm(loop: Any, stop: Callable[[], None]) -> Callable[[], None]:
-    """Call `stop` in `loop` on SIGTERM; the function that undoes it. The loop's own handler
-    where it has one; elsewhere (Windows) `signal.signal` with a thread-safe call; nothing
-    off the main thread (a library caller's, whose signals are its own)."""
+def stop_signals() -> tuple[int, ...]:
+    """The signals that stop a run as Ctrl-C does: SIGTERM (`timeout`, systemd, Kubernetes,
+    `kill`), and Ctrl-Break where there is one (Windows)."""
+    import signal
+
+    return (signal.SIGTERM, *([signal.SIGBREAK] if hasattr(signal, "SIGBREAK") else []))
+
+
+def on_signals(loop: Any, stop: Callable[[], None],
+               signals: tuple[int, ...] | None = None) -> Callable[[], None]:
+    """Call `stop` in `loop` on any of `signals` (`stop_signals()` by default); the function
+    that undoes it. The loop's own handler where it has one; elsewhere (Windows, whose loops
+    have none) `signal.signal` with a thread-safe call into the loop; nothing off the main
+    thread (a library caller's, whose signals are its own)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    signals = stop_signals() if signals is None else signals
     try:
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        return lambda: loop.remove_signal_handler(signal.SIGTERM)
+        for sig in signals:
+            loop.add_signal_handler(sig, stop)
     except NotImplementedError:
-        before = signal.signal(signal.SIGTERM, lambda *_: loop.call_soon_threadsafe(stop))
+        before = {sig: signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop))
+                  for sig in signals}
 
         def restore() -> None:
-            signal.signal(signal.SIGTERM, before)
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
         return restore
+
+    def remove() -> None:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return remove
 
 
 @contextlib.contextmanager
@@ -212,11 +230,12 @@ def sigterm_raises() -> Iterator[None]:
     def stop(signum: int, frame: object) -> None:
         raise Terminated
 
-    before = signal.signal(signal.SIGTERM, stop)
+    before = {sig: signal.signal(sig, stop) for sig in stop_signals()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def interrupted(message: str, *, as_json: bool, job_id: str | None,

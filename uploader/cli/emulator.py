@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from uploader.cli.common import on_signals, stop_signals
+
 __all__ = ["emulator"]
 
 
@@ -113,8 +115,7 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
     async def serve(folder: Path) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        restore = on_signals(loop, stop.set, (signal.SIGINT, *stop_signals()))
         try:
             running = await start_emulator(EmulatorConfig(data_dir=folder, **options), host,
                                            port)
@@ -133,6 +134,7 @@ def emulator(host: str, port: int, data_dir: Path | None, **options: Any) -> Non
         try:
             await stop.wait()
         finally:
+            restore()
             await running.stop()
 
     if data_dir is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import io
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,12 +96,12 @@ class _PartReader:
         self._digest = new_md5()
         self._hashed: list[Hashed] = []
         self._position, self._end = part.offset, part.offset + part.size
-        self._fd = -1
+        self._file: io.FileIO | None = None
         self._buffers: list[bytearray] = []  # read into before; reused once nobody holds one
 
     async def __aenter__(self) -> _PartReader:
         try:
-            self._fd = await asyncio.to_thread(os.open, self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._file = await asyncio.to_thread(_open_at, self._path, self._position)
         except OSError as exc:
             raise _unreadable(self._path, exc) from exc
         self._hasher.open()
@@ -109,7 +109,8 @@ class _PartReader:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._hasher.close()
-        os.close(self._fd)
+        if self._file is not None:
+            self._file.close()
 
     async def read(self) -> memoryview | None:
         """The next chunk, or None after the last. A view (a bytearray's slices are copies,
@@ -119,10 +120,11 @@ class _PartReader:
         if len(self._hashed) >= 1:
             await self._hashed.pop(0)
         size = min(self._chunk, self._end - self._position)
+        assert self._file is not None, "read() outside `async with`"
         buffer = self._free_buffer()
         chunk = memoryview(buffer)[:size]
         try:
-            got = await asyncio.to_thread(os.preadv, self._fd, [chunk], self._position)
+            got = await asyncio.to_thread(self._file.readinto, chunk) or 0
         except OSError as exc:
             raise _unreadable(self._path, exc) from exc
         if _checked(got, self._path) < size:  # a short read: the file ends here now
@@ -147,6 +149,18 @@ class _PartReader:
         while self._hashed:
             await self._hashed.pop(0)
         return self._digest.hexdigest()
+
+
+def _open_at(path: Path, offset: int) -> io.FileIO:
+    """The file, unbuffered, at `offset`: one handle per reader, each with its own position
+    (the reads of one reader follow each other), on every platform."""
+    file = io.FileIO(path, "r")
+    try:
+        file.seek(offset)
+    except BaseException:
+        file.close()
+        raise
+    return file
 
 
 def _unreadable(path: Path, exc: OSError) -> LocalFileError:
