@@ -59,6 +59,7 @@ def one_batch(folder: Path, broker: RabbitMQ, videos: list[Path], workers: int,
                 worker.stop()
         gateway = running.emulator.gateway
         done = sum(int(str(run.result.get(k, 0))) for k in ("ok", "skipped"))
+        print(f"  ({tag}: calls {dict(gateway.calls)}, 429s {dict(gateway.refused)})", flush=True)
         return run.wall, done, sum(gateway.calls.values()), sum(gateway.refused.values())
 
 

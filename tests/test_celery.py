@@ -386,3 +386,37 @@ def test_two_workers_with_default_names_on_one_machine(cluster: Cluster):
     logs = first.log.read_text() + second.log.read_text()
     assert "RESOURCE_LOCKED" not in logs and "Traceback" not in logs
     assert logs.count("uploader-") >= 2
+
+
+def test_three_machines_learning_one_tenant_s_limit_meet_few_429s(tmp_path: Path,
+                                                                   rabbitmq: RabbitMQ):
+    """Issue 31, item 1: three workers, each a machine of its own (its own state folder, so no
+    shared pace), no region and no METASTUDIO_API_RATES, one tenant limited to 3 calls a
+    second of command and show: each learns the limit from its first refusal, at its share
+    when others took the rest of the second, and climbs back gently. benchmarks/tenant.py
+    prints the figure against the 5 % target (2.4-4.0 %); this shape, whose rows end closer
+    together (the content rules pace them), measured 6.3 % (8 of 128, three runs), and 15.5 %
+    (22 of 142) where each worker learned the tenant's whole limit: the bound is between."""
+    config = emulator_config(tmp_path / "emulator", api_rates={"command": 3.0, "show": 3.0})
+    with EmulatorThread(config) as emulator:
+        env = cli_env(emulator.client_env(), tmp_path / "state") | {
+            "UPLOADER_BROKER_URL": rabbitmq.url,
+            "UPLOADER_QUEUE": f"uploader-test-{uuid.uuid4().hex[:8]}",
+            "UPLOADER_WORKER_ROOTS": str(tmp_path)}
+        env.pop("METASTUDIO_API_RATES", None)
+        cluster = Cluster(tmp_path, emulator, rabbitmq, env)
+        try:
+            for n in range(3):
+                cluster.worker(f"m{n}", concurrency=2, part_concurrency=4)
+            for worker in cluster.workers:
+                worker.wait_ready()
+            rows = [(video_of(tmp_path, PART + 1000 * n, f"t{n}.mp4"), f"t{n}")
+                    for n in range(24)]
+            code, summary = _finish(cluster.batch(_manifest(tmp_path, rows)), cluster)
+        finally:
+            for worker in cluster.workers:
+                worker.stop()
+        gateway = emulator.emulator.gateway
+        calls, refused = sum(gateway.calls.values()), sum(gateway.refused.values())
+    assert code == 0 and summary["ok"] == 24, (summary, cluster.logs())
+    assert refused <= 0.10 * calls, f"{refused} of {calls} calls answered 429"

@@ -341,6 +341,8 @@ def test_a_pace_learns_the_limit_and_is_shared_by_every_loop_of_the_process():
     assert limit_named("Internal Error") is None
     now = [100.0]
     learning = Pace("command", None, clock=lambda: now[0])
+    for _ in range(3):  # alone on the tenant: its first three calls took the whole second
+        learning.answered()
     learning.refused("policy user over ratelimit,limit:3,time:1 second", None)
     assert (learning.rate, learning.ceiling) == (3.0, 3.0)
     learning.refused("policy user over ratelimit,limit:3,time:1 second", None)
@@ -367,6 +369,26 @@ def test_a_pace_learns_the_limit_and_is_shared_by_every_loop_of_the_process():
     for thread in threads:
         thread.join()
     assert time.monotonic() - started >= 5 / 3.0 - 0.05  # six calls at 3 a second, in all
+
+
+def test_a_pace_that_learns_the_limit_while_others_use_the_tenant_starts_at_its_share():
+    """Issue 31, item 1, across machines: a refusal naming a limit of 3 after only one of
+    this pace's calls got through in the last second means others took the rest: it starts
+    at its share (not at the whole limit, as three machines each would), and climbs back at
+    SHARED_CLIMB."""
+    from uploader.api.pace import CLIMB, SHARED_CLIMB, SHARES, Pace
+
+    message = "policy user over ratelimit,limit:3,time:1 second"
+    now = [100.0]
+    sharing = Pace("command", None, clock=lambda: now[0])
+    sharing.answered()
+    sharing.refused(message, None)
+    assert (sharing.rate, sharing.ceiling) == (1.0, 3.0)  # the one call of its own
+    starved = Pace("command", None, clock=lambda: now[0])
+    starved.refused(message, None)
+    assert starved.rate == 3.0 / SHARES  # none got through: a quarter, not nothing
+    sharing.answered()  # a second of calls at 1 a second: the climb of one second
+    assert sharing.rate == pytest.approx(1.0 + SHARED_CLIMB) and SHARED_CLIMB < CLIMB
 
 
 def test_processes_sharing_a_state_folder_share_one_pace(tmp_path: Path):

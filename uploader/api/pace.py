@@ -11,6 +11,9 @@ throttling do. It starts at the region's table (or `METASTUDIO_API_RATES`; an en
 known region is not paced until the service first refuses), falls on a 429 (to the limit the
 gateway names in its answer, else to half the rate; one fall for a burst of refusals), and
 climbs back additively while calls are answered, never above the table or the limit named.
+The limit a gateway names is the tenant's: a pace that learns it while fewer of its own calls
+than that got through in the last second knows that others (machines using the same account)
+took the rest, so it starts at its share and climbs more gently.
 Calls are spaced 1/rate apart (evenly spaced calls never exceed a gateway's token bucket of
 the same rate, however it counts). aiolimiter's bucket, used before, belongs to one event
 loop; the pace must outlive loops (a Celery task runs each row in a loop of its own), so it
@@ -40,7 +43,8 @@ from uploader._log import logger
 from uploader._statefile import close_unlocked, open_private
 from uploader.api.settings import Settings
 
-__all__ = ["CLIMB", "REGION_RATES", "Pace", "limit_named", "rates_for"]
+__all__ = ["CLIMB", "REGION_RATES", "SHARED_CLIMB", "SHARES", "Pace", "limit_named",
+           "rates_for"]
 
 log = logger("uploader.api")
 
@@ -54,11 +58,21 @@ REGION_RATES: Mapping[str, Mapping[str, float]] = {
 
 #: Calls a second the rate climbs by, for each second of calls answered.
 CLIMB = 0.1
+#: A pace that learns the limit while others use the account starts at no less than this
+#: share of it (the calls of its own that got through in the last second, if more)...
+SHARES = 4
+#: ... and climbs by this much instead of CLIMB: the others climb too (three machines at the
+#: full climb overshoot the tenant's limit three times as often).
+SHARED_CLIMB = CLIMB / 2
 #: The least rate a pace falls to (a call every 10 s).
 FLOOR = 0.1
-#: Calls of an API in flight at once while its rate is not known (no table, no refusal yet):
-#: a burst of rows does not spend the tenant's limit many times over before it is learned.
-UNKNOWN_AT_ONCE = 2
+#: Calls of an API in flight at once while its rate is not known (no table, no refusal yet),
+#: in every process sharing the pace: a burst of rows (on every pool process of a Celery
+#: worker) does not spend the tenant's limit many times over before it is learned.
+UNKNOWN_AT_ONCE = 1
+#: Seconds after which a call sent before the rate was known no longer counts as in flight
+#: (its process was killed before the answer).
+_PENDING_LAPSE = 30.0
 #: A shared pace not used for this long (seconds) starts again from the table.
 STALE = 600.0
 #: How often a call waiting for its place (rate not known) looks again, in seconds.
@@ -103,10 +117,11 @@ class Pace:
         # Wall-clock time where processes compare times; monotonic time within one.
         self._clock = clock or (time.time if self._shared is not None else time.monotonic)
         self._initial: dict[str, Any] = {"rate": ceiling, "ceiling": ceiling, "next": 0.0,
-                                         "settled": 0.0, "recent": []}
+                                         "settled": 0.0, "recent": [], "through": [],
+                                         "shared": False, "pending": []}
         self._memory = dict(self._initial)
         self._lock = threading.Lock()
-        self._in_flight = 0  # calls between `turn` and their answer, while not paced
+        self._pending = 0  # calls of this process in `pending` (sent before the rate was known)
 
     @property
     def rate(self) -> float | None:
@@ -140,9 +155,14 @@ class Pace:
             now = self._clock()
             rate = state["rate"]
             if rate is None:
-                if self._in_flight >= UNKNOWN_AT_ONCE:
+                # Calls not yet answered, of every process sharing the pace (a process
+                # killed mid-call leaves its own: they lapse).
+                pending = [t for t in state["pending"] if t > now - _PENDING_LAPSE]
+                if len(pending) >= UNKNOWN_AT_ONCE:
+                    state["pending"] = pending
                     return False
-                self._in_flight += 1
+                state["pending"] = [*pending, now]
+                self._pending += 1
                 _note(state, now)
                 return True
             if state["next"] > now + _LOOK_AGAIN:
@@ -153,18 +173,27 @@ class Pace:
 
     def gone(self) -> None:
         """A call ended with no answer (the service could not be reached)."""
-        with self._lock:
-            self._in_flight = max(0, self._in_flight - 1)
+        with self._state() as state:
+            self._ended(state)
+
+    def _ended(self, state: dict[str, Any]) -> None:
+        """One call of this process sent while the rate was not known is no longer pending."""
+        if self._pending > 0:
+            self._pending -= 1
+            state["pending"] = state["pending"][1:]
 
     def answered(self) -> None:
         """A call was answered (not 429): the rate climbs, CLIMB calls a second for each
-        second of calls answered, never above the ceiling."""
+        second of calls answered (SHARED_CLIMB while others share the limit), never above
+        the ceiling."""
         with self._state() as state:
-            self._in_flight = max(0, self._in_flight - 1)
+            self._ended(state)
+            _note(state, self._clock(), "through")
             rate, ceiling = state["rate"], state["ceiling"]
             if rate is None or ceiling is None or rate >= ceiling:
                 return
-            state["rate"] = min(ceiling, rate + CLIMB / rate)
+            climb = SHARED_CLIMB if state["shared"] else CLIMB
+            state["rate"] = min(ceiling, rate + climb / rate)
             if int(rate) == int(state["rate"]) and state["rate"] < ceiling:
                 return  # said at each whole call a second, and at the ceiling
             now_rate = state["rate"]
@@ -175,7 +204,7 @@ class Pace:
         """A call was answered 429: the rate falls (once for a burst: refusals of calls sent
         before the fall do not count again), and no call goes before `retry_after`."""
         with self._state() as state:
-            self._in_flight = max(0, self._in_flight - 1)
+            self._ended(state)
             now = self._clock()
             if retry_after:
                 state["next"] = max(state["next"], now + retry_after)
@@ -188,8 +217,15 @@ class Pace:
             was = state["rate"]
             if was is None or (named is not None and was > named):
                 # Not paced yet, or faster than the limit named: start at the limit (or at
-                # half of what went in the last second, if none is named).
-                fallen = named if named is not None else len(state["recent"]) / 2
+                # half of what went in the last second, if none is named); at our share of
+                # it if fewer of our calls than the limit got through in the last second:
+                # others (machines using the same account) took the rest.
+                got = len(_last_second(state["through"], now))
+                if named is None:
+                    fallen = len(state["recent"]) / 2
+                else:
+                    fallen = named if got >= named else max(got, named / SHARES)
+                    state["shared"] = got < named
             else:
                 fallen = was / 2
             state["rate"] = max(FLOOR, fallen)
@@ -217,11 +253,13 @@ class Pace:
             return pace
 
 
-def _note(state: dict[str, Any], now: float) -> None:
-    """Keep when the calls of the last second went."""
-    recent = [t for t in state["recent"] if t >= now - 1.0]
-    recent.append(now)
-    state["recent"] = recent
+def _note(state: dict[str, Any], now: float, key: str = "recent") -> None:
+    """Keep when the calls of the last second went (`recent`), or those that got through."""
+    state[key] = [*_last_second(state[key], now), now]
+
+
+def _last_second(times: list[float], now: float) -> list[float]:
+    return [t for t in times if t >= now - 1.0]
 
 
 @contextlib.contextmanager
@@ -238,7 +276,9 @@ def _locked_state(path: Path, initial: dict[str, Any]) -> Iterator[dict[str, Any
         while chunk := os.read(fd, 65536):
             raw += chunk
         state = _valid(raw, initial)
-        if time.time() - max(state["next"], state["settled"]) > STALE:
+        used = max(state["next"], state["settled"], *state["recent"], *state["through"],
+                   *state["pending"])
+        if time.time() - used > STALE:
             state = dict(initial)  # learned long ago: the tenant's limits may have changed
         before = dict(state)
         yield state
@@ -259,7 +299,9 @@ def _valid(raw: bytes, initial: dict[str, Any]) -> dict[str, Any]:
     numbers = ("next", "settled")
     if (not isinstance(state, dict) or set(state) != set(initial)
             or not all(isinstance(state[k], int | float) for k in numbers)
-            or not isinstance(state["recent"], list)
+            or not all(isinstance(state[k], list) for k in ("recent", "through"))
+            or not isinstance(state["shared"], bool)
+            or not isinstance(state["pending"], list)
             or any(state[k] is not None and not (isinstance(state[k], int | float)
                                                  and state[k] >= FLOOR)
                    for k in ("rate", "ceiling"))):
