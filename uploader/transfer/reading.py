@@ -101,7 +101,7 @@ class _PartReader:
 
     async def __aenter__(self) -> _PartReader:
         try:
-            self._file = await asyncio.to_thread(_open_at, self._path, self._position)
+            self._file = await _opened_in_thread(self._path, self._position)
         except OSError as exc:
             raise _unreadable(self._path, exc) from exc
         self._hasher.open()
@@ -149,6 +149,22 @@ class _PartReader:
         while self._hashed:
             await self._hashed.pop(0)
         return self._digest.hexdigest()
+
+
+async def _opened_in_thread(path: Path, offset: int) -> io.FileIO:
+    """`_open_at` in a worker thread; a file opened for a caller cancelled meanwhile is
+    closed, not left to the garbage collector."""
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_at, path, offset))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_unclaimed)
+        raise
+
+
+def _close_unclaimed(opening: asyncio.Future[io.FileIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _open_at(path: Path, offset: int) -> io.FileIO:
