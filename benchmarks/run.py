@@ -178,7 +178,8 @@ def newest_job(env: dict[str, str]) -> str | None:
 
 
 def curl_baseline(env: dict[str, str], video: Path, folder: Path, parts: int,
-                  cpus: set[int] | None = None, parallel: int = 8) -> tuple[float, float]:
+                  cpus: set[int] | None = None, parallel: int = 8,
+                  options: list[str] | None = None) -> tuple[float, float]:
     """Wall seconds and CPU seconds (all curl processes) to PUT the pre-split parts,
     `parallel` at a time (the split is not timed)."""
     size = video.stat().st_size
@@ -193,7 +194,7 @@ def curl_baseline(env: dict[str, str], video: Path, folder: Path, parts: int,
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(["xargs", "-P", str(parallel), "-L", "1", "curl", "-sS", "-f", "-o", "/dev/null",
-                    "-H", "Content-Type: application/octet-stream"],
+                    "-H", "Content-Type: application/octet-stream", *(options or [])],
                    input=lines, text=True, check=True, preexec_fn=pinned(cpus))
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -228,34 +229,113 @@ class Table:
             print(line.format(*row))
 
 
-def bench_speed(table: Table, folder: Path, size: int, *, pinned: bool = True) -> None:
+@contextmanager
+def certificates(folder: Path, tls: bool) -> Iterator[tuple[list[str], dict[str, str], list[str]]]:
+    """For https (`tls`): the emulator's flags, the client's environment and curl's options
+    for a certificate of a CA of the benchmark's own (trustme); for http, nothing."""
+    if not tls:
+        yield [], {}, []
+        return
+    import trustme
+
+    authority = trustme.CA()
+    leaf = authority.issue_cert("127.0.0.1", "localhost")
+    where = Path(tempfile.mkdtemp(dir=folder, prefix="tls-"))
+    ca, cert, key = where / "ca.pem", where / "cert.pem", where / "key.pem"
+    authority.cert_pem.write_to_path(str(ca))
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    try:
+        yield (["--tls-cert", str(cert), "--tls-key", str(key)],
+               {"METASTUDIO_CA_BUNDLE": str(ca)}, ["--cacert", str(ca)])
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def bench_speed(table: Table, folder: Path, size: int, *, pinned: bool = True,
+                tls: bool = False) -> None:
     """(a) uploader vs curl, (b) CPU per GiB: with all cores shared by client and emulator,
     then (on 2+ cores) with the emulator on core 0 and the client, curl or uploader, on
-    core 1, as when the storage's CPU is not the client's."""
+    core 1, as when the storage's CPU is not the client's. Over https with `tls` (the
+    emulator with a certificate of the benchmark's own CA; the client and curl trusting
+    it): the client encrypts every byte, as it does against the real service."""
     clip = video(folder, size)
     label = f"{size / MIB:.0f} MiB"
+    scheme = "https" if tls else "http"
     placements: list[tuple[str, set[int] | None, set[int] | None]] = [("shared cores", None,
                                                                        None)]
     if pinned and (os.cpu_count() or 1) >= 2:
         placements.append(("emulator on its own core", {0}, {1}))
+    _, lanes = md5_seconds_per_gib()
     for where, server_cpus, client_cpus in placements:
-        with emulator(folder, cpus=server_cpus) as env:
-            curl, curl_cpu = curl_baseline(env, clip, folder, 32, cpus=client_cpus)
+        with certificates(folder, tls) as (flags, trust, curl_options), \
+                emulator(folder, *flags, cpus=server_cpus) as env:
+            env = env | trust
+            curl, curl_cpu = curl_baseline(env, clip, folder, 32, cpus=client_cpus,
+                                           options=curl_options)
+            # The transfer's cost: the content rules are a cost per video, not per GiB
+            # (content_rules_cost below), and curl has none.
             run = upload(env, clip, folder, "--parts", "32", "--concurrency", "8",
-                         cpus=client_cpus)
+                         "--no-content-checks", cpus=client_cpus)
+        where = f"{scheme}, {where}"
+        curl_per_gib, own_per_gib = curl_cpu / (size / GIB), run.cpu / (size / GIB)
         table.add(f"(a) {where}: curl, 32 parts x8, {label}",
                   f"{curl:.2f} s ({size / MIB / curl:.0f} MiB/s)")
         table.add(f"(a) {where}: uploader, own clock / process wall",
                   f"{run.seconds:.2f} s / {run.wall:.2f} s")
         table.add(f"(a) {where}: uploader / curl (own clock; process wall)",
-                  f"{run.seconds / curl:.2f}; {run.wall / curl:.2f}", "<= 0.95 (own clock)")
+                  f"{run.seconds / curl:.2f}; {run.wall / curl:.2f}",
+                  "<= 0.9 (own clock)" if tls else "<= 0.95 (own clock)")
         table.add(f"(b) {where}: uploader CPU (user+sys) per GiB, whole process",
-                  f"{run.cpu / (size / GIB):.2f} s", "<= 1.3 s")
-        table.add(f"(b) {where}: for reference, curl's CPU per GiB (it hashes nothing)",
-                  f"{curl_cpu / (size / GIB):.2f} s")
+                  f"{own_per_gib:.2f} s")
+        table.add(f"(b) {where}: curl's CPU per GiB (it hashes nothing) + MD5 8 at once",
+                  f"{curl_per_gib:.2f} + {lanes:.2f} = {curl_per_gib + lanes:.2f} s")
+        table.add(f"(b) {where}: uploader CPU / (curl + MD5)",
+                  f"{own_per_gib / (curl_per_gib + lanes):.2f}",
+                  "(reported)" if tls else "<= 1.2")
     one, lanes = md5_seconds_per_gib()
     table.add(f"(b) for reference, MD5 alone per GiB: one stream (hashlib) / 8 at once "
               f"({kernel_name()})", f"{one:.2f} s / {lanes:.2f} s")
+
+
+def content_rules_cost(table: Table, folder: Path) -> None:
+    """What the content rules (PyAV, OpenCV: frames and sound decoded, faces found) add to
+    one upload, whatever its size: the same 64 MiB upload with and without them, after a
+    first run that stores the parts (both then send nothing: the difference is the rules)."""
+    clip = video(folder, 64 * MIB)
+    with emulator(folder) as env:
+        upload(env, clip, folder, "--no-content-checks")
+        without = upload(env, clip, folder, "--no-content-checks")
+        with_rules = upload(env, clip, folder)
+    table.add("(b) the content rules, once per video: CPU / wall / peak RSS added",
+              f"{with_rules.cpu - without.cpu:.2f} s / {with_rules.wall - without.wall:.2f} s / "
+              f"{(with_rules.max_rss - without.max_rss) / MIB:.0f} MiB")
+
+
+def profile_tls(table: Table, folder: Path, size: int, top: int = 12) -> None:
+    """Where an https upload's event-loop time goes: the uploader under cProfile (the
+    main thread: the event loop, where asyncio's SSL protocol encrypts; the MD5 lanes and
+    the reads run in worker threads), its functions by their own time."""
+    import pstats
+
+    clip = video(folder, size)
+    stats = folder / "tls.prof"
+    with certificates(folder, True) as (flags, trust, _), emulator(folder, *flags) as env:
+        command = upload_command(clip, folder, "--parts", "32", "--concurrency", "8",
+                                 "--no-content-checks")
+        command[1:3] = ["-m", "cProfile", "-o", str(stats), "-m", "uploader"]
+        run = measure(command, env | trust)
+    profile = pstats.Stats(str(stats))
+    total = profile.total_tt  # type: ignore[attr-defined]
+    rows = sorted(profile.stats.items(),  # type: ignore[attr-defined]
+                  key=lambda item: item[1][2], reverse=True)[:top]
+    print(f"  https upload of {size / MIB:.0f} MiB under cProfile: {run.seconds:.2f} s own "
+          f"clock, {total:.2f} s profiled in the main thread; by own time:")
+    for (file, line, name), (_, calls, own, _cumulative, _) in rows:
+        where = f"{Path(file).name}:{line}" if line else file
+        print(f"    {own:6.2f} s {own / total:6.1%} {calls:8d} calls  {name} ({where})")
+    table.add(f"(a) https under cProfile, {size / MIB:.0f} MiB: main thread's time",
+              f"{total:.2f} s")
 
 
 def md5_seconds_per_gib() -> tuple[float, float]:
@@ -399,7 +479,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=_default_workdir(),
                         help="where test files and the emulator's data go (default: /dev/shm "
                         "when it exists, so that the disk's speed is not what is measured)")
-    parser.add_argument("--only", default="speed,memory,link,resume,preflight",
+    parser.add_argument("--only", default="speed,tls,memory,link,resume,preflight",
                         help="comma-separated steps to run (default: all)")
     options = parser.parse_args()
     if shutil.which("curl") is None:
@@ -420,8 +500,11 @@ def main() -> None:
     small = options.smoke
     steps = {
         # The smoke run proves each step works: the pinned placement is the same code.
-        "speed": lambda: bench_speed(table, folder, 16 * MIB if small else GIB,
-                                     pinned=not small),
+        "speed": lambda: (bench_speed(table, folder, 16 * MIB if small else GIB,
+                                      pinned=not small), content_rules_cost(table, folder)),
+        "tls": lambda: bench_speed(table, folder, 16 * MIB if small else GIB,
+                                   pinned=not small, tls=True),
+        "tls-profile": lambda: profile_tls(table, folder, 16 * MIB if small else GIB),
         "memory": lambda: bench_memory(
             table, folder, [16 * MIB] if small else [256 * MIB, GIB, 4 * GIB],
             [8 * MIB] if small else [8 * MIB, 32 * MIB, 128 * MIB, 512 * MIB],

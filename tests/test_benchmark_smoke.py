@@ -17,11 +17,15 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 #: Each script, and the rows its table must print.
 SCRIPTS = {
-    "run.py": ("(a) shared cores: uploader / curl", "(b) shared cores: uploader CPU",
+    "run.py": ("(a) http, shared cores: uploader / curl", "(b) http, shared cores: uploader CPU",
+               "(b) http, shared cores: uploader CPU / (curl + MD5)",
+               "(b) the content rules, once per video",
+               "(a) https, shared cores: uploader / curl", "(b) https, shared cores: uploader CPU",
                "(c) peak RSS, 16 MiB file", "(d) 16 MiB/s link, K=16",
                "(e) defaults, 16 MiB in 16 parts",
                "(f) preflight"),
     "batch.py": ("(g) uploader batch", "(h) batch peak RSS, 8 videos",
+                 "(g) the same videos again, the content rules on",
                  "(h) batch peak RSS, 24 videos", "(i) --bwlimit 32M", "(i) API calls"),
     "review.py": ("r1 check, 1080p H.264", "r2 check, 4K HEVC 100 Mb/s",
                   "r3 upload --submit, a slow link"),
