@@ -113,6 +113,8 @@ def main() -> None:
                         help="where the test files and the emulator's data go")
     parser.add_argument("--only", default="", help="only the links whose title has this "
                         "word (slow, narrow, loopback)")
+    parser.add_argument("--sizes", default="", help="file sizes in MiB to run each link at, "
+                        "comma-separated (default: each link's own: 1024, 256, 1024)")
     parser.add_argument("--sweep", default=",".join(map(str, SWEEP)),
                         help="the fixed values to try, comma-separated (default: %(default)s)")
     args = parser.parse_args()
@@ -123,11 +125,12 @@ def main() -> None:
         for title, (link, total, size) in SCENARIOS.items():
             if args.only not in title:
                 continue
-            if args.smoke:
-                size = 4 * MIB
-            scenario(title, link, total, size, Path(work), 1 if args.smoke else 3,
-                     (8,) if args.smoke else tuple(map(int, args.sweep.split(","))),
-                     MIB if args.smoke else None)
+            sizes = [4 * MIB] if args.smoke else (
+                [int(mib) * MIB for mib in args.sizes.split(",")] if args.sizes else [size])
+            for each in sizes:
+                scenario(title, link, total, each, Path(work), 1 if args.smoke else 3,
+                         (8,) if args.smoke else tuple(map(int, args.sweep.split(","))),
+                         MIB if args.smoke else None)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,91 @@ async def test_a_budget_applies_and_logs_each_change_of_its_tuner(caplog):
     await asyncio.gather(*pieces, *more)
     changes = [r.getMessage() for r in caplog.records if "pieces in flight" in r.getMessage()]
     assert len(changes) == 1 and changes[0].startswith("pieces in flight: 16 -> 32 (")
+
+
+# ---- issue 33, item 1: the tuner's signal is what the network acknowledged ----------------
+
+def _slow_reader(rate: float, seconds: float) -> tuple[tuple[str, int], list[int]]:
+    """A server on loopback that reads `rate` bytes a second for `seconds` through a small
+    receive buffer; its address, and a list that holds the bytes it read so far."""
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # no autotuning
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    read = [0]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                read[0] += len(conn.recv(int(rate / 100)))
+                time.sleep(0.01)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname(), read
+
+
+def test_the_meter_counts_what_the_peer_acknowledged_not_what_the_socket_took():
+    """A slow reader behind a small receive window: the socket's send buffer takes
+    megabytes at once, the meter counts what got across (the reader's bytes and its
+    window), as the tuner must."""
+    import socket
+    import time
+
+    from uploader.transfer.acked import AckedBytes
+
+    meter = AckedBytes()
+    if not meter.available:
+        pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+    address, read = _slow_reader(rate=1 * MiB, seconds=3.0)
+    sock = meter.socket_factory((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP,
+                                 "", address))
+    with sock:
+        sock.connect(address)
+        sock.setblocking(False)
+        handed, block = 0, memoryview(bytes(64 * 1024))
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            try:
+                handed += sock.send(block)
+            except BlockingIOError:
+                time.sleep(0.005)
+        acked = meter.take()
+        got = read[0]
+    assert handed >= acked + 512 * 1024, (handed, acked)  # the send buffer held the rest
+    assert got <= acked <= got + 512 * 1024, (got, acked)  # the reader's, and its window
+    assert meter.take() <= 512 * 1024  # counted once
+
+
+async def test_an_auto_budget_tunes_on_acknowledged_bytes_where_the_kernel_counts_them():
+    """Bytes handed to a connection that the network has not taken measure nothing: the
+    tuner sees 0 bytes a second, not the megabytes handed (without the meter, it would)."""
+    import contextlib
+    import socket
+
+    from uploader.transfer.budget import TransferBudget
+
+    metered, handed_only = (TransferBudget(concurrency=8, auto=True) for _ in range(2))
+    assert metered.acked is not None
+    if not metered.acked.available:
+        pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+    unsent = metered.acked.socket_factory((socket.AF_INET, socket.SOCK_STREAM,
+                                           socket.IPPROTO_TCP, "", ("127.0.0.1", 0)))
+    with unsent:
+        async with contextlib.AsyncExitStack() as places:
+            for budget in (metered, handed_only):
+                for _ in range(budget.limit):  # every piece in flight: windows count
+                    await places.enter_async_context(budget.slot())
+            for _ in range(8):  # 8 MiB handed over 0.4 s, nothing acknowledged
+                metered.sent(MiB)
+                handed_only.sent(MiB)
+                await asyncio.sleep(0.05)
+    assert metered.tuner is not None and handed_only.tuner is not None
+    assert metered.tuner.history and handed_only.tuner.history
+    assert all(rate == 0 for _, _, rate in metered.tuner.history)
+    assert all(rate > MiB for _, _, rate in handed_only.tuner.history)

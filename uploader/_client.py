@@ -99,8 +99,10 @@ class AsyncClient:
         stack = contextlib.AsyncExitStack()
         session = self._given_session
         if session is None:
-            session = await stack.enter_async_context(
-                new_session(self.settings, limit=self.connections))
+            acked = self.budget.acked
+            session = await stack.enter_async_context(new_session(
+                self.settings, limit=self.connections,
+                socket_factory=acked.socket_factory if acked and acked.available else None))
         api = await stack.enter_async_context(MetaStudioClient(
             self.settings, session=session, backoff=self.api_backoff,
             pace_dir=self.state_dir / "pace"))

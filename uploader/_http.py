@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 
@@ -68,9 +69,13 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
     return context
 
 
-def new_session(settings: Settings, *, limit: int = 100) -> aiohttp.ClientSession:
+def new_session(settings: Settings, *, limit: int = 100,
+                socket_factory: Callable[[Any], socket.socket] | None = None
+                ) -> aiohttp.ClientSession:
     """A session as enterprises need it: the proxy variables honoured (`HTTPS_PROXY`,
     `HTTP_PROXY`, `NO_PROXY`: aiohttp's `trust_env`), the CA bundle trusted, at most
-    `limit` connections. Redirects are refused by each request, never followed."""
-    connector = aiohttp.TCPConnector(limit=limit, ssl=tls_context(settings))
+    `limit` connections. Redirects are refused by each request, never followed. With
+    `socket_factory`, its sockets (the transfer's meter of acknowledged bytes)."""
+    connector = aiohttp.TCPConnector(limit=limit, ssl=tls_context(settings),
+                                     socket_factory=socket_factory)
     return aiohttp.ClientSession(connector=connector, trust_env=True)

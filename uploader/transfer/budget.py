@@ -20,6 +20,7 @@ from aiolimiter import AsyncLimiter
 from uploader import _checks as checks
 from uploader._errors import UsageError
 from uploader._log import logger
+from uploader.transfer.acked import AckedBytes
 from uploader.transfer.tuning import Tuner
 
 __all__ = ["TransferBudget"]
@@ -59,6 +60,9 @@ class TransferBudget:
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
         self.tuner = Tuner(high=self.concurrency, start=min(16, self.concurrency)) if auto \
             else None
+        #: With `auto`, what the network took (where the kernel says): the tuner's measure,
+        #: rather than bytes handed to sockets, whose buffers hold seconds of a thin link.
+        self.acked = AckedBytes() if auto else None
         #: The pieces allowed in flight now (fixed, or as tuned).
         self.limit = self.tuner.limit if self.tuner is not None else self.concurrency
         self.in_flight = self.most_in_flight = 0
@@ -118,8 +122,11 @@ class TransferBudget:
         return max(MIN_CHUNK, min(wanted, share - share % MIN_CHUNK))
 
     def sent(self, size: int) -> None:
-        """`size` more bytes went on the wire: with `auto`, the tuner measures them."""
+        """`size` more bytes were handed to a connection: with `auto`, the tuner measures
+        them (the bytes the network acknowledged since, where the kernel counts them)."""
         if self.tuner is not None:
+            if self.acked is not None and self.acked.active:
+                size = self.acked.take()
             changed = self.tuner.observe(size, time.monotonic(), self.in_flight)
             if changed is not None:
                 log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured)", self.limit,

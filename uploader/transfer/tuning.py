@@ -9,14 +9,16 @@ now and then a quarter more (kept if it pays) and a quarter fewer (kept if it ca
 much: fewer connections for the same throughput), stepping back from a probe that did not
 pay, so that it follows a link that changes.
 
-What it measures is bytes handed to the sockets, and new connections first fill their
-buffers (on loopback, several MiB each), which looks like throughput the link does not
-have. While it first climbs that can only make more look better, so it climbs on windows of
-0.15 s (a wave of long parts started late ends late). After a probe or a step back, the
-first window only settles; and a window where the pieces in flight do not match the limit
-is not measured (after the limit falls, pieces already sent go on until they end; at the
-end of a transfer fewer are left). Pure: it is told bytes, times and pieces in flight, and
-answers with the new number; `TransferBudget` applies it.
+What it is told is, where the kernel counts them (Linux), the bytes the network
+acknowledged (`acked`, fed by `TransferBudget`); elsewhere bytes handed to the sockets, and
+new connections first fill their buffers (on loopback, several MiB each), which looks like
+throughput the link does not have. While it first climbs that can only make more look
+better, so it climbs on windows of 0.15 s (a wave of long parts started late ends late).
+After a probe or a step back, the first window only settles; and a window where the pieces
+in flight do not match the limit is not measured (after the limit falls, pieces already
+sent go on until they end; at the end of a transfer fewer are left). Pure: it is told
+bytes, times and pieces in flight, and answers with the new number; `TransferBudget`
+applies it.
 """
 
 from __future__ import annotations
