@@ -222,3 +222,34 @@ async def test_an_auto_budget_tunes_on_acknowledged_bytes_where_the_kernel_count
     assert metered.tuner.history and handed_only.tuner.history
     assert all(rate == 0 for _, _, rate in metered.tuner.history)
     assert all(rate > MiB for _, _, rate in handed_only.tuner.history)
+
+
+@pytest.mark.slow
+async def test_auto_measures_while_parts_fly_not_only_when_chunks_are_handed(
+        emulator, settings, tmp_path: Path):
+    """Parts of 2 MiB on connections of 1 MiB/s: each part's two chunks go to its socket at
+    once, then nothing is handed for two seconds. The tuner reads what was acknowledged
+    meanwhile (every TICK), so it has measured windows before the first part is stored;
+    clocked by hand-offs alone it had none until the parts ended (and climbed 1 s late on
+    benchmarks/tuning.py's slow link)."""
+    emulator.emulator.faults.link_rate = 1 * MiB
+    budget = TransferBudget(concurrency=8, auto=True)
+    assert budget.acked is not None and budget.tuner is not None
+    if not budget.acked.available:
+        pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+    video = video_of(tmp_path, 16 * MiB)
+    seen: list[int] = []
+
+    async def first_part_stored() -> None:
+        ledger = emulator.emulator.faults.ledger
+        while not any(happened["stored"] for happened in list(ledger.values())):
+            await asyncio.sleep(0.01)
+        assert budget.tuner is not None
+        seen.append(len(budget.tuner.history))
+
+    async with AsyncClient(settings, budget=budget, state_dir=tmp_path / "state") as client:
+        watcher = asyncio.ensure_future(first_part_stored())
+        result = await client.upload(Job.of(video, name="ticked", parts=8))
+        await watcher
+    assert seen and seen[0] >= 2, seen  # windows of 0.15 s in the first part's 2 s
+    assert await assembled(settings, result.job_id) == video.read_bytes()

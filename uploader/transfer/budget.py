@@ -34,6 +34,8 @@ log = logger("uploader.transfer")
 CHUNK_MEMORY = 8 * 1024 * 1024
 #: The smallest chunk, whatever the number of pieces in flight.
 MIN_CHUNK = 64 * 1024
+#: Seconds between two readings of the bytes acknowledged, while pieces fly (`auto`).
+TICK = 0.05
 #: Bytes taken from the bucket at a time: a part waiting for its turn shows progress (and
 #: is not taken for stalled) at least this often.
 STEP = 64 * 1024
@@ -70,6 +72,7 @@ class TransferBudget:
         self._slots = asyncio.Semaphore(self.limit)
         self._withheld = 0  # places to keep back as pieces end (the limit went down)
         self._bucket: AsyncLimiter | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     def bind(self) -> None:
         """Take the running event loop as the budget's: its places and bucket are made for
@@ -103,10 +106,15 @@ class TransferBudget:
         await self._slots.acquire()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.acked is not None and (self._ticker is None or self._ticker.done()):
+            self._ticker = asyncio.ensure_future(self._tick())
         try:
             yield
         finally:
             self.in_flight -= 1
+            if self.in_flight == 0 and self._ticker is not None:
+                self._ticker.cancel()
+                self._ticker = None
             if self._withheld:
                 self._withheld -= 1  # the limit went down: this place is not given back
             else:
@@ -132,6 +140,16 @@ class TransferBudget:
                 log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured)", self.limit,
                           changed, self.tuner.history[-1][2] / 2**20)
                 self._set_limit(changed)
+
+    async def _tick(self) -> None:
+        """While pieces fly, tell the tuner what the network acknowledged every TICK: a
+        chunk is handed to a connection long before it is sent (a part of two chunks on a
+        thin link: both at once, then nothing for its whole time), so chunk hand-offs alone
+        would close a window only when the next part starts."""
+        while True:
+            await asyncio.sleep(TICK)
+            if self.acked is not None and self.acked.active:
+                self.sent(0)
 
     def _set_limit(self, limit: int) -> None:
         more = limit - self.limit
