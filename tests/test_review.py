@@ -306,7 +306,7 @@ async def test_the_analysis_runs_beside_the_transfer_and_gates_the_confirm(
     from samples.make_samples import grow
     from tests.conftest import emulator_config
     from tests.uploads import Recorder
-    from uploader import AsyncClient, Job, Settings
+    from uploader import AsyncClient, Job, Limits, Settings
     from uploader._errors import PreflightError
     from uploader.emulator import start_emulator
 
@@ -331,7 +331,10 @@ async def test_the_analysis_runs_beside_the_transfer_and_gates_the_confirm(
     recorder = Recorder(watch=lambda done, total: events.append((time.monotonic(), "bytes")),
                         at_step=lambda step, job_id: events.append((time.monotonic(), step)))
     try:
+        # Two pieces at a time: the sockets' buffers of as many as `auto` opens on a crawling
+        # link (each holds megabytes on loopback) would take the whole video at once.
         async with AsyncClient(Settings.from_env(running.client_env()),
+                               limits=Limits(concurrency=2),
                                state_dir=tmp_path / "state") as client:
             with pytest.raises(PreflightError) as refused:
                 await client.upload(Job.of(video, name="beside"),
