@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import MIB, Table, _default_workdir, emulator, measure, video
+from harness import MIB, Table, _default_workdir, emulator, measure, video
 
 from uploader import MetaStudioClient, Settings
 

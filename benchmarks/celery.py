@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch import batch, copies, manifest
-from run import MIB, Table, _default_workdir, emulator, measure
+from harness import MIB, Table, _default_workdir, emulator, measure
 
 from tests.broker import RabbitMQ, Worker
 

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import MIB, Table, _watch_peak, emulator, upload
+from harness import MIB, Table, _watch_peak, emulator, upload
 
 from samples.make_samples import ffmpeg, still_picture
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch import copies, manifest
-from run import MIB, Table, _default_workdir, measure
+from harness import MIB, Table, _default_workdir, measure
 
 from tests.broker import RabbitMQ, Worker
 from uploader.emulator import EmulatorConfig, EmulatorThread

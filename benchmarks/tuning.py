@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import GIB, MIB, _default_workdir, measure, upload_command  # noqa: E402
+from harness import GIB, MIB, _default_workdir, measure, upload_command  # noqa: E402
 
 from samples.make_samples import grow  # noqa: E402
 from uploader import MetaStudioClient, Settings  # noqa: E402
