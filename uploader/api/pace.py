@@ -299,9 +299,8 @@ def _valid(raw: bytes, initial: dict[str, Any]) -> dict[str, Any]:
     numbers = ("next", "settled")
     if (not isinstance(state, dict) or set(state) != set(initial)
             or not all(isinstance(state[k], int | float) for k in numbers)
-            or not all(isinstance(state[k], list) for k in ("recent", "through"))
+            or not all(isinstance(state[k], list) for k in ("recent", "through", "pending"))
             or not isinstance(state["shared"], bool)
-            or not isinstance(state["pending"], list)
             or any(state[k] is not None and not (isinstance(state[k], int | float)
                                                  and state[k] >= FLOOR)
                    for k in ("rate", "ceiling"))):

@@ -106,7 +106,8 @@ class TransferBudget:
         await self._slots.acquire()
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.acked is not None and (self._ticker is None or self._ticker.done()):
+        if (self.acked is not None and self.acked.available
+                and (self._ticker is None or self._ticker.done())):
             self._ticker = asyncio.ensure_future(self._tick())
         try:
             yield
@@ -146,9 +147,10 @@ class TransferBudget:
         chunk is handed to a connection long before it is sent (a part of two chunks on a
         thin link: both at once, then nothing for its whole time), so chunk hand-offs alone
         would close a window only when the next part starts."""
+        assert self.acked is not None
         while True:
             await asyncio.sleep(TICK)
-            if self.acked is not None and self.acked.active:
+            if self.acked.active:
                 self.sent(0)
 
     def _set_limit(self, limit: int) -> None:
