@@ -322,8 +322,8 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
     from uploader.emulator import EmulatorThread
 
     video = video_of(tmp_path, PARTS * PART)
-    config = emulator_config(tmp_path / "emulator", link_rate=1600 * 1024)
-    with EmulatorThread(config) as emulator:
+    with EmulatorThread(emulator_config(tmp_path / "emulator")) as emulator:
+        emulator.emulator.faults.link_rate = 1600 * 1024
         env = cli_env(emulator.client_env(), tmp_path / "state")
         args = ("upload", str(video), "--name", "killed", "--parts", str(PARTS),
                 "--concurrency", "1", "--json")
@@ -332,6 +332,11 @@ def test_client_killed_then_resumed(tmp_path: Path, stored_at_kill: int):
             first.send_signal(signal.SIGKILL)
             first.wait()
         assert first.returncode == -signal.SIGKILL, "the upload ended before the kill"
+        # The killed process's kernel may still send what its socket held: let that PUT
+        # end, stored or cut, so that the ledger below counts every attempt's outcome.
+        deadline = time.monotonic() + 10
+        while emulator.emulator.faults.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
         held = stored_parts(emulator, job_id) or 0
         emulator.emulator.faults.link_rate = None
         result = json_out(run_cli(*args, env=env))

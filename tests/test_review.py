@@ -314,10 +314,13 @@ async def test_the_analysis_runs_beside_the_transfer_and_gates_the_confirm(
     size = 24 * 2**20  # more than the sockets' buffers hold, so that bytes are told as sent
     video = tmp_path / "room.mp4"
     grow(real_scene_video, video, size)
-    running = await start_emulator(emulator_config(tmp_path / "emulator",
-                                                   link_rate=64 * 1024.0))
+    # The crawl set after the start: the sockets keep loopback's buffers (an emulator
+    # started with a link rate gives small windows, and a chunk would not be told as sent
+    # before the verdict).
+    running = await start_emulator(emulator_config(tmp_path / "emulator"))
     loop = asyncio.get_running_loop()
     faults = running.emulator.faults
+    faults.link_rate = 64 * 1024.0
 
     class Watching(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

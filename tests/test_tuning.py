@@ -4,13 +4,17 @@ a real budget shared by uploads on the emulator, which never lets more pieces fl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import emulator_config
 from tests.uploads import assembled, video_of
-from uploader import AsyncClient, Job, TransferBudget
+from uploader import AsyncClient, Job, Settings, TransferBudget
+from uploader.emulator import RunningEmulator, start_emulator
 from uploader.transfer.budget import CHUNK_MEMORY
 from uploader.transfer.tuning import Tuner
 
@@ -66,6 +70,32 @@ def test_a_link_that_gets_better_is_followed_up():
     assert tuner.limit >= 48
 
 
+
+def test_a_first_report_starts_the_first_window_without_counting_in_it():
+    # What the first report says went out before it: counted, it would make the first
+    # level look faster than it is, and the next doubling look as though it did not pay.
+    tuner = Tuner(high=64)
+    assert tuner.observe(64 * MiB, 0.0, 16) is None  # megabytes handed before the start
+    assert tuner.observe(int(0.15 * 32 * MiB), 0.15, 16) == 32
+    assert tuner.history == [(0.15, 16, pytest.approx(32 * MiB, rel=0.01))]
+
+
+@pytest.mark.parametrize(("round_trip", "first_decision"), [
+    (None, 0.15),     # not known: the climbing window
+    (0.0001, 0.05),   # loopback: eight round trips are less than the shortest window
+    (0.1, 0.8),       # a far link: eight round trips, so new connections leave slow start
+])
+def test_climbing_windows_last_eight_round_trips_where_they_are_known(
+        round_trip: float | None, first_decision: float):
+    tuner = Tuner(high=64, shortest=0.05)
+    now, step = 0.0, 0.01
+    tuner.observe(0, now, 16, round_trip)
+    while tuner.limit == 16:
+        now += step
+        tuner.observe(int(16 * 2 * MiB * step), now, 16, round_trip)
+        assert now < 5
+    assert now == pytest.approx(first_decision, abs=step / 2)
+
 @pytest.mark.parametrize("high", [1, 3, 64])
 def test_it_never_leaves_its_bounds(high: int):
     import random
@@ -77,10 +107,15 @@ def test_it_never_leaves_its_bounds(high: int):
 
 
 @pytest.mark.slow
-async def test_auto_stays_within_a_shared_budget(emulator, settings, tmp_path: Path):
+async def test_auto_stays_within_a_shared_budget(tmp_path: Path):
     """Connections of 1 MiB/s each: the tuner wants many; a budget of 5 shared by two
     uploads lets at most 5 fly (the emulator counts them), and still tunes within it."""
-    emulator.emulator.faults.link_rate = 1 * MiB
+    async with _slow_link_emulator(tmp_path, 1 * MiB) as emulator:
+        await _within_a_shared_budget(emulator, tmp_path)
+
+
+async def _within_a_shared_budget(emulator: RunningEmulator, tmp_path: Path) -> None:
+    settings = Settings.from_env(emulator.client_env())
     budget = TransferBudget(concurrency=5, auto=True)
     videos = [video_of(tmp_path, 24 * 200 * 1024, f"v{n}.mp4") for n in range(2)]
     async with AsyncClient(settings, budget=budget,
@@ -197,7 +232,7 @@ def test_the_meter_counts_what_the_peer_acknowledged_not_what_the_socket_took():
 
 async def test_an_auto_budget_tunes_on_acknowledged_bytes_where_the_kernel_counts_them():
     """Bytes handed to a connection that the network has not taken measure nothing: the
-    tuner sees 0 bytes a second, not the megabytes handed (without the meter, it would)."""
+    tuner does not see the megabytes handed (without the meter, it would)."""
     import contextlib
     import socket
 
@@ -219,20 +254,37 @@ async def test_an_auto_budget_tunes_on_acknowledged_bytes_where_the_kernel_count
                 handed_only.sent(MiB)
                 await asyncio.sleep(0.05)
     assert metered.tuner is not None and handed_only.tuner is not None
-    assert metered.tuner.history and handed_only.tuner.history
-    assert all(rate == 0 for _, _, rate in metered.tuner.history)
+    assert handed_only.tuner.history
     assert all(rate > MiB for _, _, rate in handed_only.tuner.history)
+    # No connection carried anything: no level was measured at all (neither as the
+    # megabytes handed, nor as nothing: its connections had not begun).
+    assert metered.tuner.history == [] and metered.limit == 8
+
+
+@contextlib.asynccontextmanager
+async def _slow_link_emulator(tmp_path: Path, link: int) -> AsyncIterator[RunningEmulator]:
+    """An emulator started with a link rate: its connections throttle through small
+    receive windows (a rate set later paces reads, but the kernel's buffers stay large)."""
+    running = await start_emulator(emulator_config(tmp_path / "emulator", link_rate=link))
+    try:
+        yield running
+    finally:
+        await running.stop()
 
 
 @pytest.mark.slow
-async def test_auto_measures_while_parts_fly_not_only_when_chunks_are_handed(
-        emulator, settings, tmp_path: Path):
+async def test_auto_measures_while_parts_fly_not_only_when_chunks_are_handed(tmp_path: Path):
     """Parts of 2 MiB on connections of 1 MiB/s: each part's two chunks go to its socket at
     once, then nothing is handed for two seconds. The tuner reads what was acknowledged
     meanwhile (every TICK), so it has measured windows before the first part is stored;
     clocked by hand-offs alone it had none until the parts ended (and climbed 1 s late on
     benchmarks/tuning.py's slow link)."""
-    emulator.emulator.faults.link_rate = 1 * MiB
+    async with _slow_link_emulator(tmp_path, 1 * MiB) as emulator:
+        await _measures_while_parts_fly(emulator, tmp_path)
+
+
+async def _measures_while_parts_fly(emulator: RunningEmulator, tmp_path: Path) -> None:
+    settings = Settings.from_env(emulator.client_env())
     budget = TransferBudget(concurrency=8, auto=True)
     assert budget.acked is not None and budget.tuner is not None
     if not budget.acked.available:
@@ -251,5 +303,36 @@ async def test_auto_measures_while_parts_fly_not_only_when_chunks_are_handed(
         watcher = asyncio.ensure_future(first_part_stored())
         result = await client.upload(Job.of(video, name="ticked", parts=8))
         await watcher
-    assert seen and seen[0] >= 2, seen  # windows of 0.15 s in the first part's 2 s
+    assert seen and seen[0] >= 2, seen  # windows of 0.05-0.5 s in the first part's 2 s
     assert await assembled(settings, result.job_id) == video.read_bytes()
+
+
+
+@pytest.mark.slow
+async def test_on_the_emulator_s_slow_links_acknowledgements_track_the_link(tmp_path: Path):
+    """An emulator started with a link rate throttles through small receive windows, so
+    that what a client's kernel counts as acknowledged is what the link carried, as on a
+    slow path: with loopback's megabytes of buffer per connection the tuner's windows read
+    2.5x the link (87 MiB/s at 16 connections of 2 MiB/s). Each window the tuner measured
+    here (16, 32, then 64 connections of 512 KiB/s) after the first at its level stays
+    within 1.5x what its connections can carry."""
+    link = MiB // 2
+    async with _slow_link_emulator(tmp_path, link) as emulator:
+        settings = Settings.from_env(emulator.client_env())
+        budget = TransferBudget(concurrency=64, auto=True)
+        assert budget.acked is not None and budget.tuner is not None
+        if not budget.acked.available:
+            pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+        video = video_of(tmp_path, 96 * MiB)
+        async with AsyncClient(settings, budget=budget,
+                               state_dir=tmp_path / "state") as client:
+            result = await client.upload(Job.of(video, name="faithful", parts=96))
+        history = budget.tuner.history
+        assert [limit for _, limit, _ in history[:3]] == [16, 32, 64], history
+        later = [(limit, rate) for (_, before, _), (_, limit, rate)
+                 in itertools.pairwise(history) if limit == before]
+        assert len(later) >= 2, history
+        over = [(limit, round(rate / MiB, 1)) for limit, rate in later
+                if rate > 1.5 * limit * link]
+        assert not over, f"windows read faster than their connections carry: {over}"
+        assert await assembled(settings, result.job_id) == video.read_bytes()

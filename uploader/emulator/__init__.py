@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import ssl
 import threading
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -98,7 +100,8 @@ async def start_emulator(
         context.load_cert_chain(config.tls_cert, config.tls_key)
     # Requests in flight when it stops are cancelled after at most a second: uploads are
     # cut as a crash would cut them (what is stored stays stored), and it stops at once.
-    runner = await _serve(app, host, port, context)
+    shaped = config.link_rate is not None or config.total_rate is not None
+    runner = await _serve(app, host, port, context, shaped=shaped)
     running = RunningEmulator(_url(runner, "https" if context else "http"), config,
                               app[EMULATOR], runner)
     if config.credential_ttl is not None:
@@ -113,17 +116,54 @@ async def start_emulator(
 
 
 async def _serve(app: web.Application, host: str, port: int,
-                 context: ssl.SSLContext | None) -> web.AppRunner:
+                 context: ssl.SSLContext | None, *, shaped: bool = False) -> web.AppRunner:
+    """Serve `app`; `shaped` (a link rate set at start) with small receive windows."""
+    options: dict[str, Any] = {"read_bufsize": SHAPED_BUFFER} if shaped else {}
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                           shutdown_timeout=1.0)
+                           shutdown_timeout=1.0, **options)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
     try:
+        site: web.BaseSite = (
+            web.SockSite(runner, _small_window_socket(host, port), ssl_context=context)
+            if shaped else web.TCPSite(runner, host, port, ssl_context=context))
         await site.start()
     except BaseException:
         await runner.cleanup()
         raise
     return runner
+
+
+#: The receive buffers of an emulator started with a link rate: the kernel's (doubled by it
+#: for its bookkeeping) and aiohttp's (it stops reading a connection at twice this; by
+#: default it reads half a MiB ahead, and a paced body's acknowledgements came in bursts).
+SHAPED_BUFFER = 16 * 1024
+#: The largest segment on a shaped link: an Ethernet path's, not loopback's 64 KiB (which a
+#: window this small could not hold, so that a sender would wait on probes).
+PATH_SEGMENT = 1460
+
+
+def _small_window_socket(host: str, port: int) -> socket.socket:
+    """A listening socket whose connections get small receive windows from their first
+    packet on, so that a paced link throttles its sender through the window, as a slow path
+    does. The emulator paces a link by reading slowly, and a kernel acknowledges what lands
+    in its buffer: with the megabytes loopback gives each connection, a client's count of
+    acknowledged bytes (what `--concurrency auto` tunes on) ran ahead of the link by
+    seconds (a window at 16 connections of 2 MiB/s read 87 MiB/s). With these buffers it
+    reads 28-41 MiB/s; the link's rate is the same."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name == "posix":  # as asyncio does (on Windows it would share the port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SHAPED_BUFFER)
+        if hasattr(socket, "TCP_MAXSEG"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, PATH_SEGMENT)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _url(runner: web.AppRunner, scheme: str) -> str:

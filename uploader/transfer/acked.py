@@ -15,10 +15,13 @@ between two reads loses what it acknowledged in between (at most one window's wo
 
 from __future__ import annotations
 
+import math
 import socket
+import statistics
 import struct
 import sys
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -28,12 +31,21 @@ _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else No
 #: struct tcp_info: tcpi_bytes_acked is the __u64 at byte 120 (include/uapi/linux/tcp.h).
 _BYTES_ACKED = struct.Struct("=Q")
 _OFFSET = 120
+#: tcpi_rtt, the smoothed round trip in microseconds, is the __u32 at byte 68.
+_RTT = struct.Struct("=I")
+_RTT_OFFSET = 68
 _INFO_SIZE = 256
 
 
 def bytes_acked(sock: socket.socket) -> int | None:
     """Bytes the peer acknowledged on `sock` (one more than sent, for the SYN), or None
     where the kernel does not say (or the socket is closed)."""
+    info = _tcp_info(sock)
+    return None if info is None else info[0]
+
+
+def _tcp_info(sock: socket.socket) -> tuple[int, float] | None:
+    """(bytes acknowledged, smoothed round trip in seconds) of `sock`, or None."""
     if _TCP_INFO is None:
         return None
     try:
@@ -42,16 +54,27 @@ def bytes_acked(sock: socket.socket) -> int | None:
         return None
     if len(info) < _OFFSET + _BYTES_ACKED.size:
         return None  # a kernel older than 4.1
-    return int(_BYTES_ACKED.unpack_from(info, _OFFSET)[0])
+    return (int(_BYTES_ACKED.unpack_from(info, _OFFSET)[0]),
+            _RTT.unpack_from(info, _RTT_OFFSET)[0] / 1e6)
 
 
 class AckedBytes:
     """The bytes acknowledged on every socket this meter made, counted as they come."""
 
-    def __init__(self) -> None:
-        self._seen: weakref.WeakKeyDictionary[socket.socket, int] = weakref.WeakKeyDictionary()
+    def __init__(self, *, recent: float = 0.2) -> None:
+        #: By socket: bytes acknowledged when last read, and when that count last grew.
+        self._seen: weakref.WeakKeyDictionary[socket.socket, tuple[int, float]] = (
+            weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
+        self._recent = recent
         self.available = _TCP_INFO is not None and _probe()
+        #: At the last `take()`: how many connections carried data (had more acknowledged)
+        #: in the `recent` seconds before it (a gap between two reads of the body does not
+        #: count; a connection that has not begun does), and the median smoothed round
+        #: trip (seconds) of those that carried since the `take()` before (None until one
+        #: has).
+        self.carrying = 0
+        self.round_trip: float | None = None
 
     @property
     def active(self) -> bool:
@@ -65,21 +88,29 @@ class AckedBytes:
         sock = socket.socket(family, kind, proto)
         if self.available:
             with self._lock:
-                self._seen[sock] = 1  # the SYN's acknowledgement is not data
+                self._seen[sock] = (1, -math.inf)  # the SYN's acknowledgement: not data
         return sock
 
     def take(self) -> int:
         """Bytes acknowledged on our sockets since the last call."""
-        total = 0
+        total = carrying = 0
+        trips: list[float] = []
+        at = time.monotonic()
         with self._lock:
-            for sock, before in list(self._seen.items()):
-                now = bytes_acked(sock)
-                if now is None:
+            for sock, (before, grew) in list(self._seen.items()):
+                info = _tcp_info(sock)
+                if info is None:
                     del self._seen[sock]  # closed: its last window is lost
                     continue
+                now, trip = info
                 if now > before:
                     total += now - before
-                    self._seen[sock] = now
+                    self._seen[sock] = (now, grew := at)
+                    trips.append(trip)
+                carrying += grew >= at - self._recent
+        self.carrying = carrying
+        if trips:
+            self.round_trip = statistics.median(trips)
         return total
 
 

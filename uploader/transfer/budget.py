@@ -60,8 +60,8 @@ class TransferBudget:
                                         high=checks.MAX_CONCURRENCY * 4)
         self.bwlimit = None if bwlimit is None else checks.whole(
             bwlimit, "the bandwidth limit (bytes a second)", low=STEP)
-        self.tuner = Tuner(high=self.concurrency, start=min(16, self.concurrency)) if auto \
-            else None
+        self.tuner = Tuner(high=self.concurrency, start=min(16, self.concurrency),
+                           shortest=TICK) if auto else None
         #: With `auto`, what the network took (where the kernel says): the tuner's measure,
         #: rather than bytes handed to sockets, whose buffers hold seconds of a thin link.
         self.acked = AckedBytes() if auto else None
@@ -132,26 +132,34 @@ class TransferBudget:
 
     def sent(self, size: int) -> None:
         """`size` more bytes were handed to a connection: with `auto`, the tuner measures
-        them (the bytes the network acknowledged since, where the kernel counts them)."""
-        if self.tuner is not None:
-            if self.acked is not None and self.acked.active:
-                size = self.acked.take()
-            changed = self.tuner.observe(size, time.monotonic(), self.in_flight)
-            if changed is not None:
-                log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured)", self.limit,
-                          changed, self.tuner.history[-1][2] / 2**20)
-                self._set_limit(changed)
+        them, unless the kernel counts what the network acknowledged (then `_tick` measures
+        that, and hand-offs are not a measure)."""
+        if self.tuner is None or (self.acked is not None and self.acked.active):
+            return
+        self._observe(size, self.in_flight, None)
+
+    def _observe(self, size: int, in_flight: int, round_trip: float | None) -> None:
+        assert self.tuner is not None
+        changed = self.tuner.observe(size, time.monotonic(), in_flight, round_trip)
+        if changed is not None:
+            log.debug("pieces in flight: %d -> %d (%.1f MiB/s measured)", self.limit,
+                      changed, self.tuner.history[-1][2] / 2**20)
+            self._set_limit(changed)
 
     async def _tick(self) -> None:
-        """While pieces fly, tell the tuner what the network acknowledged every TICK: a
-        chunk is handed to a connection long before it is sent (a part of two chunks on a
-        thin link: both at once, then nothing for its whole time), so chunk hand-offs alone
-        would close a window only when the next part starts."""
+        """While pieces fly, tell the tuner every TICK what the network acknowledged, and
+        as pieces in flight no more than the connections that carried some of it: a chunk
+        is handed to a connection long before it is sent (a part of two chunks on a thin
+        link: both at once, then nothing for its whole time), and a new connection carries
+        nothing for a while (its handshake, its request, its first round trip), so a level
+        is measured while its connections carry."""
         assert self.acked is not None
         while True:
             await asyncio.sleep(TICK)
             if self.acked.active:
-                self.sent(0)
+                acknowledged = self.acked.take()
+                self._observe(acknowledged, min(self.in_flight, self.acked.carrying),
+                              self.acked.round_trip)
 
     def _set_limit(self, limit: int) -> None:
         more = limit - self.limit

@@ -10,15 +10,18 @@ much: fewer connections for the same throughput), stepping back from a probe tha
 pay, so that it follows a link that changes.
 
 What it is told is, where the kernel counts them (Linux), the bytes the network
-acknowledged (`acked`, fed by `TransferBudget`); elsewhere bytes handed to the sockets, and
+acknowledged, every 50 ms, with as pieces in flight those whose connections carried some
+(`TransferBudget`): a level is measured once most of its connections carry, and a window lasts
+eight round trips of theirs (a tick on loopback; on a far link long enough for new
+connections to leave slow start). Elsewhere it is told bytes handed to the sockets, and
 new connections first fill their buffers (on loopback, several MiB each), which looks like
-throughput the link does not have. While it first climbs that can only make more look
+throughput the link does not have: while it first climbs that can only make more look
 better, so it climbs on windows of 0.15 s (a wave of long parts started late ends late).
 After a probe or a step back, the first window only settles; and a window where the pieces
 in flight do not match the limit is not measured (after the limit falls, pieces already
 sent go on until they end; at the end of a transfer fewer are left). Pure: it is told
-bytes, times and pieces in flight, and answers with the new number; `TransferBudget`
-applies it.
+bytes, times, pieces in flight and round trips, and answers with the new number;
+`TransferBudget` applies it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ GAIN = 1.10
 KEEP = 0.95
 #: The most windows between two probes the same way.
 _LONGEST_WAIT = 64
+#: Where the connections' round trip is known, a window lasts this many of them (at least
+#: `shortest`): a new connection's slow start takes about four to reach 2 MiB/s over
+#: 100 ms (ten segments, doubled each round trip), then the level must be measured. On
+#: loopback that is a tick; elsewhere a window as long as the link needs.
+ROUND_TRIPS = 8
 
 
 class _Phase(enum.Enum):
@@ -54,13 +62,14 @@ class Tuner:
     window of `window` seconds (`grow_window` while it first climbs) measures each level."""
 
     def __init__(self, *, low: int = 1, high: int = 64, start: int = 16,
-                 window: float = 0.5, grow_window: float = 0.15,
+                 window: float = 0.5, grow_window: float = 0.15, shortest: float = 0.05,
                  probe_every: int = 6) -> None:
         if not 1 <= low <= start <= high:
             raise ValueError("Tuner needs 1 <= low <= start <= high")
         self.low, self.high = low, high
         self.limit = start
         self._window, self._grow_window, self._probe_every = window, grow_window, probe_every
+        self._shortest = shortest
         self._phase = _Phase.GROW
         self._base: _Level | None = None  # the level the current one is compared with
         # Windows to hold before a probe each way: `probe_every` up (a probe up that does
@@ -74,10 +83,12 @@ class Tuner:
         self._settling = False  # the window after a probe or a step back is not measured
         self.history: list[tuple[float, int, float]] = []  # (time, limit, bytes a second)
 
-    def observe(self, sent: int, now: float, in_flight: int | None = None) -> int | None:
+    def observe(self, sent: int, now: float, in_flight: int | None = None,
+                round_trip: float | None = None) -> int | None:
         """`sent` more bytes went out at `now` (seconds, any monotonic clock), with
-        `in_flight` pieces being sent (None: as many as the limit); the new limit if this
-        ends a window that changes it, else None.
+        `in_flight` pieces being sent (None: as many as the limit) over connections whose
+        round trip is `round_trip` seconds (None: not known); the new limit if this ends a
+        window that changes it, else None.
 
         A window measures the limit only while the pieces in flight match it: after the
         limit falls, pieces already sent go on until they end (a part of 8 MiB takes 4 s at
@@ -88,10 +99,12 @@ class Tuner:
             self._since, self._bytes, self._settling = now, 0, True
             return None
         if self._since is None:
-            self._since = now  # the first bytes start the first window
+            # The first report starts the first window; what it reports went out before.
+            self._since = now
+            return None
         self._bytes += sent
         elapsed = now - self._since
-        if elapsed < (self._grow_window if self._phase is _Phase.GROW else self._window):
+        if elapsed < self._window_for(round_trip):
             return None
         rate = self._bytes / elapsed
         self._since, self._bytes = now, 0
@@ -109,6 +122,16 @@ class Tuner:
         # can only make more look better, and a link that takes more is climbed at once.
         self._settling = self._phase is not _Phase.GROW
         return new
+
+    def _window_for(self, round_trip: float | None) -> float:
+        """How long a window lasts now: while it first climbs `grow_window`, else `window`;
+        where the round trip is known, ROUND_TRIPS of them instead while it climbs (at least
+        `shortest`), and at least as many when it holds."""
+        climbing = self._phase is _Phase.GROW
+        if round_trip is None:
+            return self._grow_window if climbing else self._window
+        measured = ROUND_TRIPS * round_trip
+        return max(self._shortest, measured) if climbing else max(self._window, measured)
 
     def _decide(self, rate: float) -> int | None:
         base = self._base
