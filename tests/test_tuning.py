@@ -261,6 +261,16 @@ async def test_an_auto_budget_tunes_on_acknowledged_bytes_where_the_kernel_count
     assert metered.tuner.history == [] and metered.limit == 8
 
 
+def _metered_budget(concurrency: int) -> TransferBudget:
+    """An auto budget told what the network acknowledged (the test is skipped where the
+    kernel does not count it)."""
+    budget = TransferBudget(concurrency=concurrency, auto=True)
+    assert budget.acked is not None and budget.tuner is not None
+    if not budget.acked.available:
+        pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+    return budget
+
+
 @contextlib.asynccontextmanager
 async def _slow_link_emulator(tmp_path: Path, link: int) -> AsyncIterator[RunningEmulator]:
     """An emulator started with a link rate: its connections throttle through small
@@ -285,10 +295,7 @@ async def test_auto_measures_while_parts_fly_not_only_when_chunks_are_handed(tmp
 
 async def _measures_while_parts_fly(emulator: RunningEmulator, tmp_path: Path) -> None:
     settings = Settings.from_env(emulator.client_env())
-    budget = TransferBudget(concurrency=8, auto=True)
-    assert budget.acked is not None and budget.tuner is not None
-    if not budget.acked.available:
-        pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+    budget = _metered_budget(8)
     video = video_of(tmp_path, 16 * MiB)
     seen: list[int] = []
 
@@ -307,7 +314,6 @@ async def _measures_while_parts_fly(emulator: RunningEmulator, tmp_path: Path) -
     assert await assembled(settings, result.job_id) == video.read_bytes()
 
 
-
 @pytest.mark.slow
 async def test_on_the_emulator_s_slow_links_acknowledgements_track_the_link(tmp_path: Path):
     """An emulator started with a link rate throttles through small receive windows, so
@@ -319,14 +325,12 @@ async def test_on_the_emulator_s_slow_links_acknowledgements_track_the_link(tmp_
     link = MiB // 2
     async with _slow_link_emulator(tmp_path, link) as emulator:
         settings = Settings.from_env(emulator.client_env())
-        budget = TransferBudget(concurrency=64, auto=True)
-        assert budget.acked is not None and budget.tuner is not None
-        if not budget.acked.available:
-            pytest.skip("this kernel does not count acknowledged bytes (TCP_INFO)")
+        budget = _metered_budget(64)
         video = video_of(tmp_path, 96 * MiB)
         async with AsyncClient(settings, budget=budget,
                                state_dir=tmp_path / "state") as client:
             result = await client.upload(Job.of(video, name="faithful", parts=96))
+        assert budget.tuner is not None
         history = budget.tuner.history
         assert [limit for _, limit, _ in history[:3]] == [16, 32, 64], history
         later = [(limit, rate) for (_, before, _), (_, limit, rate)
