@@ -6,6 +6,7 @@ these tests pin down what those cannot show on the Python that runs them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sys
@@ -51,7 +52,7 @@ async def test_every_chunk_stays_as_read_for_as_long_as_it_is_held(tmp_path):
     expected = path.read_bytes()[part.offset:part.offset + part.size]
     assert [len(chunk) for chunk in held] == [CHUNK] * 7 + [17]
     assert b"".join(held) == expected
-    assert await body.md5_hex() == hashlib.md5(expected).hexdigest()
+    assert body.md5_hex() == hashlib.md5(expected).hexdigest()
 
 
 async def test_a_slice_of_a_chunk_held_across_reads_stays_as_read(tmp_path):
@@ -68,7 +69,7 @@ async def test_a_slice_of_a_chunk_held_across_reads_stays_as_read(tmp_path):
         offset += len(chunk)
         del chunk
     assert all(bytes(piece) == data[start:start + len(piece)] for start, piece in held)
-    assert await body.md5_hex() == hashlib.md5(data).hexdigest()
+    assert body.md5_hex() == hashlib.md5(data).hexdigest()
 
 
 @pytest.mark.skipif(sys.implementation.name != "cpython", reason="reuse needs refcounts")
@@ -88,7 +89,7 @@ async def test_a_chunk_nobody_holds_any_more_is_read_into_again(tmp_path, monkey
     async for chunk in body:
         digest.update(chunk)
     assert digest.hexdigest() == hashlib.md5(path.read_bytes()).hexdigest()
-    assert await body.md5_hex() == digest.hexdigest()
+    assert body.md5_hex() == digest.hexdigest()
     assert len(made) <= 3
 
 
@@ -97,7 +98,10 @@ def slow_kernel(digests: Sequence[Digest], chunks: Sequence[memoryview]) -> None
     update_lanes(digests, chunks)
 
 
-async def test_reading_waits_for_hashing_so_memory_stays_bounded(tmp_path):
+async def test_each_chunk_is_hashed_before_it_is_handed_out_and_one_at_most_is_read_ahead(
+        tmp_path):
+    # Read and hashed in one worker-thread step: a chunk handed out is hashed already, and
+    # the next one is read (and hashed) while it is sent, no further: memory, two chunks.
     path = file_of(tmp_path, 9 * CHUNK)
     hashed: list[int] = []
 
@@ -109,19 +113,30 @@ async def test_reading_waits_for_hashing_so_memory_stays_bounded(tmp_path):
     read = 0
     async for chunk in body:
         read += len(chunk)
-        assert read - sum(hashed) <= CHUNK  # a chunk is read once the one before is hashed
-    assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
+        await asyncio.sleep(0.03)  # the chunk is being sent: the next one is read meanwhile
+        assert read <= sum(hashed) <= read + CHUNK
+    assert body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
 
 
 async def test_the_md5_counts_every_chunk_even_when_aiohttp_stops_the_body_early(tmp_path):
-    # Once the storage answers, aiohttp may stop iterating the body: the last chunks may
-    # have been sent but not yet hashed.
+    # Once the storage answers, aiohttp may stop iterating the body after its last chunk.
     path = file_of(tmp_path, 4 * CHUNK)
     body = body_of(path, Part(1, 0, 4 * CHUNK), hasher=LaneHasher(kernel=slow_kernel))
     chunks = aiter(body)
     for _ in range(4):
         await anext(chunks)
-    assert await body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
+    assert body.md5_hex() == hashlib.md5(path.read_bytes()).hexdigest()
+
+
+async def test_a_body_not_sent_to_its_end_has_no_md5(tmp_path):
+    # The next chunk is read (and hashed) ahead: an MD5 of a body cut short would count it.
+    path = file_of(tmp_path, 4 * CHUNK)
+    body = body_of(path, Part(1, 0, 4 * CHUNK))
+    chunks = aiter(body)
+    for _ in range(3):
+        await anext(chunks)
+    assert body.md5_hex() is None
+    await chunks.aclose()  # type: ignore[attr-defined]
 
 
 async def test_progress_is_reported_chunk_by_chunk(tmp_path):

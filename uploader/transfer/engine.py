@@ -192,7 +192,10 @@ async def put_part(
                   without_queries(url), part.size, status, request_id, etag)
     if status != 200:
         raise _failure_for(status, text, asked, request_id)
-    md5_hex = await body.md5_hex()
+    md5_hex = body.md5_hex()
+    if md5_hex is None:  # a storage that answers 200 before the body has all arrived
+        raise PartFailure("the storage answered before the part was sent whole",
+                          retryable=True, status=status)
     match = None if encrypted else etag_matches(etag or "", md5_hex)
     if match is None:
         log.debug("%s: ETag %r is not an MD5 (%s); not checked", part.label, etag,

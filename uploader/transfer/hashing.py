@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import io
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -32,7 +33,20 @@ class Digest(Protocol):
 
 
 Kernel = Callable[[Sequence[Digest], Sequence[memoryview]], None]
-_Chunk = tuple[Digest, memoryview, "asyncio.Future[None]"]
+
+
+class _Chunk:
+    """A chunk for a digest: given (`source` None), or to be read from `source` (at its
+    position) into `data` first. `got` is what was read (or given), `error` why a read
+    failed."""
+
+    __slots__ = ("data", "digest", "done", "error", "got", "source")
+
+    def __init__(self, digest: Digest, data: memoryview, done: asyncio.Future[int],
+                 source: io.RawIOBase | None = None) -> None:
+        self.digest, self.data, self.done, self.source = digest, data, done, source
+        self.got = len(data) if source is None else 0
+        self.error: OSError | None = None
 
 
 def _update_each(digests: Sequence[Digest], buffers: Sequence[memoryview]) -> None:
@@ -104,8 +118,10 @@ class LaneHasher:
 
     A part calls `open` before its first chunk and `close` after its last. `add` queues a
     chunk for a digest and returns a `Hashed`; awaiting it returns once the chunk is hashed,
-    and until then the caller keeps the chunk's buffer unchanged. Chunks of one digest are
-    hashed in the order they were added.
+    and until then the caller keeps the chunk's buffer unchanged. `read` queues a chunk to
+    be read from a file first, in the same worker-thread step as the hashing: one thread
+    hop for the chunks of every part, rather than one per chunk for its read. Chunks of one
+    digest are hashed in the order they were queued.
 
     Hashing starts when every open part has a chunk waiting (or `lanes` parts do): one
     worker-thread step then hashes every waiting chunk, a chunk per part per kernel call,
@@ -120,7 +136,7 @@ class LaneHasher:
         self._grace = grace
         self._parts = 0
         self._waiting: list[_Chunk] = []
-        self._wanted: set[asyncio.Future[None]] = set()  # chunks a part waits for
+        self._wanted: set[asyncio.Future[int]] = set()  # chunks a part waits for
         self._overdue = False
         self._timer: asyncio.TimerHandle | None = None
         self._step: asyncio.Task[None] | None = None
@@ -133,16 +149,31 @@ class LaneHasher:
         self._wake()
 
     def add(self, digest: Digest, data: memoryview) -> Hashed:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((digest, data, done))
-        self._wake()
-        return Hashed(self, done)
+        """Hash `data` into `digest`; awaiting the answer gives len(data)."""
+        return self._queue(_Chunk(digest, data, self._future()))
 
-    async def _wait(self, done: asyncio.Future[None]) -> None:
+    def read(self, digest: Digest, source: io.RawIOBase, into: memoryview) -> Hashed:
+        """Fill `into` from `source` (from its position on), then hash what was read into
+        `digest`. Awaiting the answer gives the bytes read: fewer than len(into) only where
+        the file ends; an OSError if the read failed (then nothing is hashed, and no later
+        chunk of that digest either). The caller keeps `source` open, and reads nothing
+        else from it, until then."""
+        return self._queue(_Chunk(digest, into, self._future(), source))
+
+    @staticmethod
+    def _future() -> asyncio.Future[int]:
+        return asyncio.get_running_loop().create_future()
+
+    def _queue(self, chunk: _Chunk) -> Hashed:
+        self._waiting.append(chunk)
+        self._wake()
+        return Hashed(self, chunk.done)
+
+    async def _wait(self, done: asyncio.Future[int]) -> int:
         self._wanted.add(done)
         try:
             self._wake()
-            await done
+            return await done
         finally:
             self._wanted.discard(done)
 
@@ -152,7 +183,7 @@ class LaneHasher:
             return
         wanted = any(not done.done() for done in self._wanted)
         self._overdue &= wanted  # a grace that ran out for no one owes no one a step
-        parts = len({id(digest) for digest, _, _ in self._waiting})
+        parts = len({id(chunk.digest) for chunk in self._waiting})
         if parts >= min(self._lanes, max(self._parts, 1)) or self._overdue:
             self._overdue = False
             if self._timer is not None:
@@ -170,47 +201,75 @@ class LaneHasher:
     async def _run(self) -> None:
         batch, self._waiting = self._waiting, []
         try:
-            await asyncio.to_thread(_in_rounds, self._kernel, batch)
+            await asyncio.to_thread(_read_and_hash, self._kernel, batch)
         except asyncio.CancelledError:
             # The loop is closing. The step stays taken: none other may start while the
-            # thread could still be hashing these digests.
-            for _, _, done in batch:
-                done.cancel()
+            # thread could still be reading or hashing these chunks.
+            for chunk in batch:
+                chunk.done.cancel()
             raise
         except Exception as exc:  # a kernel bug: the parts of this batch fail with it
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_exception(exc)
+            for chunk in batch:
+                if not chunk.done.done():
+                    chunk.done.set_exception(exc)
         else:
-            for _, _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            for chunk in batch:
+                if chunk.done.done():
+                    continue
+                if chunk.error is not None:
+                    chunk.done.set_exception(chunk.error)
+                else:
+                    chunk.done.set_result(chunk.got)
         self._step = None
         self._wake()
 
 
 class Hashed:
-    """A chunk handed to a `LaneHasher`: awaiting it asks for it to be hashed now."""
+    """A chunk handed to a `LaneHasher`: awaiting it asks for it to be hashed now, and gives
+    the bytes hashed."""
 
     __slots__ = ("_done", "_hasher")
 
-    def __init__(self, hasher: LaneHasher, done: asyncio.Future[None]) -> None:
+    def __init__(self, hasher: LaneHasher, done: asyncio.Future[int]) -> None:
         self._hasher = hasher
         self._done = done
 
-    def __await__(self) -> Generator[Any, None, None]:
+    def __await__(self) -> Generator[Any, None, int]:
         return self._hasher._wait(self._done).__await__()
 
 
-def _in_rounds(kernel: Kernel, batch: list[_Chunk]) -> None:
-    """Hash `batch` in arrival order per digest: each kernel call takes the oldest chunk
-    left of every digest."""
+def _read_and_hash(kernel: Kernel, batch: list[_Chunk]) -> None:
+    """Read the chunks that are to be read, then hash the batch in rounds, in queued order
+    per digest: each kernel call takes the oldest chunk left of every digest. A digest whose
+    read failed takes no more chunks."""
+    failed: dict[int, OSError] = {}
+    for chunk in batch:
+        if chunk.source is not None and id(chunk.digest) not in failed:
+            try:
+                chunk.got = _fill(chunk.source, chunk.data)
+            except OSError as exc:
+                failed[id(chunk.digest)] = exc
+    for chunk in batch:
+        chunk.error = failed.get(id(chunk.digest))
+    batch = [chunk for chunk in batch if chunk.error is None]
     while batch:
         now: list[_Chunk] = []
         later: list[_Chunk] = []
         seen: set[int] = set()
         for chunk in batch:
-            (later if id(chunk[0]) in seen else now).append(chunk)
-            seen.add(id(chunk[0]))
-        kernel([digest for digest, _, _ in now], [data for _, data, _ in now])
+            (later if id(chunk.digest) in seen else now).append(chunk)
+            seen.add(id(chunk.digest))
+        kernel([chunk.digest for chunk in now], [chunk.data[:chunk.got] for chunk in now])
         batch = later
+
+
+def _fill(source: io.RawIOBase, into: memoryview) -> int:
+    """Read into `into` until it is full or the file ends (a read may return less than
+    asked); the bytes read."""
+    got = 0
+    while got < len(into):
+        count = source.readinto(into[got:])
+        if not count:
+            break
+        got += count
+    return got

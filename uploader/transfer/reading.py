@@ -11,6 +11,7 @@ and the reader does not fault in fresh pages for every chunk (that cost 0.3 s of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import re
@@ -51,7 +52,9 @@ async def piece_md5(piece: Piece, chunk_size: int = 1024 * 1024,
     async with reader:
         while await reader.read() is not None:
             pass
-    return await reader.md5_hex()
+    md5_hex = reader.md5_hex()
+    assert md5_hex is not None  # read to its end
+    return md5_hex
 
 
 async def pieces_md5(pieces: list[Piece], *, chunk_size: int,
@@ -73,20 +76,17 @@ async def pieces_md5(pieces: list[Piece], *, chunk_size: int,
     return dict(task.result() for task in tasks)
 
 
-def _checked(got: int, path: Path) -> int:
-    if not got:
-        raise FileChangedError(
-            f"{path} became shorter while it was being sent: it is being changed; "
-            "let it be, then run the command again"
-        )
-    return got
+def _shorter(path: Path) -> FileChangedError:
+    return FileChangedError(f"{path} became shorter while it was being sent: it is being "
+                            "changed; let it be, then run the command again")
 
 
 class _PartReader:
-    """One part of the file, read chunk by chunk, each chunk handed to the hasher as it is
-    read. A chunk is read only once the one before it is hashed, so memory stays near two
-    chunks per part (one hashed, one on its way); a chunk stays as it was read for as long as
-    anyone holds it (see the module's docstring).
+    """One part of the file, chunk by chunk, each chunk read and hashed by the hasher in one
+    worker-thread step with the chunks of the other parts. The next chunk is asked for as
+    one is handed out, so that it is ready when it is wanted: memory stays near two chunks
+    per part (one on its way to the socket, the next); a chunk stays as it was read for as
+    long as anyone holds it (see the module's docstring).
     """
 
     def __init__(self, part: Piece, *, chunk_size: int, hasher: LaneHasher) -> None:
@@ -94,7 +94,7 @@ class _PartReader:
         self._chunk = min(chunk_size, part.size)
         self._hasher = hasher
         self._digest = new_md5()
-        self._hashed: list[Hashed] = []
+        self._next: tuple[memoryview, Hashed] | None = None  # asked for, not handed out
         self._position, self._end = part.offset, part.offset + part.size
         self._file: io.FileIO | None = None
         self._buffers: list[bytearray] = []  # read into before; reused once nobody holds one
@@ -108,31 +108,45 @@ class _PartReader:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._hasher.close()
-        if self._file is not None:
-            self._file.close()
+        try:
+            if self._next is not None:  # a read in flight uses the file: let it end first
+                with contextlib.suppress(Exception):
+                    await self._next[1]
+        finally:
+            self._next = None
+            self._hasher.close()
+            if self._file is not None:
+                self._file.close()
 
     async def read(self) -> memoryview | None:
-        """The next chunk, or None after the last. A view (a bytearray's slices are copies,
-        and aiohttp slices what it sends to the Content-Length)."""
-        if self._position >= self._end:
-            return None
-        if len(self._hashed) >= 1:
-            await self._hashed.pop(0)
-        size = min(self._chunk, self._end - self._position)
-        assert self._file is not None, "read() outside `async with`"
-        buffer = self._free_buffer()
-        chunk = memoryview(buffer)[:size]
+        """The next chunk, read and hashed, or None after the last. A view (a bytearray's
+        slices are copies, and aiohttp slices what it sends to the Content-Length)."""
+        if self._next is None:
+            if self._position >= self._end:
+                return None
+            self._next = self._ask()
+        chunk, hashed = self._next
+        self._next = None
         try:
-            got = await asyncio.to_thread(self._file.readinto, chunk) or 0
+            got = await hashed
         except OSError as exc:
             raise _unreadable(self._path, exc) from exc
-        if _checked(got, self._path) < size:  # a short read: the file ends here now
-            chunk = chunk[:got]
-        self._buffers.append(buffer)
-        self._hashed.append(self._hasher.add(self._digest, chunk))
-        self._position += got
+        if got < len(chunk):
+            raise _shorter(self._path)
+        if self._position < self._end:
+            self._next = self._ask()
         return chunk
+
+    def _ask(self) -> tuple[memoryview, Hashed]:
+        """Have the next chunk read and hashed."""
+        assert self._file is not None, "read() outside `async with`"
+        size = min(self._chunk, self._end - self._position)
+        buffer = self._free_buffer()
+        self._buffers.append(buffer)
+        chunk = memoryview(buffer)[:size]
+        hashed = self._hasher.read(self._digest, self._file, chunk)
+        self._position += size
+        return chunk, hashed
 
     def _free_buffer(self) -> bytearray:
         """A buffer nobody but this reader refers to: one read into before, else a new one."""
@@ -144,10 +158,11 @@ class _PartReader:
             del self._buffers[:-2]  # held elsewhere: left to whoever holds them
         return bytearray(self._chunk)
 
-    async def md5_hex(self) -> str:
-        """The MD5 of what was read, once the hasher is through with it."""
-        while self._hashed:
-            await self._hashed.pop(0)
+    def md5_hex(self) -> str | None:
+        """The MD5 of the part (every chunk is hashed before it is handed out); None if
+        the part was not handed out to its end."""
+        if self._next is not None or self._position < self._end:
+            return None
         return self._digest.hexdigest()
 
 
@@ -216,7 +231,7 @@ class PartBody:
             self.failure = exc
             raise
 
-    async def md5_hex(self) -> str:
-        """The MD5 of what was sent. Asked after the answer: the storage may answer before
-        the last chunks are hashed (they are handed to the hasher as they are sent)."""
-        return await self._reader.md5_hex()
+    def md5_hex(self) -> str | None:
+        """The MD5 of what was sent (each chunk is hashed before it is handed out); None if
+        the body was not sent to its end."""
+        return self._reader.md5_hex()
