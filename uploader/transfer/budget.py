@@ -108,6 +108,10 @@ class TransferBudget:
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if (self.acked is not None and self.acked.available
                 and (self._ticker is None or self._ticker.done())):
+            # Pieces start flying: a window starts now (what was acknowledged before, the
+            # tail of an earlier upload, is not its).
+            self.acked.take()
+            self._observe(0, self.in_flight, None)
             self._ticker = asyncio.ensure_future(self._tick())
         try:
             yield

@@ -96,7 +96,10 @@ class Tuner:
         where fewer than three quarters of the limit, or more than the limit, are in flight
         are dropped, and the next one only settles."""
         if in_flight is not None and not self.limit * 3 / 4 <= in_flight <= self.limit:
-            self._since, self._bytes, self._settling = now, 0, True
+            # While it first climbs, the next window counts at once: what was dropped is
+            # pieces that had not begun yet (after a rise, or at the start).
+            self._since, self._bytes = now, 0
+            self._settling = self._phase is not _Phase.GROW
             return None
         if self._since is None:
             # The first report starts the first window; what it reports went out before.
