@@ -148,8 +148,9 @@ def _small_window_socket(host: str, port: int) -> socket.socket:
     does. The emulator paces a link by reading slowly, and a kernel acknowledges what lands
     in its buffer: with the megabytes loopback gives each connection, a client's count of
     acknowledged bytes (what `--concurrency auto` tunes on) ran ahead of the link by
-    seconds (a window at 16 connections of 2 MiB/s read 87 MiB/s). With these buffers it
-    reads 28-41 MiB/s; the link's rate is the same."""
+    seconds (a first window at 16 connections of 2 MiB/s read 87 MiB/s). With these
+    buffers it reads 37-45 MiB/s (the link carries 32; the rest is the new connections' first
+    buffers); the link's rate is the same."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)

@@ -94,7 +94,7 @@ class Tuner:
         limit falls, pieces already sent go on until they end (a part of 8 MiB takes 4 s at
         2 MiB/s), and at the end of a transfer fewer are left than the limit. Windows
         where fewer than three quarters of the limit, or more than the limit, are in flight
-        are dropped, and the next one only settles."""
+        are dropped, and once it has first climbed, the next one only settles."""
         if in_flight is not None and not self.limit * 3 / 4 <= in_flight <= self.limit:
             # While it first climbs, the next window counts at once: what was dropped is
             # pieces that had not begun yet (after a rise, or at the start).
