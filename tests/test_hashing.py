@@ -182,3 +182,28 @@ def test_an_upload_with_either_md5(emulator_thread: RunningEmulator, tmp_path: P
     assert "not its MD5" not in ran.stderr and "already holds" not in ran.stderr, ran.stderr
     settings = Settings.from_env(emulator_thread.client_env())
     assert asyncio.run(assembled(settings, str(result["job_id"]))) == video.read_bytes()
+
+
+async def test_a_failed_read_fails_its_part_alone_and_every_later_chunk_of_it():
+    """Chunks are read in the hasher's worker-thread step: a read that fails fails its
+    chunk, and the chunks of that part queued after it (none is hashed out of order), while
+    the other parts of the batch are read and hashed."""
+    import io
+
+    class Failing(io.RawIOBase):
+        def readinto(self, buffer: object) -> int:
+            raise OSError(5, "Input/output error")
+
+    hasher = LaneHasher(lanes=2)
+    broken, sound = _hashing.new_md5(), _hashing.new_md5()
+    hasher.open()
+    hasher.open()
+    first = hasher.read(broken, Failing(), memoryview(bytearray(10)))
+    second = hasher.read(broken, io.BytesIO(b"later"), memoryview(bytearray(5)))
+    fine = hasher.read(sound, io.BytesIO(b"abc"), memoryview(bytearray(8)))
+    for failed in (first, second):
+        with pytest.raises(OSError, match="Input/output"):
+            await failed
+    assert await fine == 3  # the file ended: fewer bytes than asked
+    assert sound.hexdigest() == hashlib.md5(b"abc").hexdigest()
+    assert broken.hexdigest() == hashlib.md5(b"").hexdigest()  # nothing hashed into it

@@ -384,3 +384,33 @@ async def test_a_refused_link_costs_a_round_trip_not_a_body(tmp_path: Path):
         assert faults.totals()["refused_early"] == 1
     finally:
         await running.stop()
+
+
+async def test_a_body_that_stops_coming_is_cut(tmp_path: Path, monkeypatch):
+    """A client that stops sending mid-body (killed, its machine gone) is cut, as object
+    storage cuts an idle upload; the body is not stored and the handler does not wait on."""
+    from urllib.parse import urlsplit
+
+    from uploader import MetaStudioClient
+    from uploader.emulator import _storage
+
+    monkeypatch.setattr(_storage, "_IDLE", 0.3)
+    running = await start_emulator(emulator_config(tmp_path / "emulator"))
+    try:
+        async with MetaStudioClient(Settings.from_env(running.client_env())) as client:
+            url = urlsplit((await client.create_job("idle")).training_video_upload_url[0])
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                     "Content-Type: application/octet-stream\r\nContent-Length: 4096\r\n\r\n"
+                     .encode() + bytes(1024))  # a quarter of the body, then nothing
+        await writer.drain()
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.readline(), timeout=5)
+        assert time.monotonic() - started < 3
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer
+        faults = running.emulator.faults
+        assert faults.in_flight == 0
+        assert faults.totals()["cut"] == 1 and faults.totals()["stored"] == 0
+    finally:
+        await running.stop()

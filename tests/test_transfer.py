@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from uploader._errors import FileChangedError, LocalFileError
@@ -195,3 +196,33 @@ async def test_parts_md5_of_a_file_cut_short_is_a_clear_error(tmp_path):
     parts = [Part(1, 0, 2 * CHUNK), Part(2, 2 * CHUNK, 2 * CHUNK)]
     with pytest.raises(FileChangedError, match="became shorter"):
         await pieces_md5([_piece(path, p) for p in parts], chunk_size=CHUNK, concurrency=2)
+
+
+async def test_a_storage_that_answers_before_the_body_is_all_sent_is_not_believed(tmp_path):
+    """The MD5 of a part is known once its body was handed out to its end: a storage that
+    answers 200 before that (a proxy that answers for it, a broken server) gets the part
+    sent again, never confirmed with a guessed MD5."""
+    from aiohttp import web
+
+    from uploader.transfer.engine import PartFailure, TransferConfig, put_part
+
+    async def hasty(request: web.Request) -> web.Response:
+        return web.Response(status=200, headers={"ETag": '"' + "0" * 32 + '"'})
+
+    app = web.Application()
+    app.router.add_put("/{key}", hasty)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    path = file_of(tmp_path, 64 * CHUNK)
+    try:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(PartFailure, match="before the part was sent whole") as early:
+                await put_part(session, f"http://127.0.0.1:{port}/part",
+                               _piece(path, Part(1, 0, 64 * CHUNK)), config=TransferConfig(),
+                               hasher=LaneHasher(), on_bytes=lambda n: None)
+        assert early.value.retryable
+    finally:
+        await runner.cleanup()

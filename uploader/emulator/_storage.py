@@ -13,6 +13,7 @@ Keys: `training/<job_id>/<kind>.mp4?partNumber=N&uploadId=U` (a part of a multip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -172,7 +173,8 @@ class ObjectStorage:
                              "Please reduce your request rate (injected fault)")
         if faults.draw(faults.reset_rate):
             ledger["reset"] += 1
-            await request.content.read(max(1, (request.content_length or 2) // 2))
+            with contextlib.suppress(ConnectionError):
+                await _body_bytes(request, max(1, (request.content_length or 2) // 2))
             cut(request)
         try:
             received = await self._receive(request)
@@ -277,17 +279,8 @@ class ObjectStorage:
         return tmp, digest.hexdigest()
 
     async def _read(self, request: web.Request) -> bytes:
-        """The next bytes of the body. On a paced link, a body that sends nothing for
-        _STALL seconds is dropped as cut: with the small read buffer of a shaped emulator,
-        aiohttp (3.14.5) left the connection of a client killed mid-body unread for good."""
         rate = self.faults.link_rate or self.faults.total_rate
-        if not rate:
-            return await request.content.readany()
-        try:
-            async with asyncio.timeout(_STALL):
-                return await request.content.read(_pace_chunk(rate))
-        except TimeoutError:
-            raise ConnectionResetError("the body stalled") from None
+        return await _body_bytes(request, _pace_chunk(rate) if rate else None)
 
     # ---- GET: a job's stored file -----------------------------------------------------
 
@@ -344,14 +337,28 @@ def _int_or_zero(text: str | None) -> int:
 async def _discard(request: web.Request, faults: Faults) -> None:
     """Read a refused request's body to its end (counted: it crossed the wire)."""
     try:
-        async for chunk in request.content.iter_chunked(_CHUNK):
+        while chunk := await _body_bytes(request, _CHUNK):
             faults.received_bytes += len(chunk)
     except (ConnectionError, OSError):
         pass
 
 
-#: Seconds a paced body may send nothing before it is dropped (see `_read`).
-_STALL = 5.0
+async def _body_bytes(request: web.Request, size: int | None) -> bytes:
+    """The next bytes of a request's body (at most `size`; None: whatever has come), b""
+    at its end. A body that sends nothing for _IDLE seconds is cut (ConnectionResetError),
+    as object storage cuts an idle upload (S3's RequestTimeout): with the small read buffer
+    of an emulator started with a link rate, aiohttp (3.14.5) left the connection of a
+    client killed mid-body unread for good, whatever the rate later became."""
+    try:
+        async with asyncio.timeout(_IDLE):
+            return await (request.content.readany() if size is None
+                          else request.content.read(size))
+    except TimeoutError:
+        raise ConnectionResetError("the body sent nothing for a while") from None
+
+
+#: Seconds a body may send nothing before it is cut (see `_body_bytes`).
+_IDLE = 5.0
 #: Seconds a paced body may fall behind its rate before the pacing forgets it (and no more
 #: than this much is read at once to catch up).
 _SLACK = 0.02

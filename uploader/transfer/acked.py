@@ -35,6 +35,8 @@ _OFFSET = 120
 _RTT = struct.Struct("=I")
 _RTT_OFFSET = 68
 _INFO_SIZE = 256
+#: Seconds within which a connection's count must have grown for it to count as carrying.
+RECENT = 0.2
 
 
 def bytes_acked(sock: socket.socket) -> int | None:
@@ -61,15 +63,14 @@ def _tcp_info(sock: socket.socket) -> tuple[int, float] | None:
 class AckedBytes:
     """The bytes acknowledged on every socket this meter made, counted as they come."""
 
-    def __init__(self, *, recent: float = 0.2) -> None:
+    def __init__(self) -> None:
         #: By socket: bytes acknowledged when last read, and when that count last grew.
         self._seen: weakref.WeakKeyDictionary[socket.socket, tuple[int, float]] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
-        self._recent = recent
         self.available = _TCP_INFO is not None and _probe()
         #: At the last `take()`: how many connections carried data (had more acknowledged)
-        #: in the `recent` seconds before it (a gap between two reads of the body does not
+        #: in the RECENT seconds before it (a gap between two reads of the body does not
         #: count; a connection that has not begun does), and the median smoothed round
         #: trip (seconds) of those that carried since the `take()` before (None until one
         #: has).
@@ -107,7 +108,7 @@ class AckedBytes:
                     total += now - before
                     self._seen[sock] = (now, grew := at)
                     trips.append(trip)
-                carrying += grew >= at - self._recent
+                carrying += grew >= at - RECENT
         self.carrying = carrying
         if trips:
             self.round_trip = statistics.median(trips)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import io
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Digest", "Hashed", "LaneHasher", "kernel_name", "lane_count", "new_md5",
+__all__ = ["Digest", "Hashed", "LaneHasher", "Source", "kernel_name", "lane_count", "new_md5",
            "update_lanes"]
 
 
@@ -30,6 +29,12 @@ class Digest(Protocol):
     def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
 
     def hexdigest(self) -> str: ...
+
+
+class Source(Protocol):
+    """Where a chunk is read from: an open file (its position is where the read starts)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
 Kernel = Callable[[Sequence[Digest], Sequence[memoryview]], None]
@@ -43,7 +48,7 @@ class _Chunk:
     __slots__ = ("data", "digest", "done", "error", "got", "source")
 
     def __init__(self, digest: Digest, data: memoryview, done: asyncio.Future[int],
-                 source: io.RawIOBase | None = None) -> None:
+                 source: Source | None = None) -> None:
         self.digest, self.data, self.done, self.source = digest, data, done, source
         self.got = len(data) if source is None else 0
         self.error: OSError | None = None
@@ -152,7 +157,7 @@ class LaneHasher:
         """Hash `data` into `digest`; awaiting the answer gives len(data)."""
         return self._queue(_Chunk(digest, data, self._future()))
 
-    def read(self, digest: Digest, source: io.RawIOBase, into: memoryview) -> Hashed:
+    def read(self, digest: Digest, source: Source, into: memoryview) -> Hashed:
         """Fill `into` from `source` (from its position on), then hash what was read into
         `digest`. Awaiting the answer gives the bytes read: fewer than len(into) only where
         the file ends; an OSError if the read failed (then nothing is hashed, and no later
@@ -263,7 +268,7 @@ def _read_and_hash(kernel: Kernel, batch: list[_Chunk]) -> None:
         batch = later
 
 
-def _fill(source: io.RawIOBase, into: memoryview) -> int:
+def _fill(source: Source, into: memoryview) -> int:
     """Read into `into` until it is full or the file ends (a read may return less than
     asked); the bytes read."""
     got = 0
