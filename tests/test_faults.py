@@ -225,17 +225,23 @@ async def test_urls_expiring_mid_upload(tmp_path):
 @pytest.mark.slow
 async def test_update_that_drops_stored_parts(tmp_path, caplog):
     running = await start_emulator(
-        emulator_config(tmp_path / "emulator", update_resets_parts=True, url_ttl=1,
-                        link_rate=300 * 1024))
+        emulator_config(tmp_path / "emulator", update_resets_parts=True, link_rate=300 * 1024))
+    faults, signer = running.emulator.faults, running.emulator.storage.signer
     try:
-        async def lengthen_links() -> None:
-            while not running.emulator.store.jobs:
-                await asyncio.sleep(0.01)
-            running.emulator.storage.url_ttl = 3600  # only the first links expire
+        async def expire_links_once_a_part_is_stored() -> None:
+            # The links in hand expire once a part is stored (the next one sent is refused,
+            # and the uploader asks for links again, which drops what was stored); the next
+            # links do not. (A TTL of 1 s did this by chance: Expires counts whole seconds.)
+            while not any(happened["stored"] for happened in list(faults.ledger.values())):
+                await asyncio.sleep(0.005)
+            signer.early_expiry = 0.0
+            while not faults.totals()["refused"]:
+                await asyncio.sleep(0.001)
+            signer.early_expiry = None
 
         job_id, _ = (await asyncio.gather(
             _upload(running, tmp_path, transfer=TransferConfig(), limits=Limits(concurrency=2)),
-            lengthen_links()))[0]
+            expire_links_once_a_part_is_stored()))[0]
         assert "no longer holds" in caplog.text
         assert_sent_only_as_explained(running, job_id, resets_allowed=True)
     finally:

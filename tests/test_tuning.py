@@ -96,6 +96,26 @@ def test_climbing_windows_last_eight_round_trips_where_they_are_known(
         assert now < 5
     assert now == pytest.approx(first_decision, abs=step / 2)
 
+def test_one_window_that_does_not_pay_does_not_stop_the_climb():
+    # A window right after a doubling where the link or the machine paused: asked again,
+    # the doubling pays, and the climb goes on.
+    tuner = Tuner(high=64)
+    now, windows = 0.0, {16: [1.0], 32: [0.2, 2.0], 64: [4.0]}
+    tuner.observe(0, now, 16)
+    for limit in (16, 32, 64):
+        for gibs in windows[limit]:
+            assert tuner.limit == limit
+            now += 0.2
+            tuner.observe(int(gibs * 1024 * MiB * 0.2), now, limit)
+    assert [limit for _, limit, _ in tuner.history] == [16, 32, 32, 64]
+    # Twice in a row, it is held, at the better of the two windows.
+    tuner = Tuner(high=64)
+    tuner.observe(0, 0.0, 16)
+    for now, gibs in ((0.2, 1.0), (0.4, 0.2), (0.6, 0.9)):
+        tuner.observe(int(gibs * 1024 * MiB * 0.2), now, tuner.limit)
+    assert tuner.limit == 32 and [limit for _, limit, _ in tuner.history] == [16, 32, 32]
+
+
 @pytest.mark.parametrize("high", [1, 3, 64])
 def test_it_never_leaves_its_bounds(high: int):
     import random
@@ -319,9 +339,10 @@ async def test_on_the_emulator_s_slow_links_acknowledgements_track_the_link(tmp_
     """An emulator started with a link rate throttles through small receive windows, so
     that what a client's kernel counts as acknowledged is what the link carried, as on a
     slow path: with loopback's megabytes of buffer per connection the tuner's windows read
-    2.5x the link (87 MiB/s at 16 connections of 2 MiB/s). Each window the tuner measured
-    here (16, 32, then 64 connections of 512 KiB/s) after the first at its level stays
-    within 1.5x what its connections can carry."""
+    2.5x the link (87 MiB/s at 16 connections of 2 MiB/s). The windows the tuner measured
+    here (16, 32, then 64 connections of 512 KiB/s) after the first at their level read,
+    together, within 1.3x what their connections can carry (1.01-1.02 on a quiet machine;
+    one window alone may read 1.5x after a pause of the machine)."""
     link = MiB // 2
     async with _slow_link_emulator(tmp_path, link) as emulator:
         settings = Settings.from_env(emulator.client_env())
@@ -332,11 +353,15 @@ async def test_on_the_emulator_s_slow_links_acknowledgements_track_the_link(tmp_
             result = await client.upload(Job.of(video, name="faithful", parts=96))
         assert budget.tuner is not None
         history = budget.tuner.history
-        assert [limit for _, limit, _ in history[:3]] == [16, 32, 64], history
-        later = [(limit, rate) for (_, before, _), (_, limit, rate)
+        levels = [limit for _, limit, _ in history]
+        assert [k for k, _ in itertools.groupby(levels)][:3] == [16, 32, 64], history
+        # What the acknowledgements say each level carried after its first window (new
+        # connections' first buffers), bytes over time (a pause and its catch-up are one),
+        # as a share of what its connections can carry.
+        later = [(now - then, limit, rate) for (then, before, _), (now, limit, rate)
                  in itertools.pairwise(history) if limit == before]
         assert len(later) >= 2, history
-        over = [(limit, round(rate / MiB, 1)) for limit, rate in later
-                if rate > 1.5 * limit * link]
-        assert not over, f"windows read faster than their connections carry: {over}"
+        share = (sum(span * rate for span, _, rate in later)
+                 / sum(span * limit * link for span, limit, _ in later))
+        assert share <= 1.3, f"windows read {share:.2f}x what their connections carry: {later}"
         assert await assembled(settings, result.job_id) == video.read_bytes()

@@ -4,7 +4,8 @@ they get.
 A fixed number is wrong somewhere: on a link where each connection is slow (a long round
 trip, a proxy that shapes each connection) more connections carry more, on a narrow link
 more only crowd it. `Tuner` climbs from a start: it doubles the pieces in flight while each
-doubling brings at least 10 % more bytes a second and holds where one does not, then tries
+doubling brings at least 10 % more bytes a second and holds where one does not (in two
+windows running: one may be a pause of the link or the machine), then tries
 now and then a quarter more (kept if it pays) and a quarter fewer (kept if it carries as
 much: fewer connections for the same throughput), stepping back from a probe that did not
 pay, so that it follows a link that changes.
@@ -81,6 +82,7 @@ class Tuner:
         self._since: float | None = None
         self._bytes = 0
         self._settling = False  # the window after a probe or a step back is not measured
+        self._doubted: float | None = None  # while climbing, a window that did not pay
         self.history: list[tuple[float, int, float]] = []  # (time, limit, bytes a second)
 
     def observe(self, sent: int, now: float, in_flight: int | None = None,
@@ -140,12 +142,18 @@ class Tuner:
         base = self._base
         if self._phase is _Phase.GROW:
             if base is None or rate >= base.rate * GAIN:
-                self._base = _Level(self.limit, rate)
+                self._base, self._doubted = _Level(self.limit, rate), None
                 return self._grow()
-            # The last doubling did not seem to pay: hold there rather than step back. The
+            if self._doubted is None:
+                # One window that says a doubling did not pay may be one where the link or
+                # the machine paused (a window is 50 ms on loopback): it is asked again, as
+                # stopping the climb costs half the connections until a probe up finds them.
+                self._doubted = rate
+                return None
+            # The last doubling did not pay, twice: hold there rather than step back. The
             # first windows' figures are inflated by buffers filling, so "did not pay" may be
             # wrong, and more pieces never carry less; probes down shed what is not needed.
-            self._base = _Level(self.limit, rate)
+            self._base, self._doubted = _Level(self.limit, max(rate, self._doubted)), None
             self._hold()
             return None
         assert base is not None
