@@ -204,9 +204,10 @@ def _tiny(path: Path) -> Path:
 # ---- links spent or expired, a failed review, a killed run -----------------------------
 
 
-async def test_single_file_answers_lost(tmp_path: Path):
+async def test_single_file_answers_lost(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """Half the answers to stored files are dropped (their links are spent): each such file
-    is settled by its ETag on the server (a ranged GET of its download link)."""
+    is settled by its ETag on the server (a ranged GET of its download link, whose one byte
+    is read: the storage is not left writing to a closed connection)."""
     running = await start_emulator(emulator_config(tmp_path / "emulator", drop_rate=0.5))
     try:
         settings = Settings.from_env(running.client_env())
@@ -222,6 +223,7 @@ async def test_single_file_answers_lost(tmp_path: Path):
         assert stored["training_video"] == video.read_bytes()
         for kind in ("grant_file", "cover", "action_video", "audio"):
             assert stored[kind] == files[kind].read_bytes(), kind
+        assert "Error handling request" not in caplog.text
     finally:
         await running.stop()
 

@@ -315,13 +315,16 @@ class ObjectStorage:
         with stored.open() as source:
             source.seek(start)
             remaining = stop - start
-            while remaining:
-                chunk = await asyncio.to_thread(source.read, min(_CHUNK, remaining))
-                if not chunk:
-                    break
-                await response.write(chunk)
-                remaining -= len(chunk)
-        await response.write_eof()
+            # A client may close the connection before the body is all sent (it had what it
+            # wanted, or went away): as on a storage, that is no error of the server's.
+            with contextlib.suppress(ConnectionResetError):
+                while remaining:
+                    chunk = await asyncio.to_thread(source.read, min(_CHUNK, remaining))
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                    remaining -= len(chunk)
+                await response.write_eof()
         return response
 
 

@@ -382,7 +382,11 @@ async def stored_object_etag(session: aiohttp.ClientSession, url: str) -> str | 
             async with session.get(URL(url, encoded=True), headers={"Range": "bytes=0-0"},
                                    timeout=aiohttp.ClientTimeout(total=60),
                                    allow_redirects=False) as response:
-                pass  # the headers say it all: a storage that ignores Range is not read
+                # The headers say it all. The one byte asked for is read, so that the
+                # connection is kept and the storage is not left writing to a closed one;
+                # the body of a storage that ignores Range (the whole object) is not.
+                if response.status == 206 and response.content_length == 1:
+                    await response.read()
     except UnreachableError as exc:
         if not exc.may_have_arrived:  # the link's host is gone: the file is as good as absent
             log.info("%s; sending it", exc)
