@@ -57,6 +57,25 @@ def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
 def emulator(folder: Path, *flags: str, cpus: set[int] | None = None
              ) -> Iterator[dict[str, str]]:
     """An `uploader emulator` subprocess; yields the environment that points at it."""
+    with emulator_process(folder, *flags, cpus=cpus) as (env, _):
+        yield env
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU (user+sys) that process `pid` has spent so far; None where /proc does not
+    tell (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def emulator_process(folder: Path, *flags: str, cpus: set[int] | None = None
+                     ) -> Iterator[tuple[dict[str, str], int]]:
+    """An `uploader emulator` subprocess; yields the environment that points at it and its
+    process id."""
     data = Path(tempfile.mkdtemp(dir=folder, prefix="emulator-"))
     process = subprocess.Popen(
         [sys.executable, "-m", "uploader", "emulator", "--port", "0", "--data-dir", str(data),
@@ -66,7 +85,7 @@ def emulator(folder: Path, *flags: str, cpus: set[int] | None = None
         assert process.stdout is not None
         process.stdout.readline()
         exports = process.stdout.readline().split()[1:]
-        yield dict(item.split("=", 1) for item in exports)
+        yield dict(item.split("=", 1) for item in exports), process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)

@@ -32,8 +32,10 @@ from harness import (  # noqa: E402
     Table,
     _default_workdir,
     certificates,
+    cpu_seconds,
     curl_baseline,
     emulator,
+    emulator_process,
     md5_seconds_per_gib,
     measure,
     newest_job,
@@ -69,14 +71,17 @@ def bench_speed(table: Table, folder: Path, size: int, *, pinned: bool = True,
     _, lanes = md5_seconds_per_gib()
     for where, server_cpus, client_cpus in placements:
         with certificates(folder, tls) as (flags, trust, curl_options), \
-                emulator(folder, *flags, cpus=server_cpus) as env:
+                emulator_process(folder, *flags, cpus=server_cpus) as (env, server):
             env = env | trust
+            before = cpu_seconds(server)
             curl, curl_cpu = curl_baseline(env, clip, folder, 32, cpus=client_cpus,
                                            options=curl_options)
+            middle = cpu_seconds(server)
             # The transfer's cost: the content rules are a cost per video, not per GiB
             # (content_rules_cost below), and curl has none.
             run = upload(env, clip, folder, "--parts", "32", "--concurrency", "8",
                          "--no-content-checks", cpus=client_cpus)
+            after = cpu_seconds(server)
             # What a process costs whatever its size (the interpreter, the imports, the API
             # calls): a 4 MiB upload's CPU. curl's eight processes start in milliseconds.
             start_up = upload(env, video(folder, 4 * MIB), folder, "--no-content-checks",
@@ -90,6 +95,12 @@ def bench_speed(table: Table, folder: Path, size: int, *, pinned: bool = True,
         table.add(f"(a) {where}: uploader / curl (own clock; process wall)",
                   f"{run.seconds / curl:.2f}; {run.wall / curl:.2f}",
                   "<= 0.9 (own clock)" if tls else "<= 0.95 (own clock)")
+        if before is not None and middle is not None and after is not None:
+            # Where the emulator is the bound (a core of its own, decrypting over https),
+            # no client can go faster than it reads: its CPU over each sender's time says so.
+            table.add(f"(a) {where}: emulator's CPU per second of curl's / the uploader's "
+                      "wall (1.00 on a core of its own: it is the bound)",
+                      f"{(middle - before) / curl:.2f} / {(after - middle) / run.wall:.2f}")
         table.add(f"(b) {where}: uploader CPU (user+sys) per GiB, whole process",
                   f"{own_per_gib:.2f} s")
         table.add(f"(b) {where}: curl's CPU per GiB (it hashes nothing) + MD5 8 at once",
