@@ -412,10 +412,12 @@ def test_processes_sharing_a_state_folder_share_one_pace(tmp_path: Path):
     runs = [subprocess.Popen([sys.executable, "-c", script, str(shared)],
                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
     times = sorted(t for run in runs for t in json.loads(run.communicate(timeout=30)[0]))
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # 10 calls a second in all: 12 calls span 1.1 s (each process alone would take 0.5 s).
-    # Each gap is a wake-up time, which a loaded machine delays: a late call shortens the
-    # gap after it, never the span.
-    assert len(times) == 12 and times[-1] - times[0] >= 1.1 - 0.02, gaps
-    assert min(gaps) >= 0.05, gaps
+    # 10 calls a second in all: the k-th call at least k tenths of a second after the first
+    # (each process alone would make its six in 0.5 s; two taking one turn would put a call
+    # ahead). A loaded machine wakes a call late, which shortens the gap after it: so the
+    # calls are judged against the schedule, not each gap against a tenth.
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
+    assert len(times) == 12, times
+    ahead = [k for k, at in enumerate(times) if at - times[0] < 0.1 * k - 0.02]
+    assert not ahead, (ahead, gaps)
     assert shared.stat().st_mode & 0o777 == 0o600
