@@ -25,7 +25,7 @@ import time
 import weakref
 from typing import Any
 
-__all__ = ["AckedBytes", "bytes_acked"]
+__all__ = ["AckedBytes"]
 
 _TCP_INFO = getattr(socket, "TCP_INFO", None) if sys.platform == "linux" else None
 #: struct tcp_info: tcpi_bytes_acked is the __u64 at byte 120 (include/uapi/linux/tcp.h).
@@ -39,15 +39,10 @@ _INFO_SIZE = 256
 RECENT = 0.2
 
 
-def bytes_acked(sock: socket.socket) -> int | None:
-    """Bytes the peer acknowledged on `sock` (one more than sent, for the SYN), or None
-    where the kernel does not say (or the socket is closed)."""
-    info = _tcp_info(sock)
-    return None if info is None else info[0]
-
-
 def _tcp_info(sock: socket.socket) -> tuple[int, float] | None:
-    """(bytes acknowledged, smoothed round trip in seconds) of `sock`, or None."""
+    """(bytes the peer acknowledged, smoothed round trip in seconds) of `sock`, or None
+    where the kernel does not say (or the socket is closed). The count is one more than
+    the bytes sent, for the SYN."""
     if _TCP_INFO is None:
         return None
     try:
@@ -118,4 +113,4 @@ class AckedBytes:
 def _probe() -> bool:
     """Whether this kernel fills tcpi_bytes_acked (a socket not yet connected says)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return bytes_acked(probe) is not None
+        return _tcp_info(probe) is not None
